@@ -43,6 +43,178 @@ class ReaderConfig(Section):
     )
 
 
+# --- daemon sections (capture, motion, tracking, matching, mqtt, location, metrics, service) ---------
+
+
+class SourceConfig(Section):
+    kind: Literal["picamera2", "opencv", "video", "images"] = Field(
+        "opencv",
+        description="picamera2 = Pi camera; opencv = USB device index or rtsp://, http:// URL; "
+        "video = a file; images = a folder of photos (each its own scene).",
+    )
+    path: str = Field(
+        "0", max_length=4096,
+        description="Device index (opencv), stream URL (opencv), file (video) or folder (images).",
+    )
+    fps: float = Field(
+        0.0, ge=0.0, le=240.0,
+        description="Replay pace for video/images (frames due per second; late frames are dropped); "
+        "0 = as fast as possible. For picamera2 the requested frame rate (0 = camera default).",
+    )
+    loop: bool = Field(False, description="Restart a video/images source at its end instead of stopping.")
+    width: int = Field(1920, ge=64, le=8192, description="Requested capture width.")
+    height: int = Field(1080, ge=64, le=8192, description="Requested capture height.")
+    reconnect_min_s: float = Field(1.0, gt=0.0, le=600.0, description="First wait before reopening.")
+    reconnect_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Longest wait between reopens.")
+    open_timeout_s: float = Field(
+        30.0, ge=0.0, le=3600.0,
+        description="At start, keep trying to open a live source this long before giving up (exit 1).",
+    )
+
+    @model_validator(mode="after")
+    def _check_source(self) -> SourceConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.kind in ("video", "images") and not self.path.strip():
+            raise ValueError(f"source.path must name a {'file' if self.kind == 'video' else 'folder'}")
+        if self.kind == "picamera2" and self.loop:
+            raise ValueError("loop only applies to video and images sources; remove it for picamera2")
+        return self
+
+
+class MotionConfig(Section):
+    enabled: bool = Field(True, description="Skip plate reading on frames without motion (static scene).")
+    threshold: int = Field(25, ge=1, le=255, description="Per-pixel grey-level change that counts as motion.")
+    min_area: float = Field(
+        0.002, ge=0.0, le=1.0, description="Fraction of the (ROI) area that must change to count as motion."
+    )
+    hold_frames: int = Field(
+        10, ge=0, le=10000, description="Keep reading this many frames after motion stops (vehicle leaving)."
+    )
+    roi: tuple[int, int, int, int] | None = Field(
+        None, description="Region of interest [x, y, w, h] in pixels; motion and plates outside are ignored."
+    )
+
+    @model_validator(mode="after")
+    def _check_roi(self) -> MotionConfig:
+        if self.roi is not None and (self.roi[2] <= 0 or self.roi[3] <= 0 or min(self.roi[:2]) < 0):
+            raise ValueError("roi must be [x, y, w, h] with x, y >= 0 and w, h > 0")
+        return self
+
+
+class TrackingConfig(Section):
+    close_after_frames: int = Field(
+        6, ge=1, le=1000, description="A vehicle's pass ends when it has not been read for this many frames."
+    )
+    max_track_s: float = Field(
+        60.0, gt=0.0, le=3600.0, description="Longer passes are closed (a parked car: one event per period)."
+    )
+    min_iou: float = Field(
+        0.1, ge=0.0, le=1.0, description="Overlap with the predicted box that makes two reads one vehicle."
+    )
+    min_text_similarity: float = Field(
+        0.5, ge=0.0, le=1.0, description="Text similarity (1 - edit distance / length) needed with overlap."
+    )
+    same_text_similarity: float = Field(
+        0.8, ge=0.0, le=1.0, description="Text similarity that joins reads without box overlap (fast movers)."
+    )
+
+
+class MatchingConfig(Section):
+    min_agreeing_reads: int = Field(
+        2, ge=1, le=100,
+        description="A hit backed by fewer agreeing reads of one pass is published with verified=false.",
+    )
+    min_confidence: float = Field(
+        0.0, ge=0.0, le=1.0, description="Passes whose voted confidence is below this are not matched."
+    )
+
+
+class MqttTlsConfig(Section):
+    ca: Path | None = Field(None, description="CA certificate (PEM) that signed the broker's.")
+    cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key: Path | None = Field(None, description="Client private key (PEM) for mutual TLS.")
+    insecure: bool = Field(False, description="Skip broker host-name checks (testing only).")
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> MqttTlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together: set both or neither")
+        return self
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(True, description="Publish over MQTT (off: hits stay in the outbox).")
+    host: str = Field("localhost", min_length=1, max_length=253, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with TLS).")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT protocol version; 3.1.1 for brokers that lack 5 (e.g. amqtt)."
+    )
+    topic_prefix: str = Field(
+        "alprd", min_length=1, max_length=128, pattern=r"^[^#+\x00]+$",
+        description="Topics are <topic_prefix>/<device_id>/status|info|hit|summary|metrics|hotlist/...",
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive (Last Will after ~1.5x).")
+    session_expiry_s: int = Field(
+        86400, ge=0, le=4294967295, description="MQTT 5 session expiry (clean start is off)."
+    )
+    username: str | None = Field(None, max_length=256, description="Broker user name, if any.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (e.g. $CREDENTIALS_DIRECTORY/mqtt-password).",
+    )
+    tls: MqttTlsConfig | None = Field(None, description="Use TLS; leave out for plain TCP on a trusted link.")
+    reconnect_min_s: int = Field(1, ge=1, le=600, description="First reconnect wait (jittered).")
+    reconnect_max_s: int = Field(60, ge=1, le=3600, description="Longest reconnect wait (jittered).")
+    resend_after_s: float = Field(
+        30.0, gt=0.0, le=3600.0, description="Publish an outbox row again if unacknowledged this long."
+    )
+    max_inflight: int = Field(100, ge=1, le=65535, description="Outbox rows published, unacked.")
+    max_command_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024,
+        description="Largest hotlist/set payload accepted; bigger ones are refused unread.",
+    )
+    app_ack: bool = Field(
+        False, description="Keep hits until the back office also acknowledges on <p>/<device>/ack."
+    )
+    drain_timeout_s: float = Field(
+        30.0, ge=0.0, le=3600.0,
+        description="At the end of a finite source or on SIGTERM, wait this long for the outbox to empty.",
+    )
+
+    @model_validator(mode="after")
+    def _check_mqtt(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs a username")
+        return self
+
+
+class GpsdConfig(Section):
+    host: str = Field("127.0.0.1", min_length=1, max_length=253, description="gpsd host.")
+    port: int = Field(2947, ge=1, le=65535, description="gpsd TCP port.")
+    max_age_s: float = Field(10.0, gt=0.0, le=3600.0, description="A fix older than this is not reported.")
+
+
+class LocationConfig(Section):
+    lat: float | None = Field(None, ge=-90.0, le=90.0, description="Static latitude (a pole-mounted camera).")
+    lon: float | None = Field(None, ge=-180.0, le=180.0, description="Static longitude.")
+    heading_deg: float | None = Field(
+        None, ge=0.0, lt=360.0, description="Compass bearing the camera looks along (static installs)."
+    )
+    gpsd: GpsdConfig | None = Field(None, description="Read position/heading from gpsd (a car).")
+
+    @model_validator(mode="after")
+    def _check_latlon(self) -> LocationConfig:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together: set both or neither")
+        return self
+
+
+class MetricsConfig(Section):
+    interval_s: float = Field(60.0, ge=1.0, le=86400.0, description="Seconds between metrics messages.")
+
+
 class Config(Section):
     """The whole configuration file."""
 
@@ -52,7 +224,14 @@ class Config(Section):
     )
     camera: str = Field("cam0", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
                         description="Camera name carried in events.")
-    reader: ReaderConfig = Field(default_factory=ReaderConfig)  # type: ignore[arg-type]
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    location: LocationConfig = Field(default_factory=LocationConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @model_validator(mode="after")
     def _check(self) -> Config:
