@@ -1,0 +1,98 @@
+"""Text-line finder: locates the character row(s) inside a plate crop.
+
+Reading the whole detector crop fails on US plates (state names, slogans, frames); a text detector
+run on the crop isolates the main row of characters, which the recognizer then reads. One
+onnxruntime session (PP-OCR DBNet), created once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from .onnx import check_input, load_contract, normalise, open_session
+from .types import Image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TextLine:
+    """A rotated rectangle in crop pixels: centre, size (w >= h) and angle in degrees."""
+
+    cx: float
+    cy: float
+    w: float
+    h: float
+    angle: float
+    score: float
+
+
+class LineFinder:
+    """Finds text lines in a plate crop and cuts them out upright."""
+
+    def __init__(self, models_dir: Path, threads: int = 1, height: int = 96, max_width: int = 480) -> None:
+        self.contract = load_contract(models_dir, "line_det")
+        self.session = open_session(self.contract, threads)
+        self.input_name = check_input(self.session, self.contract)
+        self.height = height
+        self.max_width = max_width
+        self.threshold = float(self.contract.output.get("threshold", 0.3))
+        self.sha256 = self.contract.sha256
+        self.find(np.full((40, 120, 3), 255, np.uint8))  # warm-up: first run allocates
+
+    def find(self, crop: Image) -> list[TextLine]:
+        """Text lines in the crop, the most plate-like (largest characters) first."""
+        h, w = crop.shape[:2]
+        if h < 2 or w < 2:
+            return []
+        scale = self.height / h
+        new_w = min(self.max_width, max(32, round(w * scale / 32) * 32))
+        sx, sy = new_w / w, self.height / h
+        resized = cv2.resize(crop, (new_w, self.height), interpolation=cv2.INTER_LINEAR)
+        prob = self.session.run(None, {self.input_name: normalise(resized, self.contract)})[0][0, 0]
+        return self._lines(prob, sx, sy)
+
+    def _lines(self, prob: npt.NDArray[np.float32], sx: float, sy: float) -> list[TextLine]:
+        mask = (prob > self.threshold).astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        lines = []
+        for c in contours:
+            if len(c) < 4:
+                continue
+            (cx, cy), (rw, rh), angle = cv2.minAreaRect(c)
+            if min(rw, rh) < 3:
+                continue
+            x, y, bw, bh = cv2.boundingRect(c)
+            region = mask[y : y + bh, x : x + bw]
+            score = float((prob[y : y + bh, x : x + bw] * region).sum() / max(1, region.sum()))
+            if score < 0.5:
+                continue
+            # DBNet shrinks text regions during training; grow them back (its "unclip").
+            d = rw * rh * 1.6 / (2 * (rw + rh))
+            rw, rh = rw + 2 * d, rh + 2 * d
+            if rw < rh:
+                rw, rh, angle = rh, rw, angle - 90
+            if angle < -45:
+                angle += 180
+            elif angle > 45:
+                angle -= 180
+            # Back to crop pixels; sx and sy differ only by rounding of the width.
+            lines.append(TextLine(cx / sx, cy / sy, rw / sx, rh / sy, angle, score))
+        lines.sort(key=lambda ln: ln.h * min(ln.w, 6 * ln.h), reverse=True)
+        return lines
+
+    @staticmethod
+    def cut(crop: Image, line: TextLine) -> Image:
+        """The line's pixels, rotated upright, as a w x h image."""
+        w, h = max(2, round(line.w)), max(2, round(line.h))
+        m = cv2.getRotationMatrix2D((line.cx, line.cy), line.angle, 1.0)
+        m[0, 2] += w / 2 - line.cx
+        m[1, 2] += h / 2 - line.cy
+        out: Image = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return out
