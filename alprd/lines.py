@@ -94,5 +94,5 @@ class LineFinder:
         m = cv2.getRotationMatrix2D((line.cx, line.cy), line.angle, 1.0)
         m[0, 2] += w / 2 - line.cx
         m[1, 2] += h / 2 - line.cy
-        out: Image = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return out
+        out = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return np.asarray(out, dtype=np.uint8)

@@ -54,7 +54,7 @@ def load_contract(models_dir: Path, name: str) -> Contract:
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelError(f"model contract {cpath} is unreadable ({e}): restore it from the release") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("file"), str) or not isinstance(raw.get("sha256"), str):
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("file", "sha256")):
         raise ModelError(f"model contract {cpath} lacks 'file' or 'sha256': restore it from the release")
     return Contract(name=name, path=models_dir / raw["file"], sha256=raw["sha256"], raw=raw)
 
@@ -99,7 +99,7 @@ def check_input(session: Any, contract: Contract, channels: int = 3, height: int
     return str(inputs[0].name)
 
 
-def normalise(image: npt.NDArray[np.uint8], contract: Contract) -> npt.NDArray[np.float32]:
+def normalise(image: npt.NDArray[Any], contract: Contract) -> npt.NDArray[np.float32]:
     """HWC uint8 in the contract's colour order -> 1xCxHxW float32, (x/255 - mean) / std."""
     inp = contract.input
     if inp.get("color", "BGR") == "RGB":
