@@ -130,7 +130,7 @@ def test_video_source_errors_say_what_to_do(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00" * 100)
     with pytest.raises(CaptureError, match="cannot open"):
         VideoSource(SourceConfig(kind="video", path=str(bad))).open()
-    with pytest.raises(CaptureError, match="use source.kind: opencv"):
+    with pytest.raises(CaptureError, match=r"use source\.kind: opencv"):
         make_source(SourceConfig(kind="video", path="rtsp://cam/stream"))
 
 
@@ -154,7 +154,7 @@ class FlakyCamera:
         self.image = image
         self.released = False
 
-    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+    def isOpened(self) -> bool:
         return True
 
     def set(self, prop: int, value: float) -> bool:
@@ -181,10 +181,12 @@ def test_live_source_reconnects_with_backoff_after_loss() -> None:
     clock = ManualClock()
     image = np.zeros((48, 64, 3), np.uint8)
     opened: list[FlakyCamera | None] = []
-    plan: list[FlakyCamera | None] = [FlakyCamera(1, image, clock), None, None, FlakyCamera(10_000, image, clock)]
+    plan: list[FlakyCamera | None] = [
+        FlakyCamera(1, image, clock), None, None, FlakyCamera(10_000, image, clock),
+    ]
 
     class Refused:
-        def isOpened(self) -> bool:  # noqa: N802
+        def isOpened(self) -> bool:
             return False
 
         def release(self) -> None:
@@ -195,7 +197,9 @@ def test_live_source_reconnects_with_backoff_after_loss() -> None:
         opened.append(cam)
         return cam if cam is not None else Refused()
 
-    cfg = SourceConfig(kind="opencv", path="rtsp://user:secret@cam/stream", reconnect_min_s=1, reconnect_max_s=8)
+    cfg = SourceConfig(
+        kind="opencv", path="rtsp://user:secret@cam/stream", reconnect_min_s=1, reconnect_max_s=8
+    )
     src = VideoSource(cfg, clock=clock, opener=opener)
     src.open()
     frames = 0
