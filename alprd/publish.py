@@ -1,0 +1,364 @@
+"""MQTT publishing (paho-mqtt 2.x, callback API v2): status/Last Will, info, hits and summaries
+drained from the durable outbox, metrics, and the hot-list command topic.
+
+Threads: paho runs its own network thread. Its callbacks only record what happened in thread-safe
+queues and flags; all work (outbox acks, resends, command handling) happens in `pump()`, called from
+the pipeline thread. No lock of ours is ever held while calling paho, and callbacks take none
+(holding an application lock across `publish()` while `on_publish` wanted it deadlocked: FACTS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .config import MqttConfig
+from .errors import PublishError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One durable message: `key` is its hit_id / summary id (duplicates carry the same one)."""
+
+    item_id: int
+    key: str
+    kind: str
+    """`hit` or `summary`: the topic's last level."""
+    payload: bytes
+
+
+class Outbox(Protocol):
+    def pending(self, limit: int) -> list[OutboxItem]:
+        """The oldest rows not yet acknowledged."""
+
+    def ack(self, item_id: int) -> None:
+        """Forget a row: the broker (or the back office) has it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Something the back office sent: `hotlist_set` (payload) or `ack` (key); `error` if refused unread."""
+
+    name: str
+    payload: bytes
+    error: str = ""
+
+
+class Topics:
+    def __init__(self, prefix: str, device_id: str) -> None:
+        base = f"{prefix.rstrip('/')}/{device_id}"
+        self.base = base
+        self.status = f"{base}/status"
+        self.info = f"{base}/info"
+        self.hit = f"{base}/hit"
+        self.summary = f"{base}/summary"
+        self.metrics = f"{base}/metrics"
+        self.hotlist_set = f"{base}/hotlist/set"
+        self.hotlist_result = f"{base}/hotlist/result"
+        self.ack = f"{base}/ack"
+
+    def for_kind(self, kind: str) -> str:
+        return f"{self.base}/{kind}"
+
+
+def status_payload(state: str, session: int, device_id: str, extra: dict[str, Any] | None = None) -> bytes:
+    body: dict[str, Any] = {
+        "state": state, "session": session, "device_id": device_id, "ts": round(time.time(), 3),
+    }
+    body.update(extra or {})
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def read_secret(path: Path, what: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PublishError(
+            f"cannot read the {what} file {path}: {e}; with systemd, pass it with LoadCredential= "
+            "and point the config at $CREDENTIALS_DIRECTORY"
+        ) from e
+    return text.rstrip("\r\n")
+
+
+class Publisher:
+    """Owns the paho client. Build it, `start()`, call `pump(outbox)` often, `stop()` at the end."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        device_id: str,
+        session: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device_id = device_id
+        self.session = session
+        self.topics = Topics(cfg.topic_prefix, device_id)
+        self._rng = rng or random.Random()
+        self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._connected = False
+        self._connects = 0
+        self._failures = 0
+        self._status_extra: dict[str, Any] = {}
+        self._mids: dict[int, int] = {}  # paho message id -> outbox row id
+        self._sent: dict[int, float] = {}  # outbox row id -> monotonic time of the last publish
+        self._delivered: dict[int, str] = {}  # rows the broker has, waiting for the app ack (app_ack mode)
+        self.published = 0
+        self.acked = 0
+        self.client = self._make_client()
+
+    # --- set-up ---------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        v5 = cfg.protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.device_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            # MQTT 3.1.1: a persistent session; MQTT 5 sets clean_start on connect instead
+            clean_session=None if v5 else False,
+        )
+        client.enable_logger(logging.getLogger("alprd.paho"))
+        client.will_set(
+            self.topics.status,
+            status_payload("offline", self.session, self.device_id),
+            qos=1,
+            retain=True,
+        )
+        if cfg.username is not None:
+            password = read_secret(cfg.password_file, "MQTT password") if cfg.password_file else None
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls is not None:
+            try:
+                client.tls_set(
+                    ca_certs=str(cfg.tls.ca) if cfg.tls.ca else None,
+                    certfile=str(cfg.tls.cert) if cfg.tls.cert else None,
+                    keyfile=str(cfg.tls.key) if cfg.tls.key else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (OSError, ssl.SSLError, ValueError) as e:
+                raise PublishError(f"MQTT TLS set-up failed: {e}; check mqtt.tls.ca/cert/key") from e
+            client.tls_insecure_set(cfg.tls.insecure)
+        client.max_inflight_messages_set(max(cfg.max_inflight, 20))
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self._set_backoff(client)
+        return client
+
+    def start(self) -> None:
+        """Connect in the background (first attempt included): the daemon works offline too."""
+        props: Properties | None = None
+        kwargs: dict[str, Any] = {}
+        if self.cfg.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.cfg.session_expiry_s
+            kwargs = {"clean_start": False, "properties": props}
+        try:
+            self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, **kwargs)
+        except (OSError, ValueError) as e:
+            raise PublishError(f"cannot start MQTT connection to {self.cfg.host}:{self.cfg.port}: {e}") from e
+        self.client.loop_start()
+
+    def _set_backoff(self, client: mqtt.Client) -> None:
+        # paho doubles its own delay without jitter; drive it with ours so a fleet does not reconnect in step
+        d = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** min(self._failures, 20))
+        delay = max(1, round(d * (0.5 + 0.5 * self._rng.random())))
+        client.reconnect_delay_set(delay, delay)
+
+    # --- paho callbacks (network thread): record, never work -------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("MQTT broker refused the connection: %s", reason_code)
+            self._connected = False
+            return
+        self._connected = True
+        self._connects += 1
+        self._failures = 0
+        self._set_backoff(client)
+        client.subscribe(self.topics.hotlist_set, qos=1)
+        if self.cfg.app_ack:
+            client.subscribe(self.topics.ack, qos=1)
+        client.publish(
+            self.topics.status,
+            status_payload("online", self.session, self.device_id, self._status_extra),
+            qos=1, retain=True,
+        )
+        log.info("MQTT connected to %s:%s (session present: %s)", self.cfg.host, self.cfg.port,
+                 getattr(flags, "session_present", None))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._failures += 1
+        self._set_backoff(client)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any
+    ) -> None:
+        if self._connected:
+            log.warning("MQTT disconnected: %s", reason_code)
+        self._connected = False
+        self._failures += 1
+        self._set_backoff(client)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
+        self._acks.put((mid, not reason_code.is_failure))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == self.topics.hotlist_set:
+            if len(msg.payload) > self.cfg.max_command_bytes:
+                self._commands.put(Command(
+                    "hotlist_set", b"",
+                    f"payload of {len(msg.payload)} bytes exceeds mqtt.max_command_bytes "
+                    f"({self.cfg.max_command_bytes})",
+                ))
+            else:
+                self._commands.put(Command("hotlist_set", bytes(msg.payload)))
+        elif msg.topic == self.topics.ack:
+            self._commands.put(Command("ack", bytes(msg.payload[:4096])))
+
+    # --- pipeline thread --------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def connects(self) -> int:
+        return self._connects
+
+    @property
+    def inflight(self) -> int:
+        return len(self._mids)
+
+    def commands(self) -> list[Command]:
+        out: list[Command] = []
+        while True:
+            try:
+                out.append(self._commands.get_nowait())
+            except queue.Empty:
+                return out
+
+    def set_status(self, extra: dict[str, Any], publish: bool = True) -> None:
+        """Change what the retained `online` status carries (camera state, alarms) and republish it."""
+        self._status_extra = dict(extra)
+        if publish and self._connected:
+            self.client.publish(
+                self.topics.status,
+                status_payload("online", self.session, self.device_id, self._status_extra),
+                qos=1, retain=True,
+            )
+
+    def publish_retained(self, topic: str, body: dict[str, Any]) -> None:
+        payload = json.dumps(body, separators=(",", ":"), sort_keys=True)
+        self.client.publish(topic, payload, qos=1, retain=True)
+
+    def publish_event(self, topic: str, body: dict[str, Any], qos: int = 1) -> None:
+        """A non-durable message (metrics, command results): sent if connected, else dropped."""
+        if self._connected:
+            self.client.publish(topic, json.dumps(body, separators=(",", ":"), sort_keys=True), qos=qos)
+
+    def app_acked(self, key: str, outbox: Outbox) -> bool:
+        """The back office confirmed hit `key`: forget it for good."""
+        for item_id, k in list(self._delivered.items()):
+            if k == key:
+                outbox.ack(item_id)
+                del self._delivered[item_id]
+                self._sent.pop(item_id, None)
+                self.acked += 1
+                return True
+        return False
+
+    def pump(self, outbox: Outbox, now: float | None = None) -> None:
+        """Apply broker acks to the outbox, then (re)publish pending rows while connected."""
+        now = time.monotonic() if now is None else now
+        self._apply_acks(outbox)
+        if not self._connected:
+            return
+        room = self.cfg.max_inflight - len(self._mids)
+        if room <= 0:
+            return
+        for item in outbox.pending(self.cfg.max_inflight + len(self._sent)):
+            last = self._sent.get(item.item_id)
+            if last is not None and now - last < self.cfg.resend_after_s:
+                continue
+            info = self.client.publish(self.topics.for_kind(item.kind), item.payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                log.debug("publish of outbox row %s not queued: %s", item.item_id, info.rc)
+                break
+            self._mids[info.mid] = item.item_id
+            self._sent[item.item_id] = now
+            if self.cfg.app_ack and item.kind == "hit":
+                self._delivered.setdefault(item.item_id, item.key)
+            self.published += 1
+            room -= 1
+            if room <= 0:
+                break
+        # acks that raced with the publish calls above are applied now that their mids are recorded
+        self._apply_acks(outbox)
+
+    def _apply_acks(self, outbox: Outbox) -> None:
+        while True:
+            try:
+                mid, ok = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            item_id = self._mids.pop(mid, None)
+            if item_id is None:
+                continue
+            if not ok:
+                self._sent.pop(item_id, None)  # refused by the broker: try again on the next pump
+                continue
+            if item_id in self._delivered:
+                continue  # the broker has it; the back office has not confirmed it yet
+            outbox.ack(item_id)
+            self._sent.pop(item_id, None)
+            self.acked += 1
+
+    def drain(self, outbox: Outbox, timeout: float, is_empty: Callable[[], bool]) -> bool:
+        """Pump until the outbox is empty or `timeout` passes; True if it emptied."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.pump(outbox)
+            if is_empty():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def stop(self, state: str = "stopped", timeout: float = 5.0) -> None:
+        """Publish the final retained status (a clean disconnect does not fire the will) and disconnect."""
+        if self._connected:
+            info = self.client.publish(
+                self.topics.status,
+                status_payload(state, self.session, self.device_id, self._status_extra),
+                qos=1, retain=True,
+            )
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                log.warning("final status %r not confirmed by the broker", state)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected = False

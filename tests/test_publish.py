@@ -1,0 +1,157 @@
+"""MQTT publisher against a real mosquitto: status/LWT, outbox drained only on PUBACK, broker restarts,
+commands, MQTT 3.1.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from conftest import Mosquitto, Subscriber
+
+from alprd.config import MqttConfig
+from alprd.publish import OutboxItem, Publisher
+
+
+class ListOutbox:
+    """An in-memory outbox (the daemon uses the SQLite one)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, OutboxItem] = {}
+        self._next = 1
+        self.lock = threading.Lock()
+
+    def put(self, kind: str, key: str, body: dict[str, object]) -> None:
+        with self.lock:
+            self.rows[self._next] = OutboxItem(self._next, key, kind, json.dumps(body).encode())
+            self._next += 1
+
+    def pending(self, limit: int) -> list[OutboxItem]:
+        with self.lock:
+            return [self.rows[k] for k in sorted(self.rows)[:limit]]
+
+    def ack(self, item_id: int) -> None:
+        with self.lock:
+            self.rows.pop(item_id, None)
+
+
+def cfg(broker: Mosquitto, **kw: object) -> MqttConfig:
+    return MqttConfig(host=broker.host, port=broker.port, keepalive_s=5, reconnect_min_s=1,
+                      reconnect_max_s=2, **kw)  # type: ignore[arg-type]
+
+
+def wait(pred: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return bool(pred())  # type: ignore[operator]
+
+
+def statuses(sub: Subscriber) -> list[str]:
+    return [str(m["state"]) for m in sub.json_on("/status")]
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_online_then_stopped_retained(mosquitto: Mosquitto, protocol: str) -> None:
+    pub = Publisher(cfg(mosquitto, protocol=protocol), "dev1", session=7)
+    pub.start()
+    assert wait(lambda: pub.connected)
+    sub = Subscriber(mosquitto, "alprd/dev1/#")
+    try:
+        assert sub.wait_for(lambda s: "online" in statuses(s))
+        pub.stop()
+        assert sub.wait_for(lambda s: statuses(s)[-1:] == ["stopped"])
+        assert sub.json_on("/status")[-1]["session"] == 7
+    finally:
+        sub.close()
+    late = Subscriber(mosquitto, "alprd/dev1/status", client_id="late")
+    try:
+        assert late.wait_for(lambda s: statuses(s) == ["stopped"])  # retained
+    finally:
+        late.close()
+
+
+def test_last_will_offline_then_online_on_reconnect(mosquitto: Mosquitto) -> None:
+    pub = Publisher(cfg(mosquitto), "dev2", session=3)
+    pub.start()
+    assert wait(lambda: pub.connected)
+    sub = Subscriber(mosquitto, "alprd/dev2/status")
+    try:
+        assert sub.wait_for(lambda s: "online" in statuses(s))
+        # the connection dies without DISCONNECT: the broker publishes the will
+        sock = pub.client.socket()
+        assert sock is not None
+        sock.close()
+        assert sub.wait_for(lambda s: "offline" in statuses(s), 15)
+        offline = next(m for m in sub.json_on("/status") if m["state"] == "offline")
+        assert offline["session"] == 3
+        assert sub.wait_for(lambda s: statuses(s)[-1] == "online", 15)
+        assert pub.connects >= 2
+    finally:
+        pub.stop()
+        sub.close()
+
+
+def test_outbox_rows_leave_only_on_puback_and_survive_broker_restart(mosquitto: Mosquitto) -> None:
+    outbox = ListOutbox()
+    sub = Subscriber(mosquitto, "alprd/dev3/hit")
+    pub = Publisher(cfg(mosquitto), "dev3", session=1)
+    try:
+        for i in range(20):
+            outbox.put("hit", f"h{i}", {"hit_id": f"h{i}"})
+        assert outbox.pending(100) and not pub.connected
+        pub.pump(outbox)  # offline: nothing leaves the outbox
+        assert len(outbox.rows) == 20
+        pub.start()
+        assert wait(lambda: (pub.pump(outbox), not outbox.rows)[1])
+        mosquitto.kill()
+        for i in range(20, 40):
+            outbox.put("hit", f"h{i}", {"hit_id": f"h{i}"})
+        pub.pump(outbox)
+        time.sleep(0.5)
+        pub.pump(outbox)
+        assert len(outbox.rows) == 20  # broker down: kept
+        mosquitto.start()
+        assert wait(lambda: (pub.pump(outbox), not outbox.rows)[1], 30)
+        want = {f"h{i}" for i in range(40)}
+        assert sub.wait_for(lambda s: {str(m["hit_id"]) for m in s.json_on("/hit")} >= want, 20)
+    finally:
+        pub.stop()
+        sub.close()
+
+
+def test_hotlist_commands_queued_and_oversized_refused_unread(mosquitto: Mosquitto) -> None:
+    pub = Publisher(cfg(mosquitto, max_command_bytes=2048), "dev4", session=1)
+    pub.start()
+    assert wait(lambda: pub.connected)
+    sender = Subscriber(mosquitto, "nothing/here", client_id="sender")
+    try:
+        time.sleep(0.3)  # let the subscription land
+        sender.client.publish("alprd/dev4/hotlist/set", b"bundle-bytes", qos=1).wait_for_publish(5)
+        sender.client.publish("alprd/dev4/hotlist/set", b"x" * 5000, qos=1).wait_for_publish(5)
+        got: list[object] = []
+        assert wait(lambda: (got.extend(pub.commands()), len(got) >= 2)[1])
+        ok, big = got[0], got[1]
+        assert ok.payload == b"bundle-bytes" and ok.error == ""  # type: ignore[attr-defined]
+        assert big.payload == b"" and "max_command_bytes" in big.error  # type: ignore[attr-defined]
+    finally:
+        pub.stop()
+        sender.close()
+
+
+def test_app_ack_keeps_hit_until_back_office_confirms(mosquitto: Mosquitto) -> None:
+    outbox = ListOutbox()
+    outbox.put("hit", "abc", {"hit_id": "abc"})
+    outbox.put("summary", "s1", {"id": "s1"})
+    pub = Publisher(cfg(mosquitto, app_ack=True), "dev5", session=1)
+    pub.start()
+    assert wait(lambda: pub.connected)
+    try:
+        assert wait(lambda: (pub.pump(outbox), list(outbox.rows) == [1])[1])  # summary gone, hit kept
+        assert pub.app_acked("abc", outbox)
+        assert not outbox.rows
+    finally:
+        pub.stop()
