@@ -1,0 +1,582 @@
+"""The long-running service: capture -> read -> track -> match -> outbox -> MQTT.
+
+`Pipeline.step(frame) -> list[Event]` is the pure part (motion gate, reader, tracker, hot-list
+match) and is tested on real photos. `Daemon` owns the side effects: durable outbox, evidence,
+summaries, MQTT, metrics, sd_notify, and the loop `run(stop)`. `build(config)` wires the stages
+from the config; only this module knows all of them.
+
+Threads: this loop (the pipeline), paho's network thread, and nothing else; one stop Event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import __version__
+from .capture import Clock, FrameSource, SystemClock
+from .config import Config, MatchingConfig
+from .errors import AlprdError, HotListError, StoreError
+from .location import Locator
+from .motion import MotionGate
+from .publish import Command, Outbox, Publisher
+from .track import Track, Tracker
+from .types import Frame, Image, PhotoResult
+
+log = logging.getLogger(__name__)
+
+
+# --- what the pipeline needs from the reader and the privacy core ------------------------------
+
+
+class Reader(Protocol):
+    model_hashes: dict[str, str]
+
+    def read(self, image: Image, region: str | None = None) -> PhotoResult: ...
+
+
+class MatchLike(Protocol):
+    kind: str
+    reason: str
+    priority: int
+    list_version: int
+    p_not_entry: float
+
+
+class Matcher(Protocol):
+    def match(
+        self, text: str, chars: tuple[float, ...], state: str | None, now: float
+    ) -> MatchLike | None: ...
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A closed pass that matched the hot list."""
+
+    track: Track
+    match: MatchLike
+    verified: bool
+    hit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """A closed pass that did not match: it only ever feeds the privacy-preserving summary."""
+
+    track: Track
+
+
+Event = Hit | Pass
+
+
+class StageTimer:
+    """Milliseconds per stage over the last N samples, for p50/p95 in metrics."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self._ms: dict[str, deque[float]] = {}
+        self._keep = keep
+
+    def add(self, stage: str, ms: float) -> None:
+        self._ms.setdefault(stage, deque(maxlen=self._keep)).append(ms)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, values in self._ms.items():
+            v = sorted(values)
+            if v:
+                out[stage] = {
+                    "p50": round(v[len(v) // 2], 2),
+                    "p95": round(v[min(len(v) - 1, int(len(v) * 0.95))], 2),
+                    "n": len(v),
+                }
+        return out
+
+
+class Pipeline:
+    """One frame in, the events of the passes that closed out. No I/O beyond the reader."""
+
+    def __init__(
+        self,
+        reader: Reader,
+        tracker: Tracker,
+        gate: MotionGate,
+        matcher: Matcher | None,
+        matching: MatchingConfig,
+        region: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.reader = reader
+        self.tracker = tracker
+        self.gate = gate
+        self.matcher = matcher
+        self.matching = matching
+        self.region = region
+        self.clock = clock or SystemClock()
+        self.timer = StageTimer()
+        self.frames = 0
+        self.processed = 0
+        self.skipped = 0
+        self.reads = 0
+        self.last_frame: Frame | None = None
+
+    def step(self, frame: Frame) -> list[Event]:
+        self.frames += 1
+        self.last_frame = frame
+        t0 = time.perf_counter()
+        reads: list[Any] = []
+        if self.gate.wants(frame):
+            self.processed += 1
+            result = self.reader.read(frame.image, self.region)
+            h, w = frame.image.shape[:2]
+            reads = [r for r in result.reads if self.gate.inside(r.box, w, h)]
+            self.reads += len(reads)
+            for stage, ms in result.stage_ms.items():
+                self.timer.add(stage, ms)
+            self.timer.add("read", result.ms)
+        else:
+            self.skipped += 1
+        t1 = time.perf_counter()
+        closed = self.tracker.update(frame, reads)
+        events = self._decide(closed)
+        self.timer.add("track_match", (time.perf_counter() - t1) * 1000)
+        self.timer.add("step", (time.perf_counter() - t0) * 1000)
+        return events
+
+    def flush(self) -> list[Event]:
+        """Close every open pass (end of a finite source, shutdown)."""
+        return self._decide(self.tracker.close_all())
+
+    def _decide(self, tracks: Iterable[Track]) -> list[Event]:
+        events: list[Event] = []
+        for t in tracks:
+            if not t.text:
+                continue
+            m = None
+            if self.matcher is not None and t.confidence >= self.matching.min_confidence:
+                m = self.matcher.match(t.text, t.chars, None, self.clock.time())
+            if m is None:
+                events.append(Pass(t))
+            else:
+                events.append(Hit(t, m, t.agreeing_reads >= self.matching.min_agreeing_reads))
+        return events
+
+
+def hit_payload(
+    hit: Hit, device_id: str, location: dict[str, Any] | None, evidence: str | None
+) -> dict[str, Any]:
+    t, m = hit.track, hit.match
+    return {
+        "v": 1,
+        "hit_id": hit.hit_id,
+        "device_id": device_id,
+        "camera": t.camera,
+        "ts": round(t.last_ts, 3),
+        "first_ts": round(t.first_ts, 3),
+        "plate": t.text,
+        "state": None,
+        "region": t.region,
+        "confidence": t.confidence,
+        "chars": list(t.chars),
+        "candidates": [{"text": c.text, "confidence": round(c.confidence, 4)} for c in t.candidates],
+        "reads": t.reads,
+        "agreeing_reads": t.agreeing_reads,
+        "verified": hit.verified,
+        "match": {
+            "kind": m.kind,
+            "reason": m.reason,
+            "priority": m.priority,
+            "list_version": m.list_version,
+            "p_not_entry": round(float(m.p_not_entry), 6),
+        },
+        "box": t.box.as_list(),
+        "direction": t.direction,
+        "location": location,
+        "evidence": evidence,
+    }
+
+
+# --- sd_notify without a dependency ------------------------------------------------------------
+
+
+class Notifier:
+    """systemd's notify protocol: one datagram per state change to $NOTIFY_SOCKET (no-op without it)."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ) if env is None else env
+        addr = env.get("NOTIFY_SOCKET", "")
+        self._addr: str | None = None
+        if addr.startswith("@"):
+            self._addr = "\0" + addr[1:]
+        elif addr.startswith("/"):
+            self._addr = addr
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        self.watchdog_s: float | None = None
+        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+            self.watchdog_s = int(usec) / 1e6
+        self._last_ping = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._addr is not None
+
+    def send(self, *lines: str) -> bool:
+        if self._addr is None:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto("\n".join(lines).encode(), self._addr)
+            return True
+        except OSError as e:
+            log.warning("sd_notify failed: %s", e)
+            return False
+
+    def ready(self, status: str = "") -> None:
+        self.send("READY=1", f"STATUS={status}" if status else "STATUS=running")
+
+    def watchdog(self, now: float) -> None:
+        """Ping at half the watchdog period; called from the pipeline loop so a hung loop gets restarted."""
+        if self.watchdog_s is not None and now - self._last_ping >= self.watchdog_s / 2:
+            self._last_ping = now
+            self.send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+
+# --- machine health for metrics --------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def cpu_temp_c() -> float | None:
+    try:
+        return round(int(Path("/sys/class/thermal/thermal_zone0/temp").read_text().strip()) / 1000, 1)
+    except (OSError, ValueError):
+        return None
+
+
+def disk_free_mb(path: Path) -> float | None:
+    try:
+        return round(shutil.disk_usage(path).free / 2**20, 1)
+    except OSError:
+        return None
+
+
+def next_session(state_dir: Path) -> int:
+    """A number that grows with every start (status and Last Will carry it); atomic replace."""
+    path = state_dir / "session"
+    try:
+        n = int(path.read_text().strip()) + 1
+    except (OSError, ValueError):
+        n = 1
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.write(str(n))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return n
+
+
+# --- the service -------------------------------------------------------------------------------
+
+
+class Services(Protocol):
+    """What the daemon needs from the privacy core (storage, hot list, summaries, evidence, audit)."""
+
+    outbox: Outbox
+
+    @property
+    def matcher(self) -> Matcher | None: ...
+
+    def hotlist_info(self) -> dict[str, Any]: ...
+
+    def install_hotlist(self, bundle: bytes) -> dict[str, Any]:
+        """Verify and activate a bundle exactly like `alprd hotlist install`; raises HotListError."""
+
+    def put(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        """Write a hit/summary to the durable outbox; raises StoreError (disk full...)."""
+
+    def outbox_depth(self) -> int: ...
+
+    def seal_evidence(self, hit: Hit, frame_image: Image | None) -> str | None: ...
+
+    def note_pass(self, track: Track) -> None:
+        """A non-hit: counted (or tokenised) for the next summary, never stored."""
+
+    def note_hit(self, hit: Hit) -> None: ...
+
+    def summary(self, now: float) -> dict[str, Any] | None:
+        """The summary due now (or None), already free of plates."""
+
+    def housekeeping(self, now: float) -> None:
+        """TTL purge and the like; called every few seconds from the loop."""
+
+    def audit(self, event: str, obj: str = "") -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: Config,
+        source: FrameSource,
+        pipeline: Pipeline,
+        services: Services,
+        publisher: Publisher | None,
+        locator: Locator,
+        notifier: Notifier | None = None,
+        clock: Clock | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.pipeline = pipeline
+        self.services = services
+        self.publisher = publisher
+        self.locator = locator
+        self.notifier = notifier or Notifier()
+        self.clock = clock or SystemClock()
+        self.state_dir = state_dir
+        self.hits = 0
+        self.passes = 0
+        self._ram_hits: list[tuple[str, dict[str, Any]]] = []
+        self._alarms: set[str] = set()
+        self._status_sent: dict[str, Any] | None = None
+        self._next_metrics = 0.0
+        self._next_house = 0.0
+        self.on_event: Callable[[Event, dict[str, Any] | None], None] | None = None
+
+    # --- start-up ---------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        from .config import config_hash
+
+        policy = getattr(self.cfg, "policy", None)
+        return {
+            "v": 1,
+            "device_id": self.cfg.device_id,
+            "version": __version__,
+            "models": dict(self.pipeline.reader.model_hashes),
+            "hotlist": self.services.hotlist_info(),
+            "config_hash": config_hash(self.cfg),
+            "policy": policy.model_dump(mode="json") if policy is not None else None,
+            "source": self.cfg.source.kind,
+        }
+
+    def announce(self) -> None:
+        if self.publisher is not None:
+            self.publisher.publish_retained(self.publisher.topics.info, self.info())
+        self.notifier.ready(f"reading from {self.cfg.source.kind}")
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> int:
+        """Loop until `stop` is set or a finite source ends; then drain and publish `stopped`."""
+        self.announce()
+        self.services.audit("start", f"session={self.publisher.session if self.publisher else 0}")
+        while not stop.is_set():
+            frame = self.source.read(0.2)
+            if frame is not None:
+                self.handle(self.pipeline.step(frame))
+            elif self.source.finished:
+                log.info("source finished: draining")
+                break
+            self.tick()
+        return self.shutdown()
+
+    def handle(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, Hit):
+                self._hit(ev)
+            else:
+                self.passes += 1
+                self.services.note_pass(ev.track)
+                if self.on_event is not None:
+                    self.on_event(ev, None)
+
+    def _hit(self, hit: Hit) -> None:
+        self.hits += 1
+        evidence = None
+        try:
+            evidence = self.services.seal_evidence(hit, hit.track.image)
+        except (StoreError, OSError) as e:
+            log.error("evidence for hit %s not stored: %s", hit.hit_id, e)
+            self._alarms.add("storage")
+        body = hit_payload(hit, self.cfg.device_id, self.locator.current(), evidence)
+        self.services.note_hit(hit)
+        try:
+            self.services.put("hit", hit.hit_id, body)
+        except StoreError as e:
+            # disk full or broken: the hit is kept in RAM and retried; summaries stop first
+            log.error("hit %s kept in RAM, outbox write failed: %s", hit.hit_id, e)
+            self._alarms.add("storage")
+            self._ram_hits.append((hit.hit_id, body))
+        log.info("hit %s (%s, verified=%s)", hit.hit_id, hit.match.kind, hit.verified)
+        if self.on_event is not None:
+            self.on_event(hit, body)
+
+    def tick(self) -> None:
+        now = self.clock.monotonic()
+        self.notifier.watchdog(now)
+        self.locator.poll(now)
+        if self._ram_hits:
+            self._retry_ram_hits()
+        if self.publisher is not None:
+            for cmd in self.publisher.commands():
+                self._command(cmd)
+            self.publisher.pump(self.services.outbox)
+        if now >= self._next_house:
+            self._next_house = now + 5.0
+            self._summary(self.clock.time())
+            try:
+                self.services.housekeeping(self.clock.time())
+            except StoreError as e:
+                log.error("housekeeping failed: %s", e)
+                self._alarms.add("storage")
+            self._status()
+        if now >= self._next_metrics:
+            self._next_metrics = now + self.cfg.metrics.interval_s
+            if self.publisher is not None:
+                self.publisher.publish_event(self.publisher.topics.metrics, self.metrics(), qos=0)
+
+    def _retry_ram_hits(self) -> None:
+        left = []
+        for key, body in self._ram_hits:
+            try:
+                self.services.put("hit", key, body)
+            except StoreError:
+                left.append((key, body))
+        self._ram_hits = left
+        if not left:
+            self._alarms.discard("storage")
+
+    def _summary(self, now: float, force: bool = False) -> None:
+        body = self.services.summary(now) if not force else self.services.summary(float("inf"))
+        if body is None:
+            return
+        if "storage" in self._alarms:
+            log.warning("summary dropped: storage alarm (hits come first)")
+            return
+        try:
+            self.services.put("summary", str(body.get("summary_id") or uuid.uuid4()), body)
+        except StoreError as e:
+            log.error("summary dropped: %s", e)
+            self._alarms.add("storage")
+
+    def _status(self) -> None:
+        stats = self.source.stats
+        extra: dict[str, Any] = {
+            "camera": "ok" if stats.connected or self.source.finished else "lost",
+            "alarms": sorted(self._alarms),
+        }
+        if stats.last_error and not stats.connected:
+            extra["camera_error"] = stats.last_error[:200]
+        if extra != self._status_sent and self.publisher is not None:
+            self._status_sent = extra
+            self.publisher.set_status(extra)
+
+    def _command(self, cmd: Command) -> None:
+        assert self.publisher is not None
+        if cmd.name == "ack":
+            try:
+                key = str(json.loads(cmd.payload).get("hit_id", ""))
+            except (ValueError, AttributeError):
+                key = cmd.payload.decode("ascii", "replace").strip()
+            self.publisher.app_acked(key, self.services.outbox)
+            return
+        result: dict[str, Any] = {"v": 1, "ts": round(self.clock.time(), 3), "bytes": len(cmd.payload)}
+        if cmd.error:
+            result.update(ok=False, reason=cmd.error)
+            self.services.audit("hotlist_reject", cmd.error)
+        else:
+            try:
+                installed = self.services.install_hotlist(cmd.payload)
+            except HotListError as e:
+                result.update(ok=False, reason=str(e))
+            except AlprdError as e:
+                result.update(ok=False, reason=f"{type(e).__name__}: {e}")
+            else:
+                result.update(ok=True, **installed)
+                self.pipeline.matcher = self.services.matcher
+                self.publisher.publish_retained(self.publisher.topics.info, self.info())
+        log.info("hotlist/set: %s", "accepted" if result.get("ok") else f"refused ({result.get('reason')})")
+        self.publisher.publish_event(self.publisher.topics.hotlist_result, result, qos=1)
+
+    def metrics(self) -> dict[str, Any]:
+        stats = self.source.stats
+        hot = self.services.hotlist_info()
+        issued = hot.get("issued")
+        storage = getattr(getattr(self.cfg, "storage", None), "dir", None)
+        return {
+            "v": 1,
+            "id": str(uuid.uuid4()),
+            "ts": round(self.clock.time(), 3),
+            "frames_in": stats.frames_in,
+            "frames_processed": self.pipeline.processed,
+            "frames_skipped_motion": self.pipeline.skipped,
+            "frames_dropped": stats.dropped,
+            "camera_reconnects": stats.reconnects,
+            "reads": self.pipeline.reads,
+            "hits": self.hits,
+            "passes": self.passes,
+            "ms": self.pipeline.timer.summary(),
+            "open_tracks": self.pipeline.tracker.open_count,
+            "outbox_depth": self.services.outbox_depth(),
+            "ram_hits": len(self._ram_hits),
+            "mqtt_inflight": self.publisher.inflight if self.publisher else 0,
+            "rss_mb": rss_mb(),
+            "cpu_temp_c": cpu_temp_c(),
+            "disk_free_mb": disk_free_mb(Path(storage)) if storage else None,
+            "hotlist_age_s": (
+                round(self.clock.time() - float(issued), 1) if isinstance(issued, int | float) else None
+            ),
+            "alarms": sorted(self._alarms),
+        }
+
+    def shutdown(self) -> int:
+        self.handle(self.pipeline.flush())
+        self._summary(self.clock.time(), force=True)
+        self.notifier.stopping()
+        self.services.audit("stop", f"hits={self.hits}")
+        ok = True
+        if self.publisher is not None:
+            if self._ram_hits:
+                self._retry_ram_hits()
+            ok = self.publisher.drain(
+                self.services.outbox, self.cfg.mqtt.drain_timeout_s, lambda: self.services.outbox_depth() == 0
+            )
+            if not ok:
+                log.warning("outbox not empty after %.0f s: %d message(s) kept for the next start",
+                            self.cfg.mqtt.drain_timeout_s, self.services.outbox_depth())
+            self.publisher.stop("stopped")
+        self.source.close()
+        self.locator.close()
+        self.services.close()
+        return 0
