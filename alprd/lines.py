@@ -42,6 +42,7 @@ class LineFinder:
         self.input_name = check_input(self.session, self.contract)
         self.height = height
         self.max_width = max_width
+        self.join = round(height * 0.15) | 1
         self.threshold = float(self.contract.output.get("threshold", 0.3))
         self.sha256 = self.contract.sha256
         self.find(np.full((40, 120, 3), 255, np.uint8))  # warm-up: first run allocates
@@ -60,6 +61,10 @@ class LineFinder:
 
     def _lines(self, prob: npt.NDArray[np.float32], sx: float, sy: float) -> list[TextLine]:
         mask = (prob > self.threshold).astype(np.uint8)
+        if self.join > 0:
+            # DBNet often splits one plate row at wide gaps (EU band, hyphens, spaces); closing
+            # the mask horizontally only joins pieces of the same row.
+            mask = np.asarray(cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((1, self.join), np.uint8)))
         contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
         lines = []
         for c in contours:

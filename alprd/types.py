@@ -105,3 +105,4 @@ class PhotoResult:
     reads: tuple[Read, ...]
     ms: float
     stage_ms: dict[str, float] = field(default_factory=dict)
+    detections: tuple[Detection, ...] = ()

@@ -1,0 +1,193 @@
+"""`alprd read` and `alprd bench`: the reader on photos, one JSON line per image."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .config import ReaderConfig
+from .errors import AlprdError, ModelError
+from .imageio import read_image
+from .types import Box, PhotoResult, Read
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("read", help="read plates in photos; one JSON object per image per line",
+                       description="Read licence plates in IMAGE files and print one JSON line per image.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    _reader_args(p)
+    p.set_defaults(handler=cmd_read)
+
+    b = sub.add_parser("bench", help="accuracy and speed over a labelled folder",
+                       description="Read DIR/labels.csv (columns file, plate and optionally x,y,w,h) and "
+                       "report exact and O/0,I/1-folded accuracy, detector recall, ms per image, peak RSS.")
+    b.add_argument("dir", type=Path, metavar="DIR")
+    b.add_argument("--json", action="store_true", help="print one final JSON object instead of text")
+    b.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
+    _reader_args(b)
+    b.set_defaults(handler=cmd_bench)
+
+
+def _reader_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--region", choices=["us", "eu", "br", "auto"], default="auto",
+                   help="plate grammar used to rank candidates (default: auto)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default: 1)")
+    p.add_argument("--detector-size", type=int, default=640, help="detector input long side (640 or 960)")
+    p.add_argument("--models-dir", type=Path, default=None, help="folder with the models (default: shipped)")
+
+
+def _make_reader(args: argparse.Namespace) -> Any:
+    from .reader import PlateReader
+
+    kwargs: dict[str, Any] = {
+        "region": args.region, "threads": args.threads, "detector_size": args.detector_size
+    }
+    if args.models_dir is not None:
+        kwargs["models_dir"] = args.models_dir
+    return PlateReader(ReaderConfig(**kwargs))
+
+
+def plate_json(read: Read, scale: float = 1.0) -> dict[str, Any]:
+    b = read.box
+    if scale != 1.0:
+        b = Box(round(b.x / scale), round(b.y / scale), round(b.w / scale), round(b.h / scale))
+    return {
+        "text": read.text,
+        "confidence": read.confidence,
+        "box": b.as_list(),
+        "chars": list(read.chars),
+        "candidates": [{"text": c.text, "confidence": c.confidence} for c in read.candidates[:10]],
+    }
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    try:
+        reader = _make_reader(args)
+    except (ModelError, ValueError) as e:
+        print(f"alprd read: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ValueError) else 1
+    failed = 0
+    for name in args.images:
+        t0 = time.perf_counter()
+        try:
+            image, scale = read_image(name)
+            result: PhotoResult = reader.read(image)
+        except AlprdError as e:
+            failed += 1
+            _emit({"file": name, "error": str(e)})
+            continue
+        ms = (time.perf_counter() - t0) * 1000
+        _emit({"file": name, "ms": round(ms, 1), "plates": [plate_json(r, scale) for r in result.reads]})
+    return 1 if failed else 0
+
+
+def _emit(obj: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    out.write(json.dumps(obj) + "\n")
+    out.flush()
+
+
+def fold(text: str) -> str:
+    """O/0 and I/1 folded, as the US labels write 0 for O-like glyphs."""
+    return text.replace("O", "0").replace("I", "1")
+
+
+class Progress:
+    """A bar on a terminal, a log line every 10% otherwise."""
+
+    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
+        self.total, self.out, self.tty = total, out, out.isatty()
+        self.last_decile = -1
+
+    def update(self, done: int, note: str = "") -> None:
+        if self.tty:
+            filled = int(30 * done / max(1, self.total))
+            self.out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} {note}")
+            if done == self.total:
+                self.out.write("\n")
+            self.out.flush()
+        elif (decile := 10 * done // max(1, self.total)) != self.last_decile:
+            self.last_decile = decile
+            self.out.write(f"bench: {done}/{self.total} images {note}\n")
+            self.out.flush()
+
+
+def load_labels(d: Path) -> dict[str, list[dict[str, str]]]:
+    """file -> label rows (a file may hold several plates)."""
+    path = d / "labels.csv"
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "file" not in reader.fieldnames:
+            raise ValueError(f"{path}: needs a header with at least 'file' (and 'plate' and/or x,y,w,h)")
+        rows: dict[str, list[dict[str, str]]] = {}
+        for row in reader:
+            rows.setdefault(row["file"], []).append(row)
+    return rows
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        labels = load_labels(args.dir)
+        reader = _make_reader(args)
+    except (OSError, ValueError) as e:
+        print(f"alprd bench: {e}", file=sys.stderr)
+        return 2
+    except ModelError as e:
+        print(f"alprd bench: {e}", file=sys.stderr)
+        return 1
+    files = sorted(labels)
+    if args.limit:
+        files = files[: args.limit]
+    n_text = exact = folded = n_boxes = found = errors = 0
+    times: list[float] = []
+    progress = Progress(len(files))
+    for i, name in enumerate(files, 1):
+        rows = labels[name]
+        try:
+            t0 = time.perf_counter()
+            image, scale = read_image(args.dir / name)
+            result = reader.read(image)
+            times.append((time.perf_counter() - t0) * 1000)
+        except AlprdError as e:
+            errors += 1
+            log.warning("%s", e)
+            continue
+        top = result.reads[0].text if result.reads else ""
+        plates = {r["plate"] for r in rows if r.get("plate")}
+        if plates:
+            n_text += 1
+            exact += top in plates
+            folded += fold(top) in {fold(p) for p in plates}
+        for r in rows:
+            if all(r.get(k) for k in ("x", "y", "w", "h")):
+                n_boxes += 1
+                gt = Box(*(round(int(r[k]) * scale) for k in ("x", "y", "w", "h")))
+                found += any(d.box.iou(gt) >= 0.5 for d in result.detections)
+        progress.update(i, f"exact {exact}/{n_text}")
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    summary = {
+        "n": len(files),
+        "exact": round(exact / n_text, 4) if n_text else None,
+        "folded": round(folded / n_text, 4) if n_text else None,
+        "det_recall": round(found / n_boxes, 4) if n_boxes else None,
+        "ms_median": round(float(np.median(times)), 1) if times else None,
+        "ms_p95": round(float(np.percentile(times, 95)), 1) if times else None,
+        "rss_mb": round(rss_mb, 1),
+        "errors": errors,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for k, v in summary.items():
+            print(f"{k:>11}: {v}")
+    return 1 if errors else 0

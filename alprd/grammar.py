@@ -1,0 +1,80 @@
+"""Region plate grammars: they rank the recognizer's own candidates and never invent a read.
+
+A read that already fits one of the region's formats is kept as it is (OpenALPR's California
+pattern once turned a correct `1291164` into `1Z91164`; here every US format of 2-8 characters
+is valid, so that cannot happen). Only when the best read fits no format of a region with a
+closed list of national formats (br, eu) may a lower-ranked candidate that fits replace it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .types import Candidate
+
+L, N = "[A-Z]", "[0-9]"
+
+
+def _fmt(shape: str) -> str:
+    """'LLNNNLL' -> a regex; digits in braces repeat the previous class ('L{1,3}')."""
+    return shape.replace("L", L).replace("N", N)
+
+
+@dataclass(frozen=True)
+class Grammar:
+    region: str
+    patterns: tuple[re.Pattern[str], ...]
+    closed: bool
+    """True when the formats list is the complete law of the region (a read fitting none is wrong)."""
+
+    def fits(self, text: str) -> bool:
+        return any(p.fullmatch(text) for p in self.patterns)
+
+
+_US = (r"[A-Z0-9]{2,8}",)
+_BR = ("LLLNNNN", "LLLNLNN")  # old national format and Mercosur
+_EU = (
+    "LLNNNLL",  # FR (SIV), IT, HR-like
+    "NNNNLLL",  # ES
+    "LLNNLLL",  # GB
+    "NLNNNNN", "NLLNNNN", "NLLLNNN",  # CZ, BE
+    "LLNNNNN", "LLLNNNN", "LLLNNLL", "LLNLNLL", "LLNNNNL",  # PL, SK, DK/NO, RO, ...
+    "LNNLLL", "LLNNLL", "NNLLNN", "NNNNLL", "LLNNNL", "NNLLLN", "LNNNLL", "LLLNNL", "NLLLNN",
+    "LLLNN{1,4}", "LL{0,2}LL{0,1}NN{0,3}",  # DE, AT, CH-like: letters then digits
+    "LLLNNN", "LLLNLL", "LLNNNN",
+)
+
+GRAMMARS: dict[str, Grammar] = {
+    "us": Grammar("us", tuple(re.compile(p) for p in _US), closed=False),
+    "br": Grammar("br", tuple(re.compile(_fmt(p)) for p in _BR), closed=True),
+    "eu": Grammar("eu", tuple(re.compile(_fmt(p)) for p in _EU), closed=True),
+}
+GRAMMARS["auto"] = Grammar(
+    "auto", GRAMMARS["us"].patterns, closed=False
+)
+
+MIN_ALTERNATIVE_RATIO = 0.05
+"""A fitting candidate replaces a non-fitting best read only if it is at least this probable
+relative to it: a far-fetched candidate is not evidence."""
+
+
+def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]:
+    """Choose among the recognizer's candidates (best first); return (choice, fits the grammar)."""
+    grammar = GRAMMARS.get(region, GRAMMARS["auto"])
+    if not candidates:
+        return Candidate("", 0.0), False
+    best = candidates[0]
+    if grammar.fits(best.text):
+        return best, True
+    if grammar.closed:
+        for cand in candidates[1:]:
+            if grammar.fits(cand.text) and cand.confidence >= MIN_ALTERNATIVE_RATIO * best.confidence:
+                return cand, True
+    return best, False
+
+
+def reorder(candidates: Sequence[Candidate], chosen: Candidate) -> tuple[Candidate, ...]:
+    """Candidates with the chosen one first, the rest in their order."""
+    return (chosen, *[c for c in candidates if c.text != chosen.text])

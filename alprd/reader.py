@@ -1,0 +1,111 @@
+"""The photo reader: detect plates, find each plate's character row, recognise it, rank by grammar.
+
+`PlateReader.read(image)` is what both `alprd read` and the daemon's pipeline call per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from . import grammar
+from .config import ReaderConfig
+from .detect import PlateDetector
+from .errors import ImageError
+from .lines import LineFinder
+from .recognize import Recognition, Recognizer
+from .types import Candidate, Detection, Image, PhotoResult, Read
+
+log = logging.getLogger(__name__)
+
+CROP_PAD = (0.15, 0.3)
+"""Detector boxes are padded by this fraction of width and height (each side) before line finding."""
+LINES_TRIED = 2
+MIN_CHARS = 2
+GRAMMAR_MISS_FACTOR = 0.25
+"""A read that fits no format of the region counts as this much less likely (sign and truck
+lettering rank below plates)."""
+
+
+class PlateReader:
+    """Loads the three models once (SHA-256 checked, warmed up) and reads photos."""
+
+    def __init__(self, cfg: ReaderConfig) -> None:
+        self.cfg = cfg
+        self.detector = PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score)
+        self.lines = LineFinder(cfg.models_dir, cfg.threads)
+        self.recognizer = Recognizer(cfg.models_dir, cfg.threads)
+        self.model_hashes = {
+            "plate_det": self.detector.contract.sha256,
+            "line_det": self.lines.sha256,
+            "plate_rec": self.recognizer.sha256,
+        }
+
+    def read(self, image: Image, region: str | None = None) -> PhotoResult:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ImageError(f"expected an 8-bit BGR image, got shape {image.shape} {image.dtype}")
+        region = region or self.cfg.region
+        t0 = time.perf_counter()
+        detections = self.detector.detect(image)[: self.cfg.max_plates]
+        t1 = time.perf_counter()
+        reads = [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
+        reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
+        reads.sort(key=lambda r: r.confidence, reverse=True)
+        t2 = time.perf_counter()
+        return PhotoResult(
+            tuple(reads),
+            detections=tuple(detections),
+            ms=(t2 - t0) * 1000,
+            stage_ms={"detect": (t1 - t0) * 1000, "recognize": (t2 - t1) * 1000},
+        )
+
+    def read_plate(self, image: Image, det: Detection, region: str) -> Read | None:
+        """Read one detected plate; None if no character row is found."""
+        h, w = image.shape[:2]
+        box = det.box.pad(*CROP_PAD).clamp(w, h)
+        if box.w < 4 or box.h < 4:
+            return None
+        crop = image[box.y : box.y + box.h, box.x : box.x + box.w]
+        best: tuple[float, Recognition, Candidate, bool] | None = None
+        for line in self.lines.find(crop)[:LINES_TRIED]:
+            rec = self.recognizer.recognize(LineFinder.cut(crop, line))
+            if len(rec.text) < MIN_CHARS:
+                continue
+            choice, fits = grammar.rank(rec.candidates, region)
+            score = choice.confidence * (1.0 if fits else GRAMMAR_MISS_FACTOR)
+            if best is None or score > best[0]:
+                best = (score, rec, choice, fits)
+        if best is None:
+            return None
+        score, rec, choice, fits = best
+        chars = rec.chars if choice.text == rec.text else _chars_for(choice.text, rec)
+        return Read(
+            text=choice.text,
+            confidence=round(score * det.score, 4),
+            chars=chars,
+            candidates=grammar.reorder(rec.candidates, choice),
+            box=det.box,
+            detection_score=det.score,
+            region=region,
+            grammar_ok=fits,
+        )
+
+
+def _chars_for(text: str, rec: Recognition) -> tuple[float, ...]:
+    """Per-character confidences for a candidate other than the top read.
+
+    Positions where the candidate agrees with the top read keep its confidence; a substituted
+    position gets the candidate's share, estimated from the ratio of the two string probabilities.
+    """
+    if len(text) != len(rec.text) or rec.confidence <= 0:
+        cand = next((c for c in rec.candidates if c.text == text), None)
+        p = cand.confidence if cand else 0.0
+        return tuple(round(p ** (1 / max(1, len(text))), 4) for _ in text)
+    cand_p = next((c.confidence for c in rec.candidates if c.text == text), 0.0)
+    diff = [i for i, (a, b) in enumerate(zip(text, rec.text, strict=True)) if a != b]
+    kept = np.prod([c for i, c in enumerate(rec.chars) if i not in diff]) if diff else 1.0
+    sub = (cand_p / kept) ** (1 / max(1, len(diff))) if kept > 0 else 0.0
+    return tuple(round(float(sub) if i in diff else c, 4) for i, c in enumerate(rec.chars))
+
