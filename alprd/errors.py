@@ -41,3 +41,7 @@ class PublishError(AlprdError):
 
 class StoreError(AlprdError):
     """On-device storage (SQLite, evidence files) failed."""
+
+
+class EvidenceError(AlprdError):
+    """Sealed evidence cannot be opened: damaged, not evidence, or sealed to another key."""

@@ -1,0 +1,218 @@
+"""Key files: the agency's keys (made at headquarters) and the device's own audit key.
+
+Headquarters keeps `signing.key` (Ed25519, signs hot-list bundles) and `evidence.key` (X25519, opens
+sealed hit evidence). A device receives only `signing.pub`, `evidence.pub` and `list.key` (32 random
+bytes that encrypt hot-list bundles). Private files must not be readable by group or others: a looser
+mode is refused rather than silently fixed, because it means the secret may already have leaked.
+
+Asymmetric keys are PEM (PKCS#8 / SubjectPublicKeyInfo, readable by `openssl pkey`); `list.key` is the
+raw 32 bytes, as systemd credentials carry it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from .errors import KeyFileError
+
+log = logging.getLogger(__name__)
+
+LIST_KEY_BYTES = 32
+AGENCY_FILES = ("signing.key", "signing.pub", "evidence.key", "evidence.pub", "list.key")
+DEVICE_FILES = ("signing.pub", "evidence.pub", "list.key")
+PRIVATE_MODE = 0o600
+
+
+def key_id(public_or_secret: bytes) -> str:
+    """A short, non-secret fingerprint that tells keys apart in messages (SHA-256, 16 hex digits)."""
+    return hashlib.sha256(b"alprd/key-id/v1|" + public_or_secret).hexdigest()[:16]
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` so that a crash leaves either the old or the new file, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create a file that must not exist yet (keys are never silently overwritten)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def generate_agency_keys(out: Path) -> list[Path]:
+    """Make the agency's key set in `out` (created 0700 if missing); refuses to overwrite any key."""
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    existing = [name for name in AGENCY_FILES if (out / name).exists()]
+    if existing:
+        raise KeyFileError(
+            f"{out}: {', '.join(existing)} already exist; keys are never overwritten "
+            "(move them away first, or choose another --out)"
+        )
+    signing = Ed25519PrivateKey.generate()
+    evidence = X25519PrivateKey.generate()
+    pem = serialization.Encoding.PEM
+    priv_fmt = serialization.PrivateFormat.PKCS8
+    pub_fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    none = serialization.NoEncryption()
+    files = {
+        "signing.key": (signing.private_bytes(pem, priv_fmt, none), PRIVATE_MODE),
+        "signing.pub": (signing.public_key().public_bytes(pem, pub_fmt), 0o644),
+        "evidence.key": (evidence.private_bytes(pem, priv_fmt, none), PRIVATE_MODE),
+        "evidence.pub": (evidence.public_key().public_bytes(pem, pub_fmt), 0o644),
+        "list.key": (os.urandom(LIST_KEY_BYTES), PRIVATE_MODE),
+    }
+    written = []
+    for name, (data, mode) in files.items():
+        path = out / name
+        _write_new(path, data, mode)
+        written.append(path)
+    _fsync_dir(out)
+    return written
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def check_private_mode(path: Path) -> None:
+    """Refuse a secret file that group or others could read or write (systemd credentials are 0400)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file not found") from None
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read key file: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(f"{path}: not a regular file")
+    loose = stat.S_IMODE(st.st_mode) & 0o077
+    if loose:
+        raise KeyFileError(
+            f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets group/others read this secret; "
+            f"run `chmod 600 {path}` (and consider the key leaked if others could read it)"
+        )
+
+
+def _read(path: Path, private: bool) -> bytes:
+    if private:
+        check_private_mode(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: key file not found") from None
+    except OSError as e:
+        raise KeyFileError(f"{path}: cannot read key file: {e.strerror}") from None
+
+
+def load_list_key(path: Path) -> bytes:
+    data = _read(path, private=True)
+    if len(data) != LIST_KEY_BYTES:
+        raise KeyFileError(
+            f"{path}: a list key is exactly {LIST_KEY_BYTES} raw bytes, this file has {len(data)}; "
+            "copy list.key from `alprd keys agency` unchanged"
+        )
+    return data
+
+
+def _load_private_pem(path: Path) -> object:
+    data = _read(path, private=True)
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise KeyFileError(f"{path}: not a PEM private key ({e})") from None
+
+
+def _load_public_pem(path: Path) -> object:
+    data = _read(path, private=False)
+    try:
+        return serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as e:
+        raise KeyFileError(f"{path}: not a PEM public key ({e})") from None
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    key = _load_private_pem(path)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: expected an Ed25519 private key (signing.key)")
+    return key
+
+
+def load_signing_pub(path: Path) -> Ed25519PublicKey:
+    key = _load_public_pem(path)
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(f"{path}: expected an Ed25519 public key (signing.pub)")
+    return key
+
+
+def load_evidence_key(path: Path) -> X25519PrivateKey:
+    key = _load_private_pem(path)
+    if not isinstance(key, X25519PrivateKey):
+        raise KeyFileError(f"{path}: expected an X25519 private key (evidence.key)")
+    return key
+
+
+def load_evidence_pub(path: Path) -> X25519PublicKey:
+    key = _load_public_pem(path)
+    if not isinstance(key, X25519PublicKey):
+        raise KeyFileError(f"{path}: expected an X25519 public key (evidence.pub)")
+    return key
+
+
+def raw_public(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_or_create_device_key(path: Path) -> Ed25519PrivateKey:
+    """The device's own Ed25519 key (audit MAC and checkpoints), made on first start, 0600."""
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        data = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            _write_new(path, data, PRIVATE_MODE)
+            _fsync_dir(path.parent)
+            log.info("created device key %s", path)
+            return key
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot create the device key: {e.strerror}") from None
+    return load_signing_key(path)
