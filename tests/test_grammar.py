@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from alprd.grammar import GRAMMARS, rank
+from alprd.types import Candidate
+
+
+def test_us_never_rewrites_a_read_that_fits() -> None:
+    # OpenALPR's California pattern turned the correct 1291164 into 1Z91164.
+    cands = [Candidate("1291164", 0.6), Candidate("1Z91164", 0.3)]
+    choice, fits = rank(cands, "us")
+    assert choice.text == "1291164" and fits
+
+
+def test_brazil_prefers_a_fitting_candidate_of_the_recognizers_own() -> None:
+    cands = [Candidate("AY09034", 0.5), Candidate("AYO9034", 0.4)]
+    choice, fits = rank(cands, "br")
+    assert choice.text == "AYO9034" and fits
+
+
+def test_brazil_keeps_a_fitting_best_read() -> None:
+    cands = [Candidate("ABC1D23", 0.7), Candidate("ABC1023", 0.2)]
+    assert rank(cands, "br")[0].text == "ABC1D23"
+
+
+def test_far_fetched_candidate_does_not_replace_best_read() -> None:
+    cands = [Candidate("AY09034", 0.9), Candidate("AYO9034", 0.001)]
+    choice, fits = rank(cands, "br")
+    assert choice.text == "AY09034" and not fits
+
+
+def test_eu_formats() -> None:
+    eu = GRAMMARS["eu"]
+    for plate in ("AB123CD", "1234BCD", "AB12CDE", "WA56660", "8B53412"):
+        assert eu.fits(plate), plate
+    assert not eu.fits("A8123CD")
+
+
+def test_no_candidates() -> None:
+    assert rank([], "us") == (Candidate("", 0.0), False)

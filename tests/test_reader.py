@@ -1,0 +1,105 @@
+"""The whole reader on real photos, and `alprd read` / `alprd bench` as a user runs them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alprd.config import ReaderConfig
+from alprd.imageio import read_image
+from alprd.reader import PlateReader
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def reader() -> PlateReader:
+    return PlateReader(ReaderConfig())
+
+
+def _sample(folder: Path, step: int) -> list[dict[str, str]]:
+    with (folder / "labels.csv").open(newline="") as f:
+        return list(csv.DictReader(f))[::step]
+
+
+@pytest.mark.parametrize("region", ["us", "eu", "br"])
+def test_reads_real_photos(reader: PlateReader, data_dir: Path, region: str) -> None:
+    rows = _sample(data_dir / region, 9)
+    right = 0
+    for row in rows:
+        image, _ = read_image(data_dir / region / row["file"])
+        result = reader.read(image, region)
+        for read in result.reads:
+            assert re.fullmatch(r"[0-9A-Z]+", read.text)
+            assert len(read.chars) == len(read.text)
+            assert 1 <= len(read.candidates) <= 10 and read.candidates[0].text == read.text
+        confidences = [r.confidence for r in result.reads]
+        assert confidences == sorted(confidences, reverse=True)
+        right += bool(result.reads) and result.reads[0].text == row["plate"]
+    # A floor far below the measured accuracy (models/README.md): this checks the wiring; the
+    # accuracy gate is tests/test_accuracy.py.
+    assert right >= 0.6 * len(rows), f"{region}: {right}/{len(rows)}"
+
+
+def test_degenerate_images(reader: PlateReader) -> None:
+    assert reader.read(np.zeros((1, 1, 3), np.uint8)).reads == ()
+    assert reader.read(np.full((8, 3000, 3), 255, np.uint8)).reads == ()
+    huge = np.zeros((20000, 20000, 3), np.uint8)
+    assert reader.read(huge).reads == ()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "alprd", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_cli_read_prints_one_json_line_per_image_and_survives_bad_files(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    row = _sample(data_dir / "br", 1)[0]
+    good = data_dir / "br" / row["file"]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    proc = _cli("read", "--region", "br", str(bad), str(good))
+    assert proc.returncode == 1, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["file"] == str(bad) and "error" in lines[0]
+    out = lines[1]
+    assert out["file"] == str(good) and isinstance(out["ms"], float)
+    plate = out["plates"][0]
+    assert set(plate) == {"text", "confidence", "box", "chars", "candidates"}
+    assert len(plate["box"]) == 4 and len(plate["chars"]) == len(plate["text"])
+    assert plate["candidates"][0]["text"] == plate["text"]
+
+
+def test_cli_read_all_good_exits_zero(data_dir: Path) -> None:
+    row = _sample(data_dir / "eu", 1)[0]
+    proc = _cli("read", str(data_dir / "eu" / row["file"]))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_cli_bench_json(data_dir: Path, tmp_path: Path) -> None:
+    proc = _cli("bench", str(data_dir / "br"), "--region", "br", "--json", "--limit", "6")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"n", "exact", "folded", "det_recall", "ms_median", "ms_p95", "rss_mb"} <= set(summary)
+    assert summary["n"] == 6 and summary["det_recall"] is not None
+
+
+def test_cli_bench_refuses_folder_without_labels(tmp_path: Path) -> None:
+    proc = _cli("bench", str(tmp_path))
+    assert proc.returncode == 2 and "labels.csv" in proc.stderr
+
+
+def test_cli_help() -> None:
+    proc = _cli("read", "--help")
+    assert proc.returncode == 0 and "--region" in proc.stdout
+    assert _cli().returncode == 2
