@@ -150,6 +150,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         files = files[: args.limit]
     n_text = exact = folded = n_boxes = found = errors = 0
     times: list[float] = []
+    stages: dict[str, list[float]] = {}
     progress = Progress(len(files))
     for i, name in enumerate(files, 1):
         rows = labels[name]
@@ -158,6 +159,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             image, scale = read_image(args.dir / name)
             result = reader.read(image)
             times.append((time.perf_counter() - t0) * 1000)
+            for stage, ms in result.stage_ms.items():
+                stages.setdefault(stage, []).append(ms)
         except AlprdError as e:
             errors += 1
             log.warning("%s", e)
@@ -184,6 +187,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "ms_p95": round(float(np.percentile(times, 95)), 1) if times else None,
         "rss_mb": round(rss_mb, 1),
         "errors": errors,
+        "fps": round(1000 / float(np.median(times)), 1) if times else None,
+        "stage_ms_median": {k: round(float(np.median(v)), 1) for k, v in stages.items()},
     }
     if args.json:
         print(json.dumps(summary))

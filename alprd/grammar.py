@@ -30,8 +30,17 @@ class Grammar:
     """True when the formats list is the complete law of the region (a read fitting none is wrong)."""
 
     def fits(self, text: str) -> bool:
-        return any(p.fullmatch(text) for p in self.patterns)
+        return text not in NOT_PLATES and any(p.fullmatch(text) for p in self.patterns)
 
+
+# Words printed on plates around the number (state names, slogans): the line finder sees them as
+# text rows too, and some fit the permissive US format.
+NOT_PLATES = frozenset(
+    """ALABAMA ALASKA ARIZONA ARKANSAS COLORADO DELAWARE FLORIDA GEORGIA HAWAII IDAHO ILLINOIS INDIANA
+    IOWA KANSAS KENTUCKY LOUISANA MAINE MARYLAND MICHIGAN MONTANA NEBRASKA NEVADA NEWYORK OHIO OKLAHOMA
+    OREGON TEXAS UTAH VERMONT VIRGINIA WYOMING CALIF USA DMV DEALER EXPIRES COUNTY STATE
+    MISSOURI TENNESSE WISCONSN""".split()
+)
 
 _US = (r"[A-Z0-9]{2,8}",)
 _BR = ("LLLNNNN", "LLLNLNN")  # old national format and Mercosur

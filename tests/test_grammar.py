@@ -37,3 +37,8 @@ def test_eu_formats() -> None:
 
 def test_no_candidates() -> None:
     assert rank([], "us") == (Candidate("", 0.0), False)
+
+
+def test_state_names_are_not_plates() -> None:
+    assert not GRAMMARS["us"].fits("ARIZONA")
+    assert rank([Candidate("TEXAS", 0.9)], "us") == (Candidate("TEXAS", 0.9), False)
