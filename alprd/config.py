@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -215,6 +223,98 @@ class MetricsConfig(Section):
     interval_s: float = Field(60.0, ge=1.0, le=86400.0, description="Seconds between metrics messages.")
 
 
+CREDENTIALS = Path("/run/credentials/alprd.service")
+"""systemd's $CREDENTIALS_DIRECTORY for alprd.service (LoadCredential=); secrets default to files there."""
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths in a config file are relative to that file, not to the working directory."""
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
+class StorageConfig(Section):
+    dir: Path = Field(
+        Path("/var/lib/alprd"),
+        description="SQLite file (outbox, evidence index, audit chain, state), sealed evidence, device key.",
+    )
+    max_db_mb: int = Field(
+        512, ge=16, le=1_000_000, description="Cap on the SQLite file; writes past it fail as 'storage full'."
+    )
+
+    _resolve = field_validator("dir")(_resolve_path)
+
+
+class HotlistConfig(Section):
+    bundle: Path = Field(
+        Path("/var/lib/alprd/hotlist.bundle"),
+        description="Where the installed (still encrypted) hot-list bundle is kept.",
+    )
+    list_key: Path = Field(CREDENTIALS / "list.key", description="32-byte list key file (secret, mode 0600).")
+    signing_pub: Path = Field(
+        CREDENTIALS / "signing.pub", description="Agency Ed25519 public key that signs bundles."
+    )
+    lookalike_max: int = Field(
+        1, ge=0, le=3, description="Most look-alike substitutions (0 vs O, 8 vs B ...) a match may need."
+    )
+    lookalike_classes: tuple[str, ...] = Field(
+        ("0ODQ", "1IL", "2Z", "5S", "8B", "6G"),
+        description="Groups of characters the reader confuses; each character in at most one group.",
+    )
+
+    _resolve = field_validator("bundle", "list_key", "signing_pub")(_resolve_path)
+
+    @field_validator("lookalike_classes")
+    @classmethod
+    def _check_classes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        seen: set[str] = set()
+        for group in v:
+            if len(group) < 2 or not all(c.isascii() and (c.isdigit() or c.isupper()) for c in group):
+                raise ValueError(f"class {group!r} needs 2+ characters from A-Z and 0-9")
+            if seen & set(group):
+                raise ValueError(f"character {sorted(seen & set(group))[0]!r} is in two classes")
+            seen |= set(group)
+        return v
+
+
+class PrivacyConfig(Section):
+    summary_mode: Literal["counts", "tokens"] = Field(
+        "counts",
+        description="counts: per-window totals only; tokens: also keyed per-window digests of non-hits.",
+    )
+    summary_interval_s: int = Field(
+        900, ge=60, le=86400, description="Summary window; the token key is ratcheted at each window."
+    )
+    token_bits: Literal[16, 18, 64] = Field(
+        16, description="Bits kept of each token (16/18 collide on purpose: counting, not tracking)."
+    )
+    evidence_pub: Path = Field(
+        CREDENTIALS / "evidence.pub", description="Agency X25519 public key that hit evidence is sealed to."
+    )
+    evidence_ttl_s: int = Field(
+        86400, ge=60, le=31_536_000, description="Unacknowledged evidence is deleted after this long."
+    )
+
+    _resolve = field_validator("evidence_pub")(_resolve_path)
+
+
+class PolicyConfig(Section):
+    """The usage and privacy policy elements (California SB 34, Civil Code 1798.90.51)."""
+
+    purpose: str = Field(..., min_length=3, max_length=500, description="Authorized purposes of use.")
+    custodian: str = Field(
+        ..., min_length=3, max_length=200, description="Who is responsible for the system and its data."
+    )
+    retention_days: int = Field(
+        ..., ge=1, le=3650, description="Longest time any ALPR data (hits, outbox) is kept on the device."
+    )
+    sharing: str = Field(
+        ..., min_length=2, max_length=500, description="With whom data may be shared, and how."
+    )
+
+
 class Config(Section):
     """The whole configuration file."""
 
@@ -232,9 +332,20 @@ class Config(Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     location: LocationConfig = Field(default_factory=LocationConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    hotlist: HotlistConfig = Field(default_factory=HotlistConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    policy: PolicyConfig = Field(
+        ..., description="Required: purpose, custodian, retention_days, sharing (the SB 34 policy elements)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:
+        if self.privacy.evidence_ttl_s > self.policy.retention_days * 86400:
+            raise ValueError(
+                "privacy.evidence_ttl_s is longer than policy.retention_days allows; "
+                "lower the TTL or raise retention_days"
+            )
         return self
 
 
@@ -273,6 +384,11 @@ def _format_errors(path: Path, err: ValidationError, lines: dict[tuple[str | int
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see config/alprd.example.yaml)"
+        elif e["type"] == "missing" and loc and loc[0] == "policy":
+            msg = (
+                "required: the usage and privacy policy (purpose, custodian, retention_days, sharing) "
+                "must be stated before the device may run; see config/alprd.example.yaml"
+            )
         elif "input" in e and e["type"] != "missing" and not isinstance(e["input"], dict | list):
             msg = f"{msg} (got {e['input']!r})"
         problems.append(f"{path}:{_line_for(loc, lines)} {key}: {msg}")

@@ -83,8 +83,10 @@ def normalize_plate(text: str) -> str:
     """Uppercase and drop everything but ASCII letters and digits (`"ab-12 c"` -> `"AB12C"`)."""
     if text.isascii() and text.isalnum():
         return text.upper()
-    return _KEEP_NON_ALNUM.sub("", text).upper() if text.isascii() else "".join(
-        c for c in text.upper() if c in _ALNUM
+    return (
+        _KEEP_NON_ALNUM.sub("", text).upper()
+        if text.isascii()
+        else "".join(c for c in text.upper() if c in _ALNUM)
     )
 
 
@@ -159,12 +161,9 @@ def _check_bytes(data: bytes, name: str, problems: list[str]) -> list[str]:
     """Split into lines, reporting NUL bytes, over-long lines and non-UTF-8 by line number."""
     if data.startswith(codecs.BOM_UTF8):
         problems.append(f"{name}:1: file starts with a UTF-8 byte-order mark; save it as UTF-8 without BOM")
-        data = data[len(codecs.BOM_UTF8):]
+        data = data[len(codecs.BOM_UTF8) :]
     raw_lines = data.split(b"\n")
-    clean = (
-        b"\x00" not in data
-        and max(map(len, raw_lines), default=0) <= MAX_LINE_BYTES + 1
-    )
+    clean = b"\x00" not in data and max(map(len, raw_lines), default=0) <= MAX_LINE_BYTES + 1
     if clean:
         try:
             return data.decode("utf-8").split("\n")
@@ -296,8 +295,17 @@ def _row_entry(
             ok = False
     if not ok:
         return None
-    return Entry(plate, reason, state, get("plate_type"), priority, expires,
-                 get("source"), get("case_number"), get("note"))
+    return Entry(
+        plate,
+        reason,
+        state,
+        get("plate_type"),
+        priority,
+        expires,
+        get("source"),
+        get("case_number"),
+        get("note"),
+    )
 
 
 # --- plaintext encoding ----------------------------------------------------------------------------
@@ -388,8 +396,13 @@ def encrypt_payload(list_key: bytes, plaintext: bytes, fields: Mapping[str, Any]
     salt, nonce = new_nonce_material()
     manifest = dict(fields)
     manifest.update(
-        format=FORMAT, cipher="AES-256-GCM", kdf="HKDF-SHA256", salt=salt.hex(), nonce=nonce.hex(),
-        key_id=key_id(list_key), sha256=hashlib.sha256(plaintext).hexdigest(),
+        format=FORMAT,
+        cipher="AES-256-GCM",
+        kdf="HKDF-SHA256",
+        salt=salt.hex(),
+        nonce=nonce.hex(),
+        key_id=key_id(list_key),
+        sha256=hashlib.sha256(plaintext).hexdigest(),
     )
     mbytes = _canonical(manifest)
     header = MAGIC + struct.pack(">I", len(mbytes)) + mbytes
@@ -412,13 +425,17 @@ def pack_bundle(
     if valid_for <= timedelta(0):
         raise HotListError("valid-for must be positive")
     plaintext = encode_entries(entries)
-    header, ciphertext = encrypt_payload(list_key, plaintext, {
-        "list_id": list_id,
-        "version": version,
-        "issued": _iso(issued),
-        "expires": _iso(issued + valid_for),
-        "entries": len(entries),
-    })
+    header, ciphertext = encrypt_payload(
+        list_key,
+        plaintext,
+        {
+            "list_id": list_id,
+            "version": version,
+            "issued": _iso(issued),
+            "expires": _iso(issued + valid_for),
+            "entries": len(entries),
+        },
+    )
     body = header + struct.pack(">Q", len(ciphertext)) + ciphertext
     return body + signing_key.sign(body)
 
@@ -463,8 +480,16 @@ def _parse_manifest(raw: bytes) -> Manifest:
         if issued.tzinfo is None or expires.tzinfo is None:
             raise HotListError("manifest times must carry a time zone")
         return Manifest(
-            list_id=str(m["list_id"]), version=version, issued=issued, expires=expires, entries=entries,
-            sha256=str(m["sha256"]), key_id=str(m["key_id"]), salt=salt, nonce=nonce, raw=raw,
+            list_id=str(m["list_id"]),
+            version=version,
+            issued=issued,
+            expires=expires,
+            entries=entries,
+            sha256=str(m["sha256"]),
+            key_id=str(m["key_id"]),
+            salt=salt,
+            nonce=nonce,
+            raw=raw,
         )
     except HotListError:
         raise
@@ -539,12 +564,21 @@ class Match:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "reason": self.reason, "priority": self.priority,
-            "list_id": self.list_id, "list_version": self.list_version, "p_not_entry": self.p_not_entry,
-            "entry_plate": self.entry_plate, "read_plate": self.read_plate,
-            "substitutions": self.substitutions, "state": self.state, "plate_type": self.plate_type,
-            "expires": None if self.expires is None else _iso(self.expires), "source": self.source,
-            "case_number": self.case_number, "note": self.note,
+            "kind": self.kind,
+            "reason": self.reason,
+            "priority": self.priority,
+            "list_id": self.list_id,
+            "list_version": self.list_version,
+            "p_not_entry": self.p_not_entry,
+            "entry_plate": self.entry_plate,
+            "read_plate": self.read_plate,
+            "substitutions": self.substitutions,
+            "state": self.state,
+            "plate_type": self.plate_type,
+            "expires": None if self.expires is None else _iso(self.expires),
+            "source": self.source,
+            "case_number": self.case_number,
+            "note": self.note,
         }
 
 
@@ -814,8 +848,9 @@ class HotList:
                     mo = exact_re.fullmatch(norm) or fold_re.fullmatch(folded)
                     if mo is None:
                         continue
-                    literal = [j for gi in range(1, (mo.lastindex or 0) + 1)
-                               for j in range(mo.start(gi), mo.end(gi))]
+                    literal = [
+                        j for gi in range(1, (mo.lastindex or 0) + 1) for j in range(mo.start(gi), mo.end(gi))
+                    ]
                     subs = [j for j, e in zip(literal, self._literal_chars(eid), strict=True) if norm[j] != e]
                     if len(subs) > self.lookalike.max_substitutions:
                         continue
@@ -856,11 +891,21 @@ class HotList:
                 p_entry *= c
         kind = "wildcard" if literal is not None else ("exact" if not subs else "lookalike")
         return Match(
-            kind=kind, reason=reason, priority=int(priority), list_version=self.manifest.version,
-            p_not_entry=round(1.0 - p_entry, 6), entry_plate=plate, read_plate=norm,
-            substitutions=len(subs), state=state, plate_type=plate_type,
-            expires=None if not exp else datetime.fromtimestamp(int(exp), UTC), source=source,
-            case_number=case, note=note, list_id=self.manifest.list_id,
+            kind=kind,
+            reason=reason,
+            priority=int(priority),
+            list_version=self.manifest.version,
+            p_not_entry=round(1.0 - p_entry, 6),
+            entry_plate=plate,
+            read_plate=norm,
+            substitutions=len(subs),
+            state=state,
+            plate_type=plate_type,
+            expires=None if not exp else datetime.fromtimestamp(int(exp), UTC),
+            source=source,
+            case_number=case,
+            note=note,
+            list_id=self.manifest.list_id,
         )
 
 
@@ -971,8 +1016,12 @@ class HotListInstaller:
                     )
                 hl = HotList(manifest, plaintext, self._lookalike, self._clock)
             except HotListError as e:
-                self._store.audit(self._actor, "hotlist.reject", {"reason": str(e), "stage": "load"},
-                                  "hot-list load at start")
+                self._store.audit(
+                    self._actor,
+                    "hotlist.reject",
+                    {"reason": str(e), "stage": "load"},
+                    "hot-list load at start",
+                )
                 raise
             self.active = hl
             return hl
@@ -987,7 +1036,10 @@ class HotListInstaller:
                 STATE_SHA256: manifest.sha256,
                 STATE_LIST_ID: manifest.list_id,
             },
-            actor, "hotlist.accept", obj, "hot-list update",
+            actor,
+            "hotlist.accept",
+            obj,
+            "hot-list update",
         )
 
     def install(self, bundle: bytes, actor: str | None = None) -> int:
