@@ -21,6 +21,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,7 +57,7 @@ class MatchLike(Protocol):
 
 class Matcher(Protocol):
     def match(
-        self, text: str, chars: tuple[float, ...], state: str | None, now: float
+        self, text: str, chars: tuple[float, ...] = (), state: str | None = None, now: datetime | None = None
     ) -> MatchLike | None: ...
 
 
@@ -167,7 +168,7 @@ class Pipeline:
                 continue
             m = None
             if self.matcher is not None and t.confidence >= self.matching.min_confidence:
-                m = self.matcher.match(t.text, t.chars, None, self.clock.time())
+                m = self.matcher.match(t.text, t.chars, None, datetime.fromtimestamp(self.clock.time(), UTC))
             if m is None:
                 events.append(Pass(t))
             else:
@@ -309,7 +310,8 @@ def next_session(state_dir: Path) -> int:
 class Services(Protocol):
     """What the daemon needs from the privacy core (storage, hot list, summaries, evidence, audit)."""
 
-    outbox: Outbox
+    @property
+    def outbox(self) -> Outbox: ...
 
     @property
     def matcher(self) -> Matcher | None: ...
@@ -580,3 +582,151 @@ class Daemon:
         self.locator.close()
         self.services.close()
         return 0
+
+
+# --- checks beyond the schema, and wiring ------------------------------------------------------------
+
+
+def _lines_of(path: Path) -> dict[tuple[str | int, ...], int]:
+    import yaml
+
+    from .config import _key_lines, _LineLoader
+
+    lines: dict[tuple[str | int, ...], int] = {}
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=_LineLoader)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return lines
+    if node is not None:
+        _key_lines(node, (), lines)
+    return lines
+
+
+def _credential_pending(p: Path) -> bool:
+    """A systemd credential path checked outside the service: it only exists while the unit runs."""
+    return str(p).startswith("/run/credentials/") and "CREDENTIALS_DIRECTORY" not in os.environ
+
+
+def preflight(cfg: Config, path: Path) -> list[str]:
+    """What the schema cannot see: files that must exist. Each problem as `file:line key.path: message`."""
+    lines = _lines_of(path)
+    problems: list[str] = []
+
+    def add(key: str, msg: str) -> None:
+        loc = tuple(key.split("."))
+        line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
+        problems.append(f"{path}:{line} {key}: {msg}")
+
+    def need_file(key: str, p: Path | None, what: str) -> None:
+        if p is None or _credential_pending(p):
+            return
+        if not p.is_file():
+            add(key, f"{what} {p} does not exist")
+        elif not os.access(p, os.R_OK):
+            add(key, f"{what} {p} is not readable by this user")
+
+    src = cfg.source
+    if src.kind == "video" and not Path(src.path).is_file():
+        add("source.path", f"video file {src.path} does not exist")
+    if src.kind == "images" and not Path(src.path).is_dir():
+        add("source.path", f"image folder {src.path} does not exist")
+    if not cfg.reader.models_dir.is_dir():
+        add("reader.models_dir", f"model folder {cfg.reader.models_dir} does not exist")
+    need_file("mqtt.password_file", cfg.mqtt.password_file, "password file")
+    if cfg.mqtt.tls is not None:
+        need_file("mqtt.tls.ca", cfg.mqtt.tls.ca, "CA certificate")
+        need_file("mqtt.tls.cert", cfg.mqtt.tls.cert, "client certificate")
+        need_file("mqtt.tls.key", cfg.mqtt.tls.key, "client key")
+    problems.extend(_privacy_preflight(cfg, add, need_file))
+    return problems
+
+
+def _privacy_preflight(
+    cfg: Config, add: Callable[[str, str], None], need_file: Callable[..., None]
+) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """The privacy-core keys the daemon needs, read from their config sections (issue 3's names)."""
+
+    storage_dir: Path
+    bundle: Path
+    list_key: Path
+    signing_pub: Path
+    lookalike_max: int
+    summary_interval_s: float
+    evidence_pub: Path | None
+
+
+def privacy_settings(cfg: Config) -> PrivacySettings:
+    storage = getattr(cfg, "storage", None)
+    hot = getattr(cfg, "hotlist", None)
+    priv = getattr(cfg, "privacy", None)
+    if storage is None or hot is None:
+        from .errors import ConfigError
+
+        raise ConfigError("(config) storage, hotlist: sections missing; see config/alprd.example.yaml")
+    return PrivacySettings(
+        storage_dir=Path(storage.dir),
+        bundle=Path(hot.bundle),
+        list_key=Path(hot.list_key),
+        signing_pub=Path(hot.signing_pub),
+        lookalike_max=int(getattr(hot, "lookalike_max", 1)),
+        summary_interval_s=float(getattr(priv, "summary_interval_s", 300.0)),
+        evidence_pub=getattr(priv, "evidence_pub", None),
+    )
+
+
+def build(
+    cfg: Config,
+    stop: threading.Event,
+    reader: Reader | None = None,
+    notifier: Notifier | None = None,
+) -> Daemon:
+    """Wire the stages; raises AlprdError (model, key, hot list, camera) with a message saying what to do."""
+    return assemble(cfg, privacy_settings(cfg), stop, reader, notifier)
+
+
+def assemble(
+    cfg: Config,
+    ps: PrivacySettings,
+    stop: threading.Event,
+    reader: Reader | None = None,
+    notifier: Notifier | None = None,
+) -> Daemon:
+    from .capture import make_source, open_with_retry
+    from .keys import load_list_key, load_signing_pub
+    from .services import PrivacyServices
+
+    try:
+        ps.storage_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise StoreError(f"storage.dir {ps.storage_dir}: {e.strerror}") from e
+    if reader is None:
+        from .reader import PlateReader
+
+        reader = PlateReader(cfg.reader)  # loads, hash-checks and warms the models
+    services = PrivacyServices(
+        ps.storage_dir, cfg.device_id, ps.bundle,
+        load_signing_pub(ps.signing_pub), load_list_key(ps.list_key),
+        summary_interval_s=ps.summary_interval_s, lookalike_max=ps.lookalike_max,
+    )
+    if services.matcher is None:
+        log.warning("no hot list installed yet: nothing can match until one arrives on hotlist/set")
+    source = make_source(cfg.source, cfg.camera)
+    open_with_retry(source, cfg.source.open_timeout_s if source_is_live(cfg) else 0.0, stop)
+    pipeline = Pipeline(
+        reader, Tracker(cfg.tracking), MotionGate(cfg.motion), services.matcher, cfg.matching,
+        None if cfg.reader.region == "auto" else cfg.reader.region,
+    )
+    publisher = None
+    if cfg.mqtt.enabled:
+        publisher = Publisher(cfg.mqtt, cfg.device_id, next_session(ps.storage_dir))
+        publisher.start()
+    return Daemon(cfg, source, pipeline, services, publisher, Locator(cfg.location), notifier)
+
+
+def source_is_live(cfg: Config) -> bool:
+    return cfg.source.kind in ("picamera2", "opencv")

@@ -1,0 +1,141 @@
+"""Daemon: pipeline decisions, sd_notify, systemd unit, and (further down) end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from alprd.config import MatchingConfig, MotionConfig, TrackingConfig
+from alprd.daemon import Hit, Notifier, Pass, Pipeline, hit_payload
+from alprd.hotlist import HotList, entries_from_rows, load_bundle, pack_bundle
+from alprd.motion import MotionGate
+from alprd.track import Tracker
+from alprd.types import Box, Candidate, Frame, Image, PhotoResult, Read
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_hotlist(plates: dict[str, str], version: int = 1) -> HotList:
+    key = os.urandom(32)
+    sk = Ed25519PrivateKey.generate()
+    entries = entries_from_rows([{"plate": p, "reason": r} for p, r in plates.items()])
+    now = datetime.now(UTC)
+    bundle = pack_bundle(entries, list_key=key, signing_key=sk, version=version, issued=now,
+                         valid_for=timedelta(days=1))
+    return load_bundle(bundle, sk.public_key(), key, now)
+
+
+class ScriptedReader:
+    """A reader whose reads per frame are given up front (the real one is exercised further down)."""
+
+    def __init__(self, script: dict[int, list[Read]]) -> None:
+        self.model_hashes = {"scripted": "0" * 64}
+        self.script = script
+        self.calls = 0
+        self.seq = 0
+
+    def read(self, image: Image, region: str | None = None) -> PhotoResult:
+        self.calls += 1
+        self.seq += 1
+        return PhotoResult(tuple(self.script.get(self.seq, [])), ms=1.0)
+
+
+def rd(text: str, x: int, conf: float = 0.9) -> Read:
+    chars = tuple(conf for _ in text)
+    return Read(text, conf, chars, (Candidate(text, conf),), Box(x, 100, 80, 40), 0.9, "us")
+
+
+def frame(seq: int) -> Frame:
+    return Frame(image=np.zeros((360, 640, 3), np.uint8), ts=1e9 + seq, mono=float(seq), seq=seq)
+
+
+def run_pipeline(script: dict[int, list[Read]], n: int, hot: HotList, min_agree: int = 2) -> list[Hit | Pass]:
+    pipe = Pipeline(
+        ScriptedReader(script), Tracker(TrackingConfig(close_after_frames=3)),
+        MotionGate(MotionConfig(enabled=False)), hot, MatchingConfig(min_agreeing_reads=min_agree),
+    )
+    events: list[Hit | Pass] = []
+    for i in range(1, n + 1):
+        events += pipe.step(frame(i))
+    return events + pipe.flush()
+
+
+def test_pipeline_one_event_per_pass_and_verified_flag() -> None:
+    hot = make_hotlist({"7ABC123": "stolen vehicle", "9ZZZ999": "amber alert"})
+    script = {
+        1: [rd("7ABC123", 10), rd("5XYZ777", 400)],
+        2: [rd("7A8C123", 40, 0.5), rd("5XYZ777", 380)],
+        3: [rd("7ABC123", 70)],
+        8: [rd("9ZZZ999", 200)],  # seen once: a hit, but unverified
+    }
+    events = run_pipeline(script, 12, hot)
+    hits = [e for e in events if isinstance(e, Hit)]
+    passes = [e for e in events if isinstance(e, Pass)]
+    assert sorted(h.track.text for h in hits) == ["7ABC123", "9ZZZ999"]
+    assert [p.track.text for p in passes] == ["5XYZ777"]
+    by_plate = {h.track.text: h for h in hits}
+    assert by_plate["7ABC123"].verified and by_plate["7ABC123"].track.reads == 3
+    assert not by_plate["9ZZZ999"].verified
+    body = hit_payload(by_plate["7ABC123"], "dev", {"lat": 1.0, "lon": 2.0}, None)
+    for key in ("v", "hit_id", "device_id", "camera", "ts", "plate", "state", "confidence", "chars",
+                "candidates", "reads", "verified", "match", "box", "location", "evidence"):
+        assert key in body
+    assert body["match"]["reason"] == "stolen vehicle" and body["match"]["kind"] == "exact"
+    assert 0 <= body["match"]["p_not_entry"] < 1
+
+
+def test_lookalike_hit_and_motion_gate_skips_reader() -> None:
+    hot = make_hotlist({"8OB1234": "wanted"})
+    pipe = Pipeline(
+        ScriptedReader({1: [rd("BOB1234", 10)], 2: [rd("BOB1234", 20)]}),
+        Tracker(TrackingConfig(close_after_frames=2)), MotionGate(MotionConfig(hold_frames=0)), hot,
+        MatchingConfig(),
+    )
+    static = frame(1)
+    events = []
+    for i in range(1, 6):
+        events += pipe.step(Frame(image=static.image, ts=1e9 + i, mono=float(i), seq=i))
+    assert pipe.skipped == 4 and pipe.processed == 1  # only the first frame of a static scene is read
+    events += pipe.flush()
+    assert len(events) == 1 and isinstance(events[0], Hit) and events[0].match.kind == "lookalike"
+
+
+def test_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        server.settimeout(2)
+        n = Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "2000000"})
+        assert n.enabled and n.watchdog_s == 2.0
+        n.ready("ok")
+        assert server.recv(4096).decode().splitlines()[0] == "READY=1"
+        n.watchdog(100.0)
+        assert server.recv(4096) == b"WATCHDOG=1"
+        n.watchdog(100.5)  # within half the period: no ping
+        n.stopping()
+        assert server.recv(4096) == b"STOPPING=1"
+    assert not Notifier({}).enabled and not Notifier({}).send("READY=1")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_unit_is_hardened() -> None:
+    unit = ROOT / "systemd" / "alprd.service"
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(unit)],
+        capture_output=True, text=True, timeout=60,
+    )
+    line = [x for x in (out.stdout + out.stderr).splitlines() if "Overall exposure level" in x]
+    assert line, out.stdout[-2000:] + out.stderr[-2000:]
+    score = float(line[0].split(":")[1].split()[0])
+    assert score <= 2.0, line[0]
+    text = unit.read_text()
+    for needed in ("Type=notify", "WatchdogSec=", "StateDirectory=alprd", "LoadCredential=", "User=alprd"):
+        assert needed in text
