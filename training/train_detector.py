@@ -1,0 +1,524 @@
+"""Fine-tune the PP-OCRv4 mobile text detector (Apache-2.0, DBNet) into a plate detector.
+
+The network keeps its architecture; only its target changes: a mask that is 1 inside plate
+boxes and 0 elsewhere. Boxes come back at run time as connected components of the thresholded
+map (alprd/detect.py), so training and production share one post-processing.
+
+    /work/train-venv/bin/python training/train_detector.py --data-set full --steps 1400
+    /work/train-venv/bin/python training/train_detector.py --data-set mit --out models/plate_det_mit.onnx
+
+See training/README.md for the data manifest (which folders, which split, which licence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import string
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    DATA,
+    MODELS,
+    REPO,
+    Sample,
+    Timer,
+    export_weights,
+    onnx_to_torch,
+    photo_split,
+    rewrite_onnx,
+    ro_detect_split,
+    seed_everything,
+    setup_logging,
+    sha256_file,
+)
+
+log = logging.getLogger("training.detector")
+
+BASE_MODEL = Path(
+    "/work/tmp/wheels/rapidocr_onnxruntime/rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
+)
+BASE_SOURCE = (
+    "PP-OCRv4 mobile text detector ch_PP-OCRv4_det_infer.onnx from the PyPI wheel "
+    "rapidocr-onnxruntime==1.4.4 "
+    "(PaddleOCR, Apache-2.0), fine-tuned to a plate mask by training/train_detector.py"
+)
+# The base model's own preprocessing (RapidOCR's det config): BGR, (x/255 - 0.5) / 0.5.
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+MAX_SIDE = 1280  # photos are held in memory at most this big (br photos are up to ~3000 px)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+class Photo:
+    """A training photo in memory with its plate boxes (x, y, w, h) in its own pixels."""
+
+    def __init__(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]], name: str) -> None:
+        self.image = image
+        self.boxes = boxes
+        self.name = name
+
+
+def load_photo(s: Sample) -> Photo:
+    img = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise SystemExit(f"cannot read {s.path}")
+    h, w = img.shape[:2]
+    f = min(1.0, MAX_SIDE / max(h, w))
+    if f < 1.0:
+        img = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    boxes = [(x * f, y * f, bw * f, bh * f) for x, y, bw, bh in s.boxes]
+    return Photo(img, boxes, f"{s.folder}/{s.path.name}")
+
+
+def load_crops(folder: str) -> list[np.ndarray]:
+    out = []
+    for p in sorted((DATA / folder).iterdir()):
+        if p.suffix.lower() in (".jpg", ".png"):
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is not None:
+                out.append(img)
+    return out
+
+
+FONTS = (
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+)
+ALNUM = string.ascii_uppercase + string.digits
+
+
+def _put_fit(img: np.ndarray, text: str, box: tuple[int, int, int, int], color: tuple[int, ...],
+             rng: np.random.Generator, thick: int | None = None) -> None:
+    """Draw `text` scaled to fill the box (x, y, w, h) of `img`."""
+    x, y, w, h = box
+    font = FONTS[rng.integers(len(FONTS))]
+    t = int(thick if thick is not None else max(1, round(h * rng.uniform(0.08, 0.16))))
+    (tw, th), _ = cv2.getTextSize(text, font, 1.0, t)
+    scale = min(w / max(tw, 1), h / max(th, 1))
+    (tw, th), _ = cv2.getTextSize(text, font, scale, t)
+    org = (x + (w - tw) // 2, y + (h + th) // 2)
+    cv2.putText(img, text, org, font, scale, color, t, cv2.LINE_AA)
+
+
+def render_plate(rng: np.random.Generator) -> np.ndarray:
+    """A synthetic plate drawn with OpenCV's Hershey fonts: licence-clean training positives.
+
+    Three layouts (US-like 2:1 with state line, EU-like long with a blue band, BR-like with a top
+    band); colours, fonts, stroke widths and texts are random, so the detector learns "a framed
+    rectangle with a row of large characters", not any one region's look.
+    """
+    kind = rng.choice(["us", "eu", "br"], p=[0.5, 0.3, 0.2])
+    n = int(rng.integers(5, 9))
+    text = "".join(ALNUM[i] for i in rng.integers(len(ALNUM), size=n))
+    if rng.random() < 0.5:
+        k = int(rng.integers(2, n - 1))
+        text = text[:k] + rng.choice([" ", "-", " "]) + text[k:]
+    light = rng.random() < 0.85
+    if light:
+        bg = tuple(int(v) for v in rng.integers(170, 256, size=3))
+        if rng.random() < 0.25:  # yellow-ish
+            bg = (int(rng.integers(0, 90)), int(rng.integers(180, 240)), int(rng.integers(200, 256)))
+        fg = tuple(int(v) for v in rng.integers(0, 90, size=3))
+        if rng.random() < 0.3:  # coloured characters (red / blue / green US plates)
+            fg = tuple(int(v) for v in rng.permutation([int(rng.integers(120, 200)), 20, 30]))
+    else:
+        bg = tuple(int(v) for v in rng.integers(0, 80, size=3))
+        fg = tuple(int(v) for v in rng.integers(180, 256, size=3))
+    if kind == "us":
+        W, H = 320, 160
+    elif kind == "eu":
+        W, H = int(rng.integers(440, 560)), int(rng.integers(100, 125))
+    else:
+        W, H = int(rng.integers(360, 420)), int(rng.integers(115, 135))
+    img = np.zeros((H, W, 3), np.uint8)
+    img[:] = bg
+    if rng.random() < 0.4:  # gradient / picture background as on many US plates
+        g = np.linspace(0, rng.uniform(-60, 60), H)[:, None, None]
+        img = np.clip(img.astype(np.float32) + g, 0, 255).astype(np.uint8)
+    x0 = 0
+    if kind == "eu":
+        bw = int(W * 0.08)
+        img[:, :bw] = (int(rng.integers(120, 200)), int(rng.integers(30, 80)), 0)
+        _put_fit(img, str(rng.choice(list("DFIRSNLPBE"))), (2, H // 2, bw - 4, H // 3), (255, 255, 255), rng)
+        x0 = bw
+        _put_fit(img, text, (x0 + 8, int(H * 0.12), W - x0 - 16, int(H * 0.76)), fg, rng)
+    elif kind == "br":
+        band = int(H * 0.22)
+        img[:band] = (int(rng.integers(120, 200)), int(rng.integers(40, 100)), 0)
+        _put_fit(img, "BRASIL", (W // 3, 2, W // 3, band - 4), (255, 255, 255), rng)
+        _put_fit(img, text, (10, band + 6, W - 20, H - band - 14), fg, rng)
+    else:
+        top = "".join(string.ascii_uppercase[i] for i in rng.integers(26, size=int(rng.integers(4, 11))))
+        _put_fit(img, top, (int(W * 0.15), 8, int(W * 0.7), int(H * 0.16)), fg, rng)
+        _put_fit(img, text, (14, int(H * 0.28), W - 28, int(H * 0.5)), fg, rng)
+        if rng.random() < 0.6:
+            k = int(rng.integers(6, 16))
+            bottom = "".join(string.ascii_lowercase[i] for i in rng.integers(26, size=k))
+            _put_fit(img, bottom, (int(W * 0.2), int(H * 0.82), int(W * 0.6), int(H * 0.12)), fg, rng)
+    t = int(rng.integers(2, 7))
+    frame = fg if rng.random() < 0.5 else (40, 40, 40)
+    cv2.rectangle(img, (t // 2, t // 2), (W - 1 - t // 2, H - 1 - t // 2), frame, t)
+    return img
+
+
+def paste(bg: np.ndarray, boxes: list[tuple[float, float, float, float]], plate: np.ndarray,
+          rng: np.random.Generator) -> tuple[float, float, float, float] | None:
+    """Paste `plate` into `bg` (in place) with a mild perspective warp; returns its box or None."""
+    H, W = bg.shape[:2]
+    ph0, pw0 = plate.shape[:2]
+    pw = W * rng.uniform(0.035, 0.22)
+    ph = pw * ph0 / pw0 * rng.uniform(0.85, 1.15)
+    if ph < 6 or pw >= W - 2 or ph >= H - 2:
+        return None
+    for _ in range(10):
+        x = rng.uniform(0, W - pw)
+        y = rng.uniform(H * 0.15, H - ph) if H - ph > H * 0.15 else rng.uniform(0, H - ph)
+        if all(x + pw < bx or bx + bw < x or y + ph < by or by + bh < y for bx, by, bw, bh in boxes):
+            break
+    else:
+        return None
+    j = 0.05 * pw
+    dst = np.float32([[x, y], [x + pw, y], [x + pw, y + ph], [x, y + ph]])
+    dst += rng.normal(0, j, size=(4, 2)).astype(np.float32)
+    shear = rng.uniform(-0.08, 0.08) * pw  # a plate seen slightly from the side
+    dst[:, 1] += np.float32([0, shear, shear, 0])
+    x0 = max(0, math.floor(dst[:, 0].min()))
+    y0 = max(0, math.floor(dst[:, 1].min()))
+    x1 = min(W, math.ceil(dst[:, 0].max()) + 1)
+    y1 = min(H, math.ceil(dst[:, 1].max()) + 1)
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    src = np.float32([[0, 0], [pw0, 0], [pw0, ph0], [0, ph0]])
+    M = cv2.getPerspectiveTransform(src, dst - np.float32([x0, y0]))
+    size = (x1 - x0, y1 - y0)
+    warped = cv2.warpPerspective(plate, M, size, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
+    mask = cv2.warpPerspective(np.full((ph0, pw0), 255, np.uint8), M, size, flags=cv2.INTER_LINEAR)
+    roi = bg[y0:y1, x0:x1]
+    # Match the scene: the background's brightness, a colour cast, blur and noise.
+    w = warped.astype(np.float32)
+    gain = (roi.mean() + 40) / (w.mean() + 1) * rng.uniform(0.7, 1.3)
+    w = w * min(max(gain, 0.3), 1.4) + rng.normal(0, 4, size=3)
+    if rng.random() < 0.7:
+        s = rng.uniform(0.3, 1.0 + pw / 150)
+        w = cv2.GaussianBlur(w, (0, 0), s)
+    w += rng.normal(0, rng.uniform(0, 6), size=w.shape)
+    a = (mask.astype(np.float32) / 255)[..., None]
+    roi[:] = np.clip(w * a + roi.astype(np.float32) * (1 - a), 0, 255).astype(np.uint8)
+    ys, xs = np.nonzero(mask > 127)
+    if len(xs) == 0:
+        return None
+    return (x0 + xs.min(), y0 + ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+
+
+class Sampler:
+    """Makes training crops: a photo (maybe with pasted plates) at a random scale, cropped."""
+
+    def __init__(self, photos: list[Photo], backgrounds: list[Photo], crops: list[np.ndarray],
+                 synth: float, composite: float, crop: int, sides: tuple[float, float], seed: int) -> None:
+        self.photos = photos
+        self.backgrounds = backgrounds
+        self.crops = crops
+        self.synth = synth
+        self.composite = composite
+        self.crop = crop
+        self.sides = sides
+        self.rng = np.random.default_rng(seed)
+
+    def _composite(self) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
+        rng = self.rng
+        bg = self.backgrounds[rng.integers(len(self.backgrounds))]
+        img = bg.image.copy()
+        boxes = list(bg.boxes)
+        for _ in range(int(rng.integers(1, 4))):
+            if not self.crops or rng.random() < self.synth:
+                plate = render_plate(rng)
+            else:
+                plate = self.crops[rng.integers(len(self.crops))]
+            b = paste(img, boxes, plate, rng)
+            if b is not None:
+                boxes.append(b)
+        return img, boxes
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = self.rng
+        if rng.random() < self.composite:
+            img, boxes = self._composite()
+        else:
+            p = self.photos[rng.integers(len(self.photos))]
+            img, boxes = p.image, p.boxes
+        h, w = img.shape[:2]
+        # The image is seen as the runtime would see it at a random detector size.
+        side = math.exp(rng.uniform(math.log(self.sides[0]), math.log(self.sides[1])))
+        f = side / max(h, w)
+        sw, sh = max(1, round(w * f)), max(1, round(h * f))
+        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+        img = cv2.resize(img, (sw, sh), interpolation=interp)
+        boxes = [(x * f, y * f, bw * f, bh * f) for x, y, bw, bh in boxes]
+        c = self.crop
+        if boxes and rng.random() < 0.75:
+            bx, by, bw, bh = boxes[rng.integers(len(boxes))]
+            cx = bx + bw / 2 + rng.uniform(-0.4, 0.4) * c
+            cy = by + bh / 2 + rng.uniform(-0.4, 0.4) * c
+        else:
+            cx, cy = rng.uniform(0, sw), rng.uniform(0, sh)
+        x0 = round(min(max(cx - c / 2, 0), max(sw - c, 0)))
+        y0 = round(min(max(cy - c / 2, 0), max(sh - c, 0)))
+        out = np.zeros((c, c, 3), np.uint8)  # zero padding, like the runtime's bottom/right pad
+        part = img[y0:y0 + c, x0:x0 + c]
+        out[: part.shape[0], : part.shape[1]] = part
+        mask = np.zeros((c, c), np.float32)
+        for bx, by, bw, bh in boxes:
+            xa, ya = round(bx - x0), round(by - y0)
+            xb, yb = round(bx + bw - x0), round(by + bh - y0)
+            if xb > 0 and yb > 0 and xa < c and ya < c:
+                mask[max(ya, 0):max(yb, 0), max(xa, 0):max(xb, 0)] = 1.0
+        out = self._photometric(out)
+        return out, mask
+
+    def _photometric(self, img: np.ndarray) -> np.ndarray:
+        rng = self.rng
+        x = img.astype(np.float32)
+        if rng.random() < 0.8:
+            x = x * rng.uniform(0.6, 1.4) + rng.uniform(-30, 30)
+            x = x * rng.uniform(0.85, 1.15, size=3)
+        if rng.random() < 0.15:
+            x[:] = x.mean(axis=2, keepdims=True)
+        if rng.random() < 0.25:
+            x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.3))
+        if rng.random() < 0.3:
+            x = x + rng.normal(0, rng.uniform(2, 8), size=x.shape)
+        x = np.clip(x, 0, 255).astype(np.uint8)
+        if rng.random() < 0.3:
+            q = int(rng.integers(35, 90))
+            ok, enc = cv2.imencode(".jpg", x, [cv2.IMWRITE_JPEG_QUALITY, q])
+            if ok:
+                x = cv2.imdecode(enc, cv2.IMREAD_COLOR)
+        return x
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ms = zip(*(self.sample() for _ in range(n)), strict=True)
+        x = np.stack(xs).astype(np.float32) / 255.0
+        x = (x - np.float32(MEAN)) / np.float32(STD)
+        return torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(np.stack(ms)[:, None])
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+class PlateNet(torch.nn.Module):
+    """The converted detector without its final Sigmoid (logits train stably with BCE)."""
+
+    def __init__(self, body: torch.nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def build_model(base: Path) -> tuple[PlateNet, dict[str, str]]:
+    import onnx
+
+    m = onnx.load(str(base))
+    g = m.graph
+    out_name = g.output[0].name
+    sig = [n for n in g.node if n.op_type == "Sigmoid" and n.output[0] == out_name]
+    if len(sig) != 1:
+        raise SystemExit(f"{base}: expected the output to come from a Sigmoid")
+    g.output[0].name = sig[0].input[0]
+    g.node.remove(sig[0])
+    tmp = Path("/tmp/plate_det_base_logits.onnx")
+    onnx.save(m, str(tmp))
+    body, names = onnx_to_torch(tmp)
+    trainable = sum(p.numel() for p in body.parameters())
+    log.info("converted %s: %d trainable parameters, %d tensors mapped back to ONNX",
+             base.name, trainable, len(names))
+    return PlateNet(body), {f"body.{k}": v for k, v in names.items()}
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE with 3:1 hard-negative mining plus dice (the DBNet recipe for probability maps)."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten()
+    t = target.flatten()
+    pos = t > 0.5
+    npos = int(pos.sum())
+    neg = bce[~pos]
+    nneg = min(neg.numel(), max(3 * npos, 4096))
+    hard = torch.topk(neg, nneg).values
+    l_bce = (bce[pos].sum() + hard.sum()) / (npos + nneg)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum()
+    dice = 1 - (2 * inter + 1) / (p.sum() + target.sum() + 1)
+    return l_bce + dice
+
+
+def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract: dict[str, object]) -> None:
+    """Write the trained weights into the base ONNX graph (which ends in its Sigmoid), check it."""
+    import onnx
+    import onnxruntime as ort
+
+    net.eval()
+    model = export_weights(net, names, rewrite_onnx(onnx.load(str(base))))
+    model.producer_name = "alprd training/train_detector.py"
+    del model.metadata_props[:]
+    tmp = out.with_suffix(".tmp")
+    onnx.save(model, str(tmp))
+    # The exported graph must reproduce the torch model (a non-square input, like real photos).
+    x = torch.randn(1, 3, 320, 480)
+    with torch.no_grad():
+        want = torch.sigmoid(net(x)).numpy()
+    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    err = float(np.abs(got - want).max())
+    if err > 1e-3:
+        raise SystemExit(f"exported ONNX differs from torch by {err}")
+    tmp.replace(out)
+    contract = dict(contract)
+    contract["file"] = out.name
+    contract["sha256"] = sha256_file(out)
+    out.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n")
+    log.info("exported %s (%.1f MB, sha256 %s, max |onnx - torch| %.2e)", out,
+             out.stat().st_size / 1e6, contract["sha256"], err)
+    net.train()
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def build_data(data_set: str, seed: int) -> tuple[list[Photo], list[Photo], list[np.ndarray], dict[str, int]]:
+    ro_train, _ = ro_detect_split()
+    photos = [load_photo(s) for s in ro_train]
+    counts = {"ro-detect-train": len(photos)}
+    crops: list[np.ndarray] = []
+    if data_set == "full":
+        for folder in ("eu", "br"):
+            tr, _ = photo_split(folder)
+            photos += [load_photo(s) for s in tr]
+            counts[f"{folder}-train"] = len(tr)
+        for folder in ("us-crops", "br-crops"):
+            c = load_crops(folder)
+            counts[folder] = len(c)
+            crops += c
+    # Backgrounds for composites: every training photo (its own plates stay labelled).
+    backgrounds = photos
+    # US photos are never loaded for training: they are the clean test set.
+    assert not any(p.name.startswith("us/") for p in photos)
+    return photos, backgrounds, crops, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-set", choices=["full", "mit"], default="full")
+    ap.add_argument("--steps", type=int, default=1400)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=384)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--min-side", type=float, default=480, help="smallest simulated detector size")
+    ap.add_argument("--max-side", type=float, default=1120, help="largest simulated detector size")
+    ap.add_argument("--composite", type=float, default=0.45, help="share of samples with pasted plates")
+    ap.add_argument("--synth", type=float, default=0.3,
+                    help="share of pasted plates that are rendered (the rest real crops; mit: all)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--base", type=Path, default=BASE_MODEL)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--run", default=None, help="log name (training/logs/<run>.log)")
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--export-every", type=int, default=0, help="also export a snapshot every N steps")
+    args = ap.parse_args(argv)
+
+    out = args.out or (MODELS / ("plate_det.onnx" if args.data_set == "full" else "plate_det_mit.onnx"))
+    run = args.run or f"detector-{args.data_set}"
+    logpath = setup_logging(run)
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    log.info("run %s: %s", run, " ".join(sys.argv))
+    log.info("args %s", vars(args))
+
+    timer = Timer()
+    photos, backgrounds, crops, counts = build_data(args.data_set, args.seed)
+    log.info("data loaded in %.0f s: %s", timer(), counts)
+    sampler = Sampler(photos, backgrounds, crops, synth=1.0 if args.data_set == "mit" else args.synth,
+                      composite=args.composite, crop=args.crop, sides=(args.min_side, args.max_side),
+                      seed=args.seed)
+
+    net, names = build_model(args.base)
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    warm = max(1, args.steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return args.lr * (step + 1) / warm
+        t = (step - warm) / max(1, args.steps - warm)
+        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    trained_on = {
+        "full": "ro-detect train part (MIT) + eu/br photo train halves (AGPL-3.0 test data) + us-crops and "
+                "br-crops (AGPL-3.0) and rendered plates pasted on those photos; never the US photos",
+        "mit": "ro-detect train part (MIT) + plates rendered with OpenCV Hershey fonts pasted on "
+               "those frames",
+    }[args.data_set]
+    contract: dict[str, object] = {
+        "name": "plate_det" if args.data_set == "full" else "plate_det_mit",
+        "licence": "Apache-2.0 (base weights); fine-tuned weights: see models/README.md",
+        "source": BASE_SOURCE,
+        "trained_on": trained_on,
+        "data_set": args.data_set,
+        "training": {"steps": args.steps, "batch": args.batch, "crop": args.crop, "seed": args.seed,
+                     "sides": [args.min_side, args.max_side], "log": f"training/logs/{run}.log"},
+        "input": {"size": 640, "sizes": [640, 960], "color": "BGR", "mean": list(MEAN), "std": list(STD),
+                  "layout": "NCHW", "pad_multiple": 32},
+        "output": {"kind": "plate_probability_map", "threshold": 0.5, "min_score": 0.7},
+    }
+
+    timer = Timer()
+    t_data = 0.0
+    ema = None
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        t0 = timer()
+        x, y = sampler.batch(args.batch)
+        t_data += timer() - t0
+        logits = net(x)
+        loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        v = float(loss.detach())
+        ema = v if ema is None else 0.95 * ema + 0.05 * v
+        if (step + 1) % args.log_every == 0 or step == 0:
+            el = timer()
+            eta = el / (step + 1) * (args.steps - step - 1)
+            log.info("step %d/%d loss %.4f (ema %.4f) lr %.2e  %.2f s/step (data %.0f%%)  "
+                     "elapsed %.1f min  eta %.1f min", step + 1, args.steps, v, ema, lr_at(step),
+                     el / (step + 1), 100 * t_data / el, el / 60, eta / 60)
+        if args.export_every and (step + 1) % args.export_every == 0 and step + 1 < args.steps:
+            # A snapshot in the final place, so the reader can integrate before the run ends.
+            snap = dict(contract, snapshot=f"step {step + 1} of {args.steps}")
+            export(net, names, args.base, out, snap)
+    log.info("trained %d steps in %.1f min", args.steps, timer() / 60)
+    contract["training"]["minutes"] = round(timer() / 60, 1)  # type: ignore[index]
+    export(net, names, args.base, out, contract)
+    log.info("log: %s", logpath.relative_to(REPO))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
