@@ -486,8 +486,10 @@ class Daemon:
         if "storage" in self._alarms:
             log.warning("summary dropped: storage alarm (hits come first)")
             return
+        body = {"summary_id": str(uuid.uuid4()), "device_id": self.cfg.device_id, "ts": round(now, 3)
+                if now != float("inf") else round(self.clock.time(), 3), **body}
         try:
-            self.services.put("summary", str(body.get("summary_id") or uuid.uuid4()), body)
+            self.services.put("summary", body["summary_id"], body)
         except StoreError as e:
             log.error("summary dropped: %s", e)
             self._alarms.add("storage")
@@ -534,7 +536,7 @@ class Daemon:
     def metrics(self) -> dict[str, Any]:
         stats = self.source.stats
         hot = self.services.hotlist_info()
-        issued = hot.get("issued")
+        issued = hot.get("issued_ts")
         storage = getattr(getattr(self.cfg, "storage", None), "dir", None)
         return {
             "v": 1,
@@ -655,27 +657,24 @@ class PrivacySettings:
     bundle: Path
     list_key: Path
     signing_pub: Path
-    lookalike_max: int
-    summary_interval_s: float
-    evidence_pub: Path | None
+    lookalike_max: int = 1
+    lookalike_classes: tuple[str, ...] | None = None
+    summary_mode: str = "counts"
+    summary_interval_s: float = 900.0
+    token_bits: int = 16
+    evidence_pub: Path | None = None
+    evidence_ttl_s: float = 86400.0
+    max_db_mb: int | None = None
 
 
 def privacy_settings(cfg: Config) -> PrivacySettings:
-    storage = getattr(cfg, "storage", None)
-    hot = getattr(cfg, "hotlist", None)
-    priv = getattr(cfg, "privacy", None)
-    if storage is None or hot is None:
-        from .errors import ConfigError
-
-        raise ConfigError("(config) storage, hotlist: sections missing; see config/alprd.example.yaml")
+    hot, priv = cfg.hotlist, cfg.privacy
     return PrivacySettings(
-        storage_dir=Path(storage.dir),
-        bundle=Path(hot.bundle),
-        list_key=Path(hot.list_key),
-        signing_pub=Path(hot.signing_pub),
-        lookalike_max=int(getattr(hot, "lookalike_max", 1)),
-        summary_interval_s=float(getattr(priv, "summary_interval_s", 300.0)),
-        evidence_pub=getattr(priv, "evidence_pub", None),
+        storage_dir=cfg.storage.dir, bundle=hot.bundle, list_key=hot.list_key, signing_pub=hot.signing_pub,
+        lookalike_max=hot.lookalike_max, lookalike_classes=hot.lookalike_classes,
+        summary_mode=priv.summary_mode, summary_interval_s=priv.summary_interval_s,
+        token_bits=priv.token_bits,
+        evidence_pub=priv.evidence_pub, evidence_ttl_s=priv.evidence_ttl_s, max_db_mb=cfg.storage.max_db_mb,
     )
 
 
@@ -697,7 +696,7 @@ def assemble(
     notifier: Notifier | None = None,
 ) -> Daemon:
     from .capture import make_source, open_with_retry
-    from .keys import load_list_key, load_signing_pub
+    from .keys import load_evidence_pub, load_list_key, load_signing_pub
     from .services import PrivacyServices
 
     try:
@@ -711,7 +710,10 @@ def assemble(
     services = PrivacyServices(
         ps.storage_dir, cfg.device_id, ps.bundle,
         load_signing_pub(ps.signing_pub), load_list_key(ps.list_key),
-        summary_interval_s=ps.summary_interval_s, lookalike_max=ps.lookalike_max,
+        summary_mode=ps.summary_mode, summary_interval_s=ps.summary_interval_s, token_bits=ps.token_bits,
+        lookalike_max=ps.lookalike_max, lookalike_classes=ps.lookalike_classes,
+        evidence_pub=load_evidence_pub(ps.evidence_pub) if ps.evidence_pub else None,
+        evidence_ttl_s=ps.evidence_ttl_s, max_db_bytes=ps.max_db_mb * 2**20 if ps.max_db_mb else None,
     )
     if services.matcher is None:
         log.warning("no hot list installed yet: nothing can match until one arrives on hotlist/set")

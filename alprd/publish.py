@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 class OutboxItem:
     """One durable message: `key` is its hit_id / summary id (duplicates carry the same one)."""
 
-    item_id: int
+    item_id: str
     key: str
     kind: str
     """`hit` or `summary`: the topic's last level."""
@@ -46,7 +46,7 @@ class Outbox(Protocol):
     def pending(self, limit: int) -> list[OutboxItem]:
         """The oldest rows not yet acknowledged."""
 
-    def ack(self, item_id: int) -> None:
+    def ack(self, item_id: str) -> None:
         """Forget a row: the broker (or the back office) has it."""
 
 
@@ -116,9 +116,9 @@ class Publisher:
         self._connects = 0
         self._failures = 0
         self._status_extra: dict[str, Any] = {}
-        self._mids: dict[int, int] = {}  # paho message id -> outbox row id
-        self._sent: dict[int, float] = {}  # outbox row id -> monotonic time of the last publish
-        self._delivered: dict[int, str] = {}  # rows the broker has, waiting for the app ack (app_ack mode)
+        self._mids: dict[int, str] = {}  # paho message id -> outbox row id
+        self._sent: dict[str, float] = {}  # outbox row id -> monotonic time of the last publish
+        self._delivered: dict[str, str] = {}  # rows the broker has, waiting for the app ack (app_ack mode)
         self.published = 0
         self.acked = 0
         self.client = self._make_client()

@@ -24,16 +24,16 @@ class ListOutbox:
 
     def put(self, kind: str, key: str, body: dict[str, object]) -> None:
         with self.lock:
-            self.rows[self._next] = OutboxItem(self._next, key, kind, json.dumps(body).encode())
+            self.rows[self._next] = OutboxItem(str(self._next), key, kind, json.dumps(body).encode())
             self._next += 1
 
     def pending(self, limit: int) -> list[OutboxItem]:
         with self.lock:
             return [self.rows[k] for k in sorted(self.rows)[:limit]]
 
-    def ack(self, item_id: int) -> None:
+    def ack(self, item_id: str) -> None:
         with self.lock:
-            self.rows.pop(item_id, None)
+            self.rows.pop(int(item_id), None)
 
 
 def cfg(broker: Mosquitto, **kw: object) -> MqttConfig:
