@@ -139,3 +139,101 @@ def test_systemd_unit_is_hardened() -> None:
     text = unit.read_text()
     for needed in ("Type=notify", "WatchdogSec=", "StateDirectory=alprd", "LoadCredential=", "User=alprd"):
         assert needed in text
+
+
+# --- the daemon with the real privacy core and a real broker (scripted reads; real models further down) --
+
+
+def agency(tmp: Path) -> Path:
+    from alprd.keys import generate_agency_keys
+
+    keys = tmp / "keys"
+    generate_agency_keys(keys)
+    return keys
+
+
+def bundle_for(keys: Path, plates: dict[str, str], version: int) -> bytes:
+    from alprd.keys import load_list_key, load_signing_key
+
+    entries = entries_from_rows([{"plate": p, "reason": r} for p, r in plates.items()])
+    return pack_bundle(entries, list_key=load_list_key(keys / "list.key"),
+                       signing_key=load_signing_key(keys / "signing.key"), version=version,
+                       issued=datetime.now(UTC), valid_for=timedelta(hours=2))
+
+
+def daemon_config(tmp: Path, keys: Path, broker: object, source: dict[str, object]) -> object:
+    from alprd.config import Config
+
+    return Config.model_validate({
+        "device_id": "test-dev",
+        "source": source,
+        "tracking": {"close_after_frames": 2},
+        "mqtt": {"host": broker.host, "port": broker.port, "keepalive_s": 5,  # type: ignore[attr-defined]
+                 "reconnect_min_s": 1, "reconnect_max_s": 2, "drain_timeout_s": 10},
+        "storage": {"dir": str(tmp / "state")},
+        "hotlist": {"bundle": str(tmp / "state" / "hotlist.bundle"), "list_key": str(keys / "list.key"),
+                    "signing_pub": str(keys / "signing.pub")},
+        "privacy": {"evidence_pub": str(keys / "evidence.pub"), "summary_interval_s": 60},
+        "policy": {"purpose": "tests", "custodian": "the CI", "retention_days": 1, "sharing": "none"},
+    })
+
+
+def test_daemon_hits_summaries_bad_hotlist_and_stopped(tmp_path: Path, mosquitto: object, data_dir: Path) -> None:
+    import json
+    import threading
+
+    from conftest import Subscriber
+
+    from alprd.daemon import assemble, privacy_settings
+
+    photos = sorted((data_dir / "us").glob("*.jpg"))[:4]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, p in enumerate(photos):
+        (folder / f"{i}.jpg").symlink_to(p)
+    keys = agency(tmp_path)
+    cfg = daemon_config(tmp_path, keys, mosquitto, {"kind": "images", "path": str(folder)})
+    # photo 0: a listed plate; photo 1: a plate not on the list; photo 2: a look-alike of a listed plate
+    reader = ScriptedReader({1: [rd("7ABC123", 10)], 2: [rd("5SECRET9", 10)], 3: [rd("8OB1234", 10)]})
+    sub = Subscriber(mosquitto, "alprd/test-dev/#")  # type: ignore[arg-type]
+    stop = threading.Event()
+    daemon = assemble(cfg, privacy_settings(cfg), stop, reader=reader)  # type: ignore[arg-type]
+    try:
+        daemon.services.install_hotlist(bundle_for(keys, {"7ABC123": "stolen", "BOB1234": "wanted"}, 5))
+        daemon.pipeline.matcher = daemon.services.matcher
+        assert sub.wait_for(lambda s: any(m["state"] == "online" for m in s.json_on("/status")))
+        # a forged / garbage hot-list update is refused, the old list keeps matching
+        sub.client.publish("alprd/test-dev/hotlist/set", b"\x00garbage" * 10, qos=1).wait_for_publish(5)
+        assert sub.wait_for(lambda s: (daemon.tick(), bool(s.on("/hotlist/result")))[1])
+        result = sub.json_on("/hotlist/result")[0]
+        assert result["ok"] is False and result["reason"]
+        # an older version (replay) is refused too
+        sub.client.publish("alprd/test-dev/hotlist/set", bundle_for(keys, {"ZZZ1": "x"}, 4), qos=1)
+        assert sub.wait_for(lambda s: (daemon.tick(), len(s.on("/hotlist/result")) >= 2)[1])
+        assert sub.json_on("/hotlist/result")[1]["ok"] is False
+        assert daemon.run(stop) == 0
+        assert sub.wait_for(lambda s: any(m["state"] == "stopped" for m in s.json_on("/status")))
+    finally:
+        sub.close()
+    hits = sub.json_on("/hit")
+    assert sorted(h["plate"] for h in hits) == ["7ABC123", "8OB1234"]
+    assert {h["match"]["kind"] for h in hits} == {"exact", "lookalike"}
+    assert all(h["verified"] is False for h in hits)  # one read each < min_agreeing_reads
+    assert all(h["evidence"] == h["hit_id"] for h in hits)
+    summaries = sub.json_on("/summary")
+    assert summaries and summaries[-1]["reads"] == 3 and summaries[-1]["hits"] == 2
+    # the non-hit plate is nowhere: not in any payload, not in any file under storage.dir
+    assert_absent("5SECRET9", [p for _, p, _ in sub.messages], tmp_path / "state")
+
+
+def assert_absent(plate: str, payloads: list[bytes], storage: Path) -> None:
+    import hashlib
+
+    needles = [plate.encode()]
+    for algo in ("sha256", "sha1", "md5"):
+        d = hashlib.new(algo, plate.encode())
+        needles += [d.hexdigest().encode(), d.hexdigest().upper().encode(), d.digest()]
+    blobs = list(payloads) + [p.read_bytes() for p in storage.rglob("*") if p.is_file()]
+    for blob in blobs:
+        for needle in needles:
+            assert needle not in blob
