@@ -1,0 +1,116 @@
+"""Evaluate recognizers per region on the dev split, reading through the production line path.
+
+For each dev photo: ground-truth box -> `Box.pad(0.15, 0.3).clamp` crop -> `LineFinder.find` ->
+`LineFinder.cut` of the top line -> `Recognizer` (exact and O/0, I/1-folded accuracy). "best of 2"
+also reads the 2nd line and keeps the more confident reading, as the reader may. us-crops dev: the
+whole crop goes through the same finder. Dev = the sha1 file-name split's "dev" half; nothing here
+was trained on.
+
+Usage: /work/train-venv/bin/python training/eval_recognizer.py [MODEL_DIR ...] [--stock] [--json OUT]
+  MODEL_DIR holds plate_rec.onnx + plate_rec.json (default: models/).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # see prepare_rec_data.py
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from alprd.lines import LineFinder  # noqa: E402
+from alprd.recognize import Recognizer  # noqa: E402
+from alprd.types import Box  # noqa: E402
+from training.prepare_rec_data import DATA, MODELS, fold, read_labels, rec_split, stock_models_dir  # noqa: E402
+
+REGIONS = ("eu", "br", "us", "us-crops")
+
+
+def dev_crops(region: str) -> list[tuple[str, str, np.ndarray]]:
+    """(file, plate, crop) for the region's dev half, cropped as the reader crops a box."""
+    out = []
+    for row in read_labels(region):
+        if rec_split(row["file"]) != "dev":
+            continue
+        img = cv2.imread(str(DATA / region / row["file"]))
+        if img is None:
+            continue
+        if region.endswith("-crops"):
+            crop = img
+        else:
+            H, W = img.shape[:2]
+            c = Box(int(row["x"]), int(row["y"]), int(row["w"]), int(row["h"])).pad(0.15, 0.3).clamp(W, H)
+            crop = img[c.y : c.y + c.h, c.x : c.x + c.w]
+        out.append((row["file"], row["plate"], crop))
+    return out
+
+
+def evaluate(model_dir: Path, finder: LineFinder, data: dict[str, list[tuple[str, str, np.ndarray]]],
+             lines: dict[str, list[list[np.ndarray]]], verbose: bool) -> dict[str, dict[str, float]]:
+    rec = Recognizer(model_dir, threads=1)
+    result: dict[str, dict[str, float]] = {}
+    for region, items in data.items():
+        exact = folded = best2 = 0
+        ms: list[float] = []
+        for (name, plate, _), cuts in zip(items, lines[region], strict=True):
+            reads = []
+            for cut in cuts:
+                t = time.perf_counter()
+                reads.append(rec.recognize(cut))
+                ms.append((time.perf_counter() - t) * 1000)
+            top = reads[0].text if reads else ""
+            exact += top == plate
+            folded += fold(top) == fold(plate)
+            best = max(reads, key=lambda r: r.confidence).text if reads else ""
+            best2 += best == plate
+            if verbose and top != plate:
+                print(f"  {region} {name}: {plate} read {top!r}")
+        n = len(items)
+        result[region] = {"n": n, "exact": round(100 * exact / n, 1), "folded": round(100 * folded / n, 1),
+                          "best_of_2": round(100 * best2 / n, 1),
+                          "ms_per_line": round(statistics.median(ms), 1) if ms else 0.0}
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="*", type=Path)
+    ap.add_argument("--stock", action="store_true", help="also evaluate the stock PP-OCRv6 recognizer")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    cv2.setNumThreads(1)
+    finder = LineFinder(MODELS, threads=1)
+    data = {r: dev_crops(r) for r in REGIONS}
+    lines = {r: [[LineFinder.cut(crop, ln) for ln in finder.find(crop)[:2]] for _, _, crop in items]
+             for r, items in data.items()}
+    targets = list(args.models) or [MODELS]
+    if args.stock:
+        targets.insert(0, stock_models_dir(Path("/work/tmp/alprd-rec-data/stock")))
+    report = {}
+    for model_dir in targets:
+        res = evaluate(model_dir, finder, data, lines, args.verbose)
+        sha = json.loads((model_dir / "plate_rec.json").read_text())["sha256"]
+        report[str(model_dir)] = {"sha256": sha, **res}
+        print(model_dir, sha[:12])
+        for region, r in res.items():
+            print(f"  {region:9s} n={r['n']:3d} exact {r['exact']:5.1f}  folded {r['folded']:5.1f}  "
+                  f"best-of-2 {r['best_of_2']:5.1f}  {r['ms_per_line']:.1f} ms/line")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Build the recognizer's training lines by running the production read path on jittered boxes.
+
+Train on what you read: each sample is the top text line that `LineFinder` finds in a crop framed
+the way the reader frames a detector box (`Box.pad(0.15, 0.3).clamp`), cut upright with
+`LineFinder.cut`. The ground-truth box is jittered (shift +-8 %, scale +-10 %) to imitate the
+detector's boxes. Crop folders (us-crops, br-crops) have no box: the whole crop is the plate
+region, and the jitter picks a window of it.
+
+A cut line is kept only when it plausibly holds the plate text: the stock recognizer's reading of it
+is within half the label's length (edit distance). Otherwise the 2nd line is tried (the reader tries
+it too); lines holding a state name or a frame slogan would teach the model to invent plates.
+
+Output: one .npz (lines resized to height 48, uint8 BGR, labels, sources, file names) plus a JSON
+summary. Splits follow `rec_split()` (the project-wide photo split); dev halves are never written.
+
+Usage: /work/train-venv/bin/python training/prepare_rec_data.py [--out DIR] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import os
+
+# A multi-threaded BLAS spin-waits for cores this shared machine does not have: the stock
+# recognizer's 18,710-class fold matmul took 0.001-1.9 s per line with it. One thread, always.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from alprd.lines import LineFinder  # noqa: E402
+from alprd.recognize import Recognizer  # noqa: E402
+from alprd.types import Box  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "plates"
+MODELS = REPO / "models"
+STOCK_REC = Path("/work/tmp/wheels/rapidocr/rapidocr/models/PP-OCRv6_rec_small.onnx")
+DEFAULT_OUT = Path("/work/tmp/alprd-rec-data")
+HEIGHT = 48
+STORE_MAX_WIDTH = 480
+
+log = logging.getLogger("prepare_rec_data")
+
+# samples per source image: photos are few and framed by a detector in production, so they get
+# more jitters than the abundant br crops.
+JITTERS = {"eu": 16, "br": 12, "us": 16, "us-crops": 6, "br-crops": 2}
+
+
+def rec_split(name: str) -> str:
+    """The project-wide train/dev split of a file name (detector and reader agree on it)."""
+    return "dev" if int(hashlib.sha1(name.encode()).hexdigest(), 16) % 2 else "train"
+
+
+def read_labels(folder: str) -> list[dict[str, str]]:
+    with (DATA / folder / "labels.csv").open(newline="") as f:
+        return [{k: (v or "").strip() for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def jitter_box(box: Box, rng: random.Random, shift: float = 0.08, scale: float = 0.10) -> Box:
+    """A detector-like box around the ground truth: centre moved, sides rescaled."""
+    cx = box.x + box.w / 2 + rng.uniform(-shift, shift) * box.w
+    cy = box.y + box.h / 2 + rng.uniform(-shift, shift) * box.h
+    w = box.w * rng.uniform(1 - scale, 1 + scale)
+    h = box.h * rng.uniform(1 - scale, 1 + scale)
+    return Box(round(cx - w / 2), round(cy - h / 2), max(2, round(w)), max(2, round(h)))
+
+
+def crop_window(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """A jittered window of a plate crop: each side moved in by up to 8 % (never out: no pixels)."""
+    h, w = img.shape[:2]
+    x0 = round(rng.uniform(0, 0.08) * w)
+    x1 = w - round(rng.uniform(0, 0.08) * w)
+    y0 = round(rng.uniform(0, 0.08) * h)
+    y1 = h - round(rng.uniform(0, 0.08) * h)
+    return img[y0:y1, x0:x1]
+
+
+def levenshtein(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def fold(s: str) -> str:
+    return s.replace("O", "0").replace("I", "1")
+
+
+def to_height(line: np.ndarray) -> np.ndarray:
+    h, w = line.shape[:2]
+    width = int(np.clip(round(w * HEIGHT / max(1, h)), 8, STORE_MAX_WIDTH))
+    return cv2.resize(line, (width, HEIGHT), interpolation=cv2.INTER_AREA if h > HEIGHT else cv2.INTER_LINEAR)
+
+
+class Cutter:
+    def __init__(self, stock_dir: Path) -> None:
+        self.finder = LineFinder(MODELS, threads=1)
+        self.rec = Recognizer(stock_dir, threads=1)
+        self.kept = 0
+        self.second = 0
+        self.dropped = 0
+        self.empty = 0
+
+    def sample(self, crop: np.ndarray, label: str) -> np.ndarray | None:
+        lines = self.finder.find(crop)
+        if not lines:
+            self.empty += 1
+            return None
+        for rank, ln in enumerate(lines[:2]):
+            cut = LineFinder.cut(crop, ln)
+            read = self.rec.recognize(cut).text
+            if levenshtein(fold(read), fold(label)) <= len(label) // 2:
+                self.kept += 1
+                self.second += rank
+                return to_height(cut)
+        self.dropped += 1
+        return None
+
+
+def stock_models_dir(tmp: Path) -> Path:
+    """A models dir holding the stock recognizer: the data filter must not depend on a fine-tune."""
+    import shutil
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(STOCK_REC, tmp / "plate_rec.onnx")
+    contract = {
+        "name": "plate_rec",
+        "file": "plate_rec.onnx",
+        "input": {"color": "BGR", "mean": [0.5] * 3, "std": [0.5] * 3, "height": 48, "min_width": 64,
+                  "max_width": 480},
+        "output": {"kind": "ctc", "blank": 0, "alphabet": "metadata:character", "space_last": True},
+        "sha256": hashlib.sha256((tmp / "plate_rec.onnx").read_bytes()).hexdigest(),
+    }
+    (tmp / "plate_rec.json").write_text(json.dumps(contract))
+    return tmp
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    cv2.setNumThreads(1)
+    rng = random.Random(args.seed)
+    cutter = Cutter(stock_models_dir(args.out / "stock"))
+    images: list[np.ndarray] = []
+    labels: list[str] = []
+    sources: list[str] = []
+    files: list[str] = []
+    stats: dict[str, dict[str, int]] = {}
+    t0 = time.monotonic()
+
+    def add(src: str, name: str, label: str, line: np.ndarray | None) -> None:
+        st = stats.setdefault(src, {"tried": 0, "kept": 0})
+        st["tried"] += 1
+        if line is not None:
+            st["kept"] += 1
+            images.append(line)
+            labels.append(label)
+            sources.append(src)
+            files.append(name)
+
+    for folder in ("eu", "br", "us"):
+        for row in read_labels(folder):
+            if rec_split(row["file"]) != "train":
+                continue
+            img = cv2.imread(str(DATA / folder / row["file"]))
+            if img is None:
+                continue
+            H, W = img.shape[:2]
+            gt = Box(int(row["x"]), int(row["y"]), int(row["w"]), int(row["h"]))
+            for j in range(JITTERS[folder]):
+                box = gt if j == 0 else jitter_box(gt, rng)
+                c = box.pad(0.15, 0.3).clamp(W, H)
+                crop = img[c.y : c.y + c.h, c.x : c.x + c.w]
+                add(folder, row["file"], row["plate"], cutter.sample(crop, row["plate"]) if c.area else None)
+        log.info("%s: %s (%.0f s)", folder, stats.get(folder), time.monotonic() - t0)
+
+    for folder in ("us-crops", "br-crops"):
+        for row in read_labels(folder):
+            # us-crops: its dev half is held back for evaluation; br-crops: all train.
+            if folder == "us-crops" and rec_split(row["file"]) != "train":
+                continue
+            img = cv2.imread(str(DATA / folder / row["file"]))
+            if img is None:
+                continue
+            for j in range(JITTERS[folder]):
+                crop = img if j == 0 else crop_window(img, rng)
+                add(folder, row["file"], row["plate"], cutter.sample(crop, row["plate"]))
+        log.info("%s: %s (%.0f s)", folder, stats.get(folder), time.monotonic() - t0)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    obj = np.empty(len(images), dtype=object)
+    obj[:] = images
+    np.savez(args.out / "lines.npz", images=obj, labels=np.array(labels), sources=np.array(sources),
+             files=np.array(files))
+    summary = {"seed": args.seed, "jitters": JITTERS, "per_source": stats, "samples": len(images),
+               "second_line_used": cutter.second, "no_line": cutter.empty, "filtered_out": cutter.dropped,
+               "seconds": round(time.monotonic() - t0, 1)}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("wrote %d lines to %s: %s", len(images), args.out, json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

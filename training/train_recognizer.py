@@ -1,0 +1,472 @@
+"""Fine-tune the PP-OCRv6-small recognizer for plates: 37-class CTC head, CPU, reproducible.
+
+Starts from the stock Apache-2.0 ONNX (rapidocr==3.10.0 `PP-OCRv6_rec_small.onnx`), converts it to
+torch with onnx2torch, swaps the 18,710-class head for [blank, 0-9, A-Z] (rows copied from the
+stock head), trains with CTC on the lines written by `prepare_rec_data.py` (plus optional
+synthetic plates rendered with OpenCV fonts), and writes the trained weights back into the stock
+ONNX graph: the exported model is the stock graph with a smaller head, so runtime speed and
+operators are unchanged, and the export is checked against the torch model.
+
+Usage:
+  /work/train-venv/bin/python training/train_recognizer.py --run NAME [--steps 600] [--install]
+`--install` copies the model into models/ and writes models/plate_rec.json (contract + SHA-256).
+"""
+
+from __future__ import annotations
+
+import os
+
+# A multi-threaded BLAS spin-waits for cores this shared machine does not have: the stock
+# recognizer's 18,710-class fold matmul took 0.001-1.9 s per line with it. One thread, always.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from training.common import _stub_torchvision, rewrite_onnx  # noqa: E402
+
+ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+STOCK_REC = Path("/work/tmp/wheels/rapidocr/rapidocr/models/PP-OCRv6_rec_small.onnx")
+DATA_DIR = Path("/work/tmp/alprd-rec-data")
+RUNS = Path("/work/tmp/alprd-rec-runs")
+LOGS = REPO / "training" / "logs"
+MODELS = REPO / "models"
+HEIGHT = 48
+MIN_WIDTH = 64
+MAX_WIDTH = 320
+
+log = logging.getLogger("train_recognizer")
+
+# Share of each source in the training stream: photos are few but are what the reader sees;
+# br-crops are many and one region only.
+MIX = {"eu": 0.24, "br": 0.12, "us": 0.20, "us-crops": 0.16, "br-crops": 0.12, "synthetic": 0.16}
+
+
+# --- model -----------------------------------------------------------------------------------
+
+
+def _stock_graph(stock: Path):  # type: ignore[no-untyped-def]
+    """The stock ONNX with a 37-class head (rows for blank, 0-9, A-Z) and no metadata charset."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(stock))
+    meta = {p.key: p.value for p in model.metadata_props}
+    charset = ["<blank>", *meta["character"].split("\n"), " "]
+    rows = [0] + [charset.index(c) for c in ALPHABET]
+    g = model.graph
+    final = g.node[-1]
+    assert final.op_type == "Softmax", final.op_type
+    inits = {i.name: i for i in g.initializer}
+    for name in ("linear_8.w_0", "linear_8.b_0"):
+        arr = numpy_helper.to_array(inits[name])
+        sliced = arr[:, rows] if arr.ndim == 2 else arr[rows]
+        inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(sliced), name))
+    out = g.output[0]
+    out.type.tensor_type.shape.dim[2].dim_value = len(rows)
+    del g.value_info[:]  # stale 18,710-class shapes; onnxruntime infers them again
+    del model.metadata_props[:]
+    return model
+
+
+def _for_torch(model):  # type: ignore[no-untyped-def]
+    """Graph for onnx2torch: explicit pads (stride-1 SAME MaxPool too) and logits out, no Softmax."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    for n in g.node:
+        if n.op_type == "MaxPool" and any(a.name == "auto_pad" and a.s == b"SAME_UPPER" for a in n.attribute):
+            attrs = {a.name: a for a in n.attribute}
+            k = list(attrs["kernel_shape"].ints)
+            assert list(attrs["strides"].ints) == [1, 1], "SAME MaxPool with stride > 1 needs input sizes"
+            begin = [(x - 1) // 2 for x in k]
+            end = [x - 1 - b for x, b in zip(k, begin, strict=True)]
+            keep = [a for a in n.attribute if a.name not in ("auto_pad", "pads")]
+            keep.append(onnx.helper.make_attribute("pads", begin + end))
+            del n.attribute[:]
+            n.attribute.extend(keep)
+    softmax = g.node[-1]
+    logits = softmax.input[0]
+    g.node.remove(softmax)
+    g.output[0].name = logits
+    return rewrite_onnx(model)
+
+
+def torch_parameter() -> type:
+    import torch
+
+    return torch.nn.Parameter
+
+
+class RecNet:
+    """The converted network plus the map from its tensors back to ONNX initializer names."""
+
+    def __init__(self, stock: Path) -> None:
+        import torch
+
+        _stub_torchvision()
+        from onnx2torch import convert
+        from onnx2torch.onnx_graph import OnnxGraph, ValueType
+
+        self.export_graph = _stock_graph(stock)
+        tmodel = _for_torch(self.export_graph)
+        self.net = convert(tmodel, attach_onnx_mapping=True)
+        graph = OnnxGraph(tmodel.graph)
+        children = dict(self.net.named_children())
+        # (torch owner module, attribute name) -> ONNX initializer name, mirroring onnx2torch's
+        # own walk: initializers fed as inputs become initializers.onnx_initializer_<n> in order.
+        self.links: list[tuple[torch.nn.Module, str, str]] = []
+        counter = 0
+        container = children["initializers"]
+        self.node_of: dict[str, int] = {}  # ONNX initializer -> index of the first node using it
+        for index, (uname, node) in enumerate(graph.nodes.items()):
+            for value in node.input_values:
+                self.node_of.setdefault(value, index)
+            mod = children[uname]
+            for value in mod.onnx_mapping.inputs:
+                if graph.value_type(value) == ValueType.GRAPH_INITIALIZER:
+                    self.links.append((container, f"onnx_initializer_{counter}", value))
+                    counter += 1
+            ins = node.input_values
+            # asymmetric pads arrive as Sequential(pad, conv)
+            conv = next((m for m in mod.modules() if isinstance(m, torch.nn.Conv2d)), None)
+            if conv is not None:
+                self.links.append((conv, "weight", ins[1]))
+                if len(ins) > 2:
+                    self.links.append((conv, "bias", ins[2]))
+            elif isinstance(mod, torch.nn.BatchNorm2d):
+                attrs = ("weight", "bias", "running_mean", "running_var")
+                for attr, value in zip(attrs, ins[1:], strict=True):
+                    self.links.append((mod, attr, value))
+        # onnx2torch keeps initializer operands (MatMul weights, LayerNorm scales, biases) as
+        # buffers, which never train: make every non-scalar float one a Parameter, one Parameter
+        # per ONNX initializer so a weight used twice stays tied.
+        shared: dict[str, torch.nn.Parameter] = {}
+        for owner, attr, value in self.links:
+            if owner is not container:
+                continue
+            buf = owner._buffers.get(attr)
+            if buf is None or not torch.is_floating_point(buf) or buf.numel() <= 1:
+                continue
+            if value not in shared:
+                shared[value] = torch.nn.Parameter(buf.clone())
+            del owner._buffers[attr]
+            owner.register_parameter(attr, shared[value])
+        self.n_params = sum(p.numel() for p in self.net.parameters())
+        linked = {id(getattr(owner, attr)) for owner, attr, _ in self.links}
+        missing = [n for n, p in self.net.named_parameters() if id(p) not in linked]
+        assert not missing, f"parameters the export would not write back: {missing}"
+
+    def freeze_before(self, node_index: int) -> int:
+        """Stop training every tensor first used before ONNX node `node_index`; returns their count.
+
+        Autograd then never runs backward through the early, high-resolution stages, the costly part
+        of a step on this CPU. Frozen BatchNorm layers (none this early in v6) would keep training.
+        """
+        n = 0
+        for owner, attr, value in self.links:
+            t = getattr(owner, attr)
+            if isinstance(t, torch_parameter()) and self.node_of.get(value, 1 << 30) < node_index:
+                t.requires_grad_(False)
+                n += t.numel()
+        return n
+
+    def export(self, path: Path) -> None:
+        """Write the trained tensors into the stock graph (with its Softmax) and save it."""
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.ModelProto.FromString(self.export_graph.SerializeToString())
+        inits = {i.name: i for i in model.graph.initializer}
+        done: set[str] = set()
+        for owner, attr, value in self.links:
+            tensor = getattr(owner, attr)
+            if value in done or value not in inits:
+                continue
+            old = numpy_helper.to_array(inits[value])
+            arr = tensor.detach().cpu().numpy().astype(old.dtype).reshape(old.shape)
+            inits[value].CopyFrom(numpy_helper.from_array(arr, value))
+            done.add(value)
+        model.metadata_props.add(key="alphabet", value=ALPHABET)
+        onnx.checker.check_model(model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(path))
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
+    """Photometric and small geometric changes of a 48-high line image (BGR uint8)."""
+    h, w = img.shape[:2]
+    # line-finder framing: trim or extend each side a little
+    if rng.random() < 0.5:
+        left, right = rng.randint(-4, 6), rng.randint(-4, 6)
+        t, b = rng.randint(-3, 4), rng.randint(-3, 4)
+        img = cv2.copyMakeBorder(img, max(0, t), max(0, b), max(0, left), max(0, right), cv2.BORDER_REPLICATE)
+        hh, ww = img.shape[:2]
+        img = img[max(0, -t) : hh - max(0, -b), max(0, -left) : ww - max(0, -right)]
+        h, w = img.shape[:2]
+    if rng.random() < 0.4:  # rotation + shear / perspective
+        src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+        d = 0.06 * h
+        dst = src + np.float32([[rng.uniform(-d, d), rng.uniform(-d, d)] for _ in range(4)])
+        ang = math.radians(rng.uniform(-3, 3))
+        c, s = math.cos(ang), math.sin(ang)
+        dst = (dst - [w / 2, h / 2]) @ np.float32([[c, -s], [s, c]]).T + [w / 2, h / 2]
+        m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
+        img = cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if rng.random() < 0.3:  # lower resolution (distant plates)
+        f = rng.uniform(0.3, 0.8)
+        small = cv2.resize(img, (max(4, round(w * f)), max(4, round(h * f))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.25:
+        k = rng.choice([3, 5])
+        img = cv2.GaussianBlur(img, (k, k), 0)
+    elif rng.random() < 0.1:  # horizontal motion blur
+        k = rng.choice([3, 5, 7])
+        kernel = np.zeros((k, k), np.float32)
+        kernel[k // 2, :] = 1.0 / k
+        img = cv2.filter2D(img, -1, kernel)
+    x = img.astype(np.float32)
+    if rng.random() < 0.6:  # brightness / contrast / gamma
+        x = (x - 128) * rng.uniform(0.6, 1.4) + 128 + rng.uniform(-40, 40)
+        x = np.clip(x, 0, 255)
+        if rng.random() < 0.3:
+            x = 255 * (x / 255) ** rng.uniform(0.6, 1.6)
+    if rng.random() < 0.1:
+        x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
+    if rng.random() < 0.3:
+        x = x + np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 12), x.shape)
+    img = np.clip(x, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(15, 85)])
+        if ok:
+            img = cv2.imdecode(enc, cv2.IMREAD_COLOR)
+    return img
+
+
+def target_width(img: np.ndarray) -> int:
+    h, w = img.shape[:2]
+    return int(np.clip(round(w * HEIGHT / max(1, h)), MIN_WIDTH, MAX_WIDTH))
+
+
+def bucket(width: int) -> int:
+    return int(np.clip(round(width / 32) * 32, MIN_WIDTH, MAX_WIDTH))
+
+
+def to_tensor(img: np.ndarray, width: int) -> np.ndarray:
+    x = cv2.resize(img, (width, HEIGHT), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    return ((x / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
+
+
+class Stream:
+    """Endless batches: sources drawn by MIX, each batch from one width bucket."""
+
+    def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
+                 seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.batch = batch
+        self.images, self.labels = images, labels
+        by_source: dict[str, list[int]] = {}
+        for i, s in enumerate(sources):
+            by_source.setdefault(s, []).append(i)
+        mix = {s: MIX.get(s, 0.1) for s in by_source}
+        total = sum(mix.values())
+        self.sources = list(by_source)
+        self.weights = [mix[s] / total for s in self.sources]
+        self.by_source = by_source
+        self.pending: dict[int, list[tuple[np.ndarray, str]]] = {}
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        while True:
+            src = self.rng.choices(self.sources, self.weights)[0]
+            i = self.rng.choice(self.by_source[src])
+            img = augment(self.images[i], self.rng)
+            b = bucket(target_width(img))
+            queue = self.pending.setdefault(b, [])
+            queue.append((img, self.labels[i]))
+            if len(queue) == self.batch:
+                self.pending[b] = []
+                x = np.stack([to_tensor(im, b) for im, _ in queue])
+                yield x, [lab for _, lab in queue]
+
+
+def load_lines(path: Path) -> tuple[list[np.ndarray], list[str], list[str]]:
+    z = np.load(path, allow_pickle=True)
+    return list(z["images"]), [str(s) for s in z["labels"]], [str(s) for s in z["sources"]]
+
+
+# --- train -----------------------------------------------------------------------------------
+
+
+def greedy(logits: np.ndarray) -> str:
+    best = logits.argmax(-1)
+    out, prev = [], 0
+    for k in best:
+        if k and k != prev:
+            out.append(ALPHABET[k - 1])
+        prev = int(k)
+    return "".join(out)
+
+
+def write_contract(onnx_path: Path, extra: dict[str, object]) -> dict[str, object]:
+    digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    contract: dict[str, object] = {
+        "name": "plate_rec",
+        "file": onnx_path.name,
+        **extra,
+        "input": {"layout": "NCHW", "color": "BGR", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                  "height": HEIGHT, "min_width": MIN_WIDTH, "max_width": MAX_WIDTH},
+        "output": {"kind": "ctc", "blank": 0, "alphabet": ALPHABET},
+        "sha256": digest,
+    }
+    onnx_path.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n")
+    return contract
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--data", type=Path, default=DATA_DIR / "lines.npz")
+    ap.add_argument("--synthetic", type=Path, default=None, help="npz of synthetic lines (optional)")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--head-lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--freeze", type=int, default=0,
+                    help="freeze tensors first used before this ONNX node (90: stem+stage 1, 243: +stage 2)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--install", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+    import torch.nn.functional as F
+
+    LOGS.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.FileHandler(LOGS / f"rec_{args.run}.log", mode="w"),
+                                  logging.StreamHandler(sys.stdout)])
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(1)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    log.info("args %s", vars(args))
+
+    rec = RecNet(STOCK_REC)
+    net = rec.net
+    log.info("converted: %d parameters", rec.n_params)
+    if args.freeze:
+        log.info("frozen %d parameters (before node %d)", rec.freeze_before(args.freeze), args.freeze)
+    images, labels, sources = load_lines(args.data)
+    if args.synthetic is not None:
+        si, sl, ss = load_lines(args.synthetic)
+        images, labels, sources = images + si, labels + sl, sources + ss
+    counts = {s: sources.count(s) for s in sorted(set(sources))}
+    log.info("lines %d: %s", len(images), counts)
+    bad = [lab for lab in labels if not lab or any(c not in ALPHABET for c in lab)]
+    assert not bad, bad[:5]
+
+    named = [(n, p) for n, p in net.named_parameters() if "onnx_initializer" in n]
+    head = [p for _, p in named if p.shape[-1] == len(ALPHABET) + 1]
+    assert len(head) == 2, [tuple(p.shape) for p in head]
+    head_ids = {id(p) for p in head}
+    body = [p for p in net.parameters() if id(p) not in head_ids and p.requires_grad]
+    decay = [p for p in body if p.ndim >= 2]
+    no_decay = [p for p in body if p.ndim < 2]
+    opt = torch.optim.AdamW([
+        {"params": decay, "lr": args.lr, "weight_decay": 1e-4},
+        {"params": no_decay, "lr": args.lr, "weight_decay": 0.0},
+        {"params": head, "lr": args.head_lr, "weight_decay": 0.0},
+    ])
+    base = [g["lr"] for g in opt.param_groups]
+    warm = max(1, args.steps // 20)
+
+    net.train()
+    t0 = time.monotonic()
+    run_loss, run_ok, run_n = 0.0, 0, 0
+    for step, (x, labs) in enumerate(Stream(images, labels, sources, args.batch, args.seed), 1):
+        cosine = 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, args.steps - warm)))
+        f = step / warm if step <= warm else cosine
+        for g, b in zip(opt.param_groups, base, strict=True):
+            g["lr"] = b * max(f, 0.02)
+        logits = net(torch.from_numpy(x))  # N, T, 37
+        logp = F.log_softmax(logits, -1).permute(1, 0, 2)
+        targets = torch.tensor([ALPHABET.index(c) + 1 for lab in labs for c in lab], dtype=torch.long)
+        lengths = torch.tensor([len(lab) for lab in labs], dtype=torch.long)
+        in_len = torch.full((len(labs),), logp.shape[0], dtype=torch.long)
+        loss = F.ctc_loss(logp, targets, in_len, lengths, blank=0, zero_infinity=True)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        run_loss += float(loss)
+        pred = logits.detach().numpy()
+        run_ok += sum(greedy(p) == lab for p, lab in zip(pred, labs, strict=True))
+        run_n += len(labs)
+        if step % 20 == 0 or step == args.steps:
+            log.info("step %d/%d loss %.3f train-acc %.3f lr %.2e width %d %.1f s/step elapsed %.0f s",
+                     step, args.steps, run_loss / 20, run_ok / max(1, run_n), opt.param_groups[0]["lr"],
+                     x.shape[3], (time.monotonic() - t0) / step, time.monotonic() - t0)
+            run_loss, run_ok, run_n = 0.0, 0, 0
+        if step >= args.steps:
+            break
+    minutes = (time.monotonic() - t0) / 60
+    log.info("trained %d steps in %.1f min", args.steps, minutes)
+
+    out = RUNS / args.run / "plate_rec.onnx"
+    net.eval()
+    rec.export(out)
+    # The export must compute what the torch model computes.
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probe = np.random.default_rng(0).uniform(-1, 1, (2, 3, HEIGHT, 192)).astype(np.float32)
+    with torch.no_grad():
+        ref = torch.softmax(net(torch.from_numpy(probe)), -1).numpy()
+    diff = float(np.abs(sess.run(None, {sess.get_inputs()[0].name: probe})[0] - ref).max())
+    log.info("export %s: max |onnx - torch| = %.2e", out, diff)
+    assert diff < 1e-3, diff
+    trained_on = {
+        "lines": counts,
+        "data": "../shared/data/plates: eu, br, us photos (train half of the sha1 file-name split, boxes "
+        "jittered, cut by LineFinder), us-crops (train half), br-crops (all)"
+        + (", synthetic plates rendered with OpenCV Hershey fonts" if args.synthetic else ""),
+        "steps": args.steps, "batch": args.batch, "seed": args.seed, "minutes_2core_cpu": round(minutes, 1),
+        "command": "training/prepare_rec_data.py && training/train_recognizer.py " + " ".join(sys.argv[1:]),
+    }
+    extra = {
+        "source": "PaddleOCR PP-OCRv6 small text recognizer (rapidocr==3.10.0 PP-OCRv6_rec_small.onnx), "
+        "head cut to [blank, 0-9, A-Z] and fine-tuned on plates by training/train_recognizer.py",
+        "licence": "Apache-2.0 base weights; fine-tuned on AGPL-3.0 test data (openalpr/benchmarks eu, br, "
+        "us photos + us crops, openalpr/train-detector br crops)"
+        + ("; synthetic plates are our own" if args.synthetic else ""),
+        "trained_on": trained_on,
+    }
+    write_contract(out, extra)
+    if args.install:
+        shutil.copyfile(out, MODELS / "plate_rec.onnx")
+        contract = write_contract(MODELS / "plate_rec.onnx", extra)
+        log.info("installed models/plate_rec.onnx sha256 %s", contract["sha256"])
+
+
+if __name__ == "__main__":
+    main()
