@@ -178,8 +178,9 @@ def daemon_config(tmp: Path, keys: Path, broker: object, source: dict[str, objec
     })
 
 
-def test_daemon_hits_summaries_bad_hotlist_and_stopped(tmp_path: Path, mosquitto: object, data_dir: Path) -> None:
-    import json
+def test_daemon_hits_summaries_bad_hotlist_and_stopped(
+    tmp_path: Path, mosquitto: object, data_dir: Path
+) -> None:
     import threading
 
     from conftest import Subscriber
@@ -237,3 +238,136 @@ def assert_absent(plate: str, payloads: list[bytes], storage: Path) -> None:
     for blob in blobs:
         for needle in needles:
             assert needle not in blob
+
+
+def write_config(tmp: Path, keys: Path, broker: object, photos: Path, **mqtt: object) -> Path:
+    import yaml
+
+    cfg = {
+        "device_id": "proc-dev",
+        "source": {"kind": "images", "path": str(photos), "fps": 4, "loop": True},
+        "tracking": {"close_after_frames": 1},
+        "mqtt": {"host": broker.host, "port": broker.port, "keepalive_s": 5,  # type: ignore[attr-defined]
+                 "reconnect_min_s": 1, "reconnect_max_s": 2, "drain_timeout_s": 20, **mqtt},
+        "storage": {"dir": str(tmp / "state")},
+        "hotlist": {"bundle": str(tmp / "state" / "hotlist.bundle"), "list_key": str(keys / "list.key"),
+                    "signing_pub": str(keys / "signing.pub")},
+        "privacy": {"evidence_pub": str(keys / "evidence.pub")},
+        "policy": {"purpose": "tests", "custodian": "the CI", "retention_days": 1, "sharing": "none"},
+    }
+    path = tmp / "alprd.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start_daemon(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
+    with log.open("ab") as err:
+        return subprocess.Popen([sys.executable, str(ROOT / "tests" / "daemon_runner.py"), str(cfg)],
+                                stdout=subprocess.DEVNULL, stderr=err, env=env)
+
+
+def prepared(tmp: Path, data_dir: Path) -> tuple[Path, Path]:
+    from alprd.hotlist import HotListInstaller
+    from alprd.keys import load_list_key, load_signing_pub
+    from alprd.store import Store
+
+    photos = tmp / "photos"
+    photos.mkdir()
+    for i, p in enumerate(sorted((data_dir / "us").glob("*.jpg"))[:2]):
+        (photos / f"{i}.jpg").symlink_to(p)
+    keys = agency(tmp)
+    with Store(tmp / "state") as store:
+        HotListInstaller(store, tmp / "state" / "hotlist.bundle", load_signing_pub(keys / "signing.pub"),
+                         load_list_key(keys / "list.key")).install(bundle_for(keys, {"7ABC123": "stolen"}, 1))
+    return keys, photos
+
+
+def produced_hits(log: Path) -> set[str]:
+    import re
+
+    return set(re.findall(r"alprd\.daemon: hit ([0-9a-f-]{36})", log.read_text()))
+
+
+def test_broker_killed_and_restarted_mid_run_every_hit_arrives(
+    tmp_path: Path, mosquitto: object, data_dir: Path
+) -> None:
+    import signal
+    import time
+
+    from conftest import Subscriber
+
+    keys, photos = prepared(tmp_path, data_dir)
+    cfg = write_config(tmp_path, keys, mosquitto, photos)
+    sub = Subscriber(mosquitto, "alprd/proc-dev/#")  # type: ignore[arg-type]
+    log = tmp_path / "daemon.log"
+    proc = start_daemon(cfg, log)
+    try:
+        assert sub.wait_for(lambda s: len(s.on("/hit")) >= 2, 60), log.read_text()[-3000:]
+        mosquitto.kill()  # type: ignore[attr-defined]
+        time.sleep(2.0)  # hits keep coming, into the outbox
+        mosquitto.start()  # type: ignore[attr-defined]
+        before = produced_hits(log)
+        assert sub.wait_for(lambda s: {h["hit_id"] for h in s.json_on("/hit")} >= before, 30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 0
+        want = produced_hits(log)
+        assert sub.wait_for(lambda s: {h["hit_id"] for h in s.json_on("/hit")} >= want, 20)
+        assert sub.wait_for(lambda s: [m["state"] for m in s.json_on("/status")][-1:] == ["stopped"])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        sub.close()
+
+
+def test_daemon_sigkilled_with_hits_in_outbox_delivers_after_restart(
+    tmp_path: Path, mosquitto: object, data_dir: Path
+) -> None:
+    import json
+    import sqlite3
+    import time
+
+    from conftest import Subscriber
+
+    keys, photos = prepared(tmp_path, data_dir)
+    # app_ack: hits stay in the outbox until the back office confirms them
+    cfg = write_config(tmp_path, keys, mosquitto, photos, app_ack=True)
+    log = tmp_path / "daemon.log"
+    sub = Subscriber(mosquitto, "alprd/proc-dev/hit")  # type: ignore[arg-type]
+    proc = start_daemon(cfg, log)
+    try:
+        assert sub.wait_for(lambda s: len(s.on("/hit")) >= 3, 60), log.read_text()[-3000:]
+        proc.kill()
+        proc.wait(10)
+        db = tmp_path / "state" / "alprd.db"
+        with sqlite3.connect(db) as c:
+            left = {r[0] for r in c.execute("SELECT msg_id FROM outbox WHERE kind = 'hit'")}
+        assert left
+        watcher = Subscriber(mosquitto, "alprd/proc-dev/status", client_id="watcher")  # type: ignore[arg-type]
+        try:
+            assert watcher.wait_for(lambda s: [m["state"] for m in s.json_on("/status")][-1:] == ["offline"], 20)
+        finally:
+            watcher.close()
+        seen_before = len(sub.on("/hit"))
+        proc = start_daemon(cfg, log)
+        assert sub.wait_for(
+            lambda s: {h["hit_id"] for h in s.json_on("/hit")[seen_before:]} >= left, 60
+        ), log.read_text()[-3000:]
+        for hit_id in left:
+            sub.client.publish("alprd/proc-dev/ack", json.dumps({"hit_id": hit_id}), qos=1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db) as c:
+                still = {r[0] for r in c.execute("SELECT msg_id FROM outbox")}
+            if not still & left:
+                break
+            time.sleep(0.2)
+        assert not still & left
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        sub.close()
