@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .clock import Clock, SystemClock
 from .errors import HotListError
 from .keys import key_id, write_file_atomic
+
+if TYPE_CHECKING:
+    from .config import HotlistConfig
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +221,7 @@ def parse_csv(data: bytes, name: str = "<csv>") -> list[Entry]:
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if header is None:
+            before = len(problems)
             header = [h.strip().lower() for h in row]
             for i, h in enumerate(header):
                 if h not in COLUMNS:
@@ -229,8 +233,8 @@ def parse_csv(data: bytes, name: str = "<csv>") -> list[Entry]:
             for req in REQUIRED_COLUMNS:
                 if req not in cols:
                     add(line, f"header has no {req!r} column (the first line must be the header)")
-            if problems:
-                break
+            if len(problems) > before:
+                break  # rows cannot be checked against a broken header
             continue
         if len(row) != len(header):
             add(line, f"{len(row)} fields, the header has {len(header)}")
@@ -720,10 +724,14 @@ class HotList:
     def wildcard_count(self) -> int:
         return self._wild_count
 
-    def stale(self, now: datetime | None = None) -> bool:
+    def _when(self, now: datetime | float | None) -> float:
+        if now is None:
+            return self._clock.time()
+        return now.timestamp() if isinstance(now, datetime) else float(now)
+
+    def stale(self, now: datetime | float | None = None) -> bool:
         """True once the bundle itself has expired: a stale list must not put officers on a car."""
-        t = now.timestamp() if now is not None else self._clock.time()
-        return t >= self.manifest.expires.timestamp()
+        return self._when(now) >= self.manifest.expires.timestamp()
 
     def info(self) -> dict[str, Any]:
         return {**self.manifest.public(), "wildcards": self._wild_count}
@@ -777,7 +785,7 @@ class HotList:
         text: str,
         chars: tuple[float, ...] = (),
         state: str | None = None,
-        now: datetime | None = None,
+        now: datetime | float | None = None,
     ) -> Match | None:
         """The best match of a read, or None. Expired entries and a stale list never match."""
         found = self.match_all(text, chars, state, now)
@@ -788,13 +796,13 @@ class HotList:
         text: str,
         chars: tuple[float, ...] = (),
         state: str | None = None,
-        now: datetime | None = None,
+        now: datetime | float | None = None,
     ) -> list[Match]:
         """Every entry the read matches, best first (exact, then look-alike, then wildcard)."""
         norm = normalize_plate(text)
         if not norm:
             return []
-        t = now.timestamp() if now is not None else self._clock.time()
+        t = self._when(now)
         if t >= self.manifest.expires.timestamp():
             return []
         if len(chars) == len(norm):
@@ -974,6 +982,23 @@ class HotListInstaller:
         self._hook = crash_hook or (lambda stage: None)
         self._lock = threading.Lock()
         self.active: HotList | None = None
+
+    @classmethod
+    def from_config(
+        cls, section: HotlistConfig, store: StateStore, clock: Clock | None = None, *, actor: str = "alprd"
+    ) -> HotListInstaller:
+        """Load the device's keys named by the `hotlist:` section (raises KeyFileError)."""
+        from .keys import load_list_key, load_signing_pub
+
+        return cls(
+            store,
+            section.bundle,
+            load_signing_pub(section.signing_pub),
+            load_list_key(section.list_key),
+            clock,
+            Lookalike(tuple(section.lookalike_classes), section.lookalike_max),
+            actor=actor,
+        )
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.time(), UTC)

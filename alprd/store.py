@@ -28,13 +28,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives import serialization
 
 from . import audit as audit_chain
 from .clock import Clock, SystemClock
 from .errors import KeyFileError, StoreError
 from .keys import load_or_create_device_key, write_file_atomic
 from .privacy import EVIDENCE_MAGIC
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +157,27 @@ class Store:
             raise StoreError(str(e)) from None
         self._mac_key = audit_chain.mac_key(self.device_key)
         self._conn = self._open_checked()
+
+    @classmethod
+    def from_config(cls, cfg: Config, clock: Clock | None = None) -> Store:
+        """The store as the config describes it: outbox rows live at most `policy.retention_days`."""
+        return cls(
+            cfg.storage.dir,
+            clock,
+            evidence_ttl_s=cfg.privacy.evidence_ttl_s,
+            outbox_ttl_s=cfg.policy.retention_days * 86400.0,
+            max_db_bytes=cfg.storage.max_db_mb * 1024 * 1024,
+            device_id=cfg.device_id,
+        )
+
+    def device_public_bytes(self) -> bytes:
+        """Raw Ed25519 public key of this device (checkpoints are signed with it)."""
+        return self.device_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def audit_mac_key(self) -> bytes:
+        return self._mac_key
 
     # -- opening ----------------------------------------------------------------------------------
 

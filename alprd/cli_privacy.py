@@ -1,0 +1,398 @@
+"""`alprd keys|hotlist|evidence|audit`: the privacy core's command line.
+
+Headquarters: `keys agency`, `hotlist pack`, `hotlist inspect --keys`, `evidence open`.
+Device: `hotlist inspect --config`, `hotlist install`, `hotlist query`, `audit verify|checkpoint`.
+Nothing here prints a hot-list plate, except `hotlist query` echoing the entry the operator asked about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .config import Config, load_config
+from .errors import ConfigError, EvidenceError, HotListError, KeyFileError, StoreError
+from .keys import (
+    generate_agency_keys,
+    load_evidence_key,
+    load_evidence_pub,
+    load_list_key,
+    load_signing_key,
+    load_signing_pub,
+    write_file_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `15m`, `24h`, `7d` (a bare number is seconds)."""
+    m = _DURATION.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 24h, 90m or 7d")
+    seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return timedelta(seconds=seconds)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return v
+
+
+def _default_actor() -> str:
+    # sudo keeps the real operator's name; the audit log must say who, not "root"
+    return os.environ.get("SUDO_USER") or getpass.getuser()
+
+
+def register(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="make key files")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    p = ksub.add_parser("agency", help="make the agency's keys (at headquarters)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the new key files")
+    p.set_defaults(handler=cmd_keys_agency)
+
+    hot = sub.add_parser("hotlist", help="pack, inspect, install and query hot lists")
+    hsub = hot.add_subparsers(dest="hotlist_command", metavar="ACTION", required=True)
+    p = hsub.add_parser("pack", help="CSV -> signed, encrypted bundle (at headquarters)")
+    p.add_argument("csv", type=Path, metavar="CSV")
+    p.add_argument("--keys", required=True, type=Path, metavar="DIR", help="folder from `alprd keys agency`")
+    p.add_argument("--version", required=True, type=_positive_int, help="list version; must grow every time")
+    p.add_argument(
+        "--valid-for",
+        type=parse_duration,
+        default=timedelta(hours=24),
+        metavar="DURATION",
+        help="how long devices may use the list (default 24h)",
+    )
+    p.add_argument("--list-id", default="default", help="name of the list (informational)")
+    p.add_argument("--out", required=True, type=Path, metavar="BUNDLE")
+    p.set_defaults(handler=cmd_hotlist_pack)
+
+    p = hsub.add_parser("inspect", help="verify a bundle and print its manifest (never plates)")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--keys", type=Path, metavar="DIR", help="agency key folder (signing.pub, list.key)")
+    src.add_argument("--config", "-c", type=Path, metavar="CFG", help="device config (hotlist keys)")
+    p.set_defaults(handler=cmd_hotlist_inspect)
+
+    p = hsub.add_parser("install", help="install a bundle on this device (newer versions only)")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument("--config", "-c", required=True, type=Path, metavar="CFG")
+    p.add_argument("--actor", default=None, help="who installs (default: the login user)")
+    p.set_defaults(handler=cmd_hotlist_install)
+
+    p = hsub.add_parser("query", help="look a plate up in the installed list (audited; needs --purpose)")
+    p.add_argument("plate", metavar="PLATE")
+    p.add_argument("--purpose", required=True, help="why you are looking (recorded in the audit log)")
+    p.add_argument("--state", default=None, help="the plate's state/region, if known")
+    p.add_argument("--config", "-c", required=True, type=Path, metavar="CFG")
+    p.add_argument("--actor", default=None, help="who asks (default: the login user)")
+    p.set_defaults(handler=cmd_hotlist_query)
+
+    ev = sub.add_parser("evidence", help="open sealed hit evidence (at headquarters)")
+    esub = ev.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
+    p = esub.add_parser("open", help="decrypt a .sealed evidence file")
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--key", required=True, type=Path, help="evidence.key (mode 0600)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="where to write crop.jpg, frame.jpg, meta.json")
+    p.set_defaults(handler=cmd_evidence_open)
+
+    au = sub.add_parser("audit", help="verify the audit chain or sign a checkpoint")
+    asub = au.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    p = asub.add_parser("verify", help="check the chain; exit 1 naming the first broken entry")
+    p.add_argument("--config", "-c", required=True, type=Path, metavar="CFG")
+    p.add_argument("--checkpoint", type=Path, metavar="FILE", help="also check against a signed checkpoint")
+    p.set_defaults(handler=cmd_audit_verify)
+    p = asub.add_parser("checkpoint", help="print (and save) a checkpoint signed by the device key")
+    p.add_argument("--config", "-c", required=True, type=Path, metavar="CFG")
+    p.add_argument("--out", type=Path, metavar="FILE")
+    p.set_defaults(handler=cmd_audit_checkpoint)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _fail(msg: str, code: int = EXIT_FAILURE) -> int:
+    print(f"alprd: {msg}", file=sys.stderr)
+    return code
+
+
+def _config(path: Path) -> Config | int:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=1, sort_keys=True))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def open_store(cfg: Config) -> Any:
+    from .store import Store
+
+    return Store.from_config(cfg)
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def cmd_keys_agency(args: argparse.Namespace) -> int:
+    try:
+        written = generate_agency_keys(args.out)
+    except KeyFileError as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{args.out}: {e.strerror}")
+    for p in written:
+        print(p)
+    print(
+        "Give each device only signing.pub, evidence.pub and list.key (as systemd credentials); "
+        "keep signing.key and evidence.key at headquarters.",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+# --- hot list ------------------------------------------------------------------------------------
+
+
+def cmd_hotlist_pack(args: argparse.Namespace) -> int:
+    from .hotlist import CsvError, pack_bundle, parse_csv
+
+    try:
+        data = args.csv.read_bytes()
+    except OSError as e:
+        return _fail(f"{args.csv}: {e.strerror}")
+    try:
+        entries = parse_csv(data, str(args.csv))
+    except CsvError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return _fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed")
+    try:
+        signing = load_signing_key(args.keys / "signing.key")
+        list_key = load_list_key(args.keys / "list.key")
+        bundle = pack_bundle(
+            entries,
+            list_key=list_key,
+            signing_key=signing,
+            version=args.version,
+            issued=_now(),
+            valid_for=args.valid_for,
+            list_id=args.list_id,
+        )
+        write_file_atomic(args.out, bundle, 0o644)
+    except (KeyFileError, HotListError) as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{args.out}: {e.strerror}")
+    from .hotlist import read_manifest_unverified
+
+    _print_json(read_manifest_unverified(bundle).public())
+    return EXIT_OK
+
+
+def cmd_hotlist_inspect(args: argparse.Namespace) -> int:
+    from .hotlist import HotList, verify_bundle
+
+    try:
+        if args.keys is not None:
+            pub = load_signing_pub(args.keys / "signing.pub")
+            list_key = load_list_key(args.keys / "list.key")
+        else:
+            cfg = _config(args.config)
+            if isinstance(cfg, int):
+                return cfg
+            pub = load_signing_pub(cfg.hotlist.signing_pub)
+            list_key = load_list_key(cfg.hotlist.list_key)
+        data = args.bundle.read_bytes()
+        manifest, plaintext = verify_bundle(data, pub, list_key, _now())
+        hl = HotList(manifest, plaintext)
+    except (KeyFileError, HotListError) as e:
+        return _fail(f"{args.bundle}: {e}")
+    except OSError as e:
+        return _fail(f"{args.bundle}: {e.strerror}")
+    _print_json({**hl.info(), "valid": True})
+    return EXIT_OK
+
+
+def _installer(cfg: Config, store: Any, actor: str) -> Any:
+    from .hotlist import HotListInstaller
+
+    return HotListInstaller.from_config(cfg.hotlist, store, actor=actor)
+
+
+def cmd_hotlist_install(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    if isinstance(cfg, int):
+        return cfg
+    actor = args.actor or _default_actor()
+    try:
+        data = args.bundle.read_bytes()
+    except OSError as e:
+        return _fail(f"{args.bundle}: {e.strerror}")
+    try:
+        with open_store(cfg) as store:
+            installer = _installer(cfg, store, actor)
+            version = installer.install(data)
+            info = installer.active.info()
+    except (HotListError, KeyFileError, StoreError) as e:
+        return _fail(f"{args.bundle}: refused: {e}")
+    _print_json({"installed": version, **info})
+    print(
+        "A running daemon picks the new list up at its next start (or send it over hotlist/set).",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_hotlist_query(args: argparse.Namespace) -> int:
+    purpose = args.purpose.strip()
+    if len(purpose) < 3:
+        return _fail("--purpose must say why you are looking (it is written to the audit log)", EXIT_USAGE)
+    cfg = _config(args.config)
+    if isinstance(cfg, int):
+        return cfg
+    from .hotlist import normalize_plate
+    from .privacy import seal_text
+
+    plate = normalize_plate(args.plate)
+    if not plate:
+        return _fail(f"{args.plate!r} has no letters or digits", EXIT_USAGE)
+    actor = args.actor or _default_actor()
+    try:
+        evidence_pub = load_evidence_pub(cfg.privacy.evidence_pub)
+        with open_store(cfg) as store:
+            hl = _installer(cfg, store, actor).load_installed()
+            matches = [] if hl is None else hl.match_all(plate, (1.0,) * len(plate), args.state)
+            # What was asked is kept sealed to headquarters: the device's disk never holds it in clear.
+            store.audit(
+                actor,
+                "query",
+                {
+                    "query_sealed": seal_text(evidence_pub, f"{plate}|{(args.state or '').upper()}"),
+                    "matches": len(matches),
+                    "list_version": None if hl is None else hl.version,
+                },
+                purpose,
+            )
+    except (HotListError, KeyFileError, StoreError) as e:
+        return _fail(str(e))
+    if hl is None:
+        return _fail("no hot list is installed (alprd hotlist install BUNDLE --config CFG)")
+    _print_json({"query": plate, "matches": [m.as_dict() for m in matches]})
+    return EXIT_OK
+
+
+# --- evidence ------------------------------------------------------------------------------------
+
+
+def cmd_evidence_open(args: argparse.Namespace) -> int:
+    from .privacy import open_evidence
+
+    try:
+        key = load_evidence_key(args.key)
+        blob = args.file.read_bytes()
+        crop, frame, meta = open_evidence(key, blob)
+    except (KeyFileError, EvidenceError) as e:
+        return _fail(f"{args.file}: {e}")
+    except OSError as e:
+        return _fail(f"{args.file}: {e.strerror}")
+    out: Path = args.out or args.file.with_suffix(".opened")
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_file_atomic(out / "crop.jpg", crop, 0o600)
+        write_file_atomic(out / "frame.jpg", frame, 0o600)
+        write_file_atomic(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode(), 0o600)
+    except OSError as e:
+        return _fail(f"{out}: {e.strerror}")
+    _print_json({"out": str(out), "meta": meta})
+    return EXIT_OK
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .audit import verify_chain, verify_checkpoint
+
+    cfg = _config(args.config)
+    if isinstance(cfg, int):
+        return cfg
+    try:
+        with open_store(cfg) as store:
+            entries = store.audit_entries()
+            result = store.verify_audit()
+            device_pub = store.device_public_bytes()
+            mac_key = store.audit_mac_key()
+    except StoreError as e:
+        return _fail(str(e))
+    if not result.ok:
+        print(f"audit chain BROKEN at entry {result.broken_index}: {result.reason}")
+        return EXIT_FAILURE
+    if args.checkpoint is not None:
+        try:
+            cp = json.loads(args.checkpoint.read_text())
+        except (OSError, ValueError) as e:
+            return _fail(f"{args.checkpoint}: cannot read checkpoint ({e})")
+        if not verify_checkpoint(cp, device_pub):
+            print(f"checkpoint {args.checkpoint}: signature invalid or made by another device")
+            return EXIT_FAILURE
+        count = int(cp["count"])
+        if count > len(entries):
+            print(
+                f"audit chain BROKEN at entry {len(entries) + 1}: the checkpoint covers {count} "
+                f"entries, only {len(entries)} remain (truncated)"
+            )
+            return EXIT_FAILURE
+        at = verify_chain(entries[:count], mac_key)
+        if at.head != cp["head"]:
+            print(f"audit chain BROKEN: head at entry {count} differs from the checkpoint (rewritten)")
+            return EXIT_FAILURE
+    print(f"audit chain ok: {result.count} entries, head {result.head}")
+    return EXIT_OK
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    if isinstance(cfg, int):
+        return cfg
+    from .store import write_checkpoint
+
+    try:
+        with open_store(cfg) as store:
+            cp = store.checkpoint()
+        if args.out is not None:
+            write_checkpoint(args.out, cp)
+    except StoreError as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{args.out}: {e.strerror}")
+    _print_json(cp)
+    return EXIT_OK
