@@ -348,7 +348,7 @@ def test_daemon_sigkilled_with_hits_in_outbox_delivers_after_restart(
         assert left
         watcher = Subscriber(mosquitto, "alprd/proc-dev/status", client_id="watcher")  # type: ignore[arg-type]
         try:
-            assert watcher.wait_for(lambda s: [m["state"] for m in s.json_on("/status")][-1:] == ["offline"], 20)
+            assert watcher.wait_for(lambda s: statuses_of(s)[-1:] == ["offline"], 20)
         finally:
             watcher.close()
         seen_before = len(sub.on("/hit"))
@@ -371,3 +371,7 @@ def test_daemon_sigkilled_with_hits_in_outbox_delivers_after_restart(
             proc.kill()
             proc.wait(10)
         sub.close()
+
+
+def statuses_of(sub: object) -> list[object]:
+    return [m["state"] for m in sub.json_on("/status")]  # type: ignore[attr-defined]
