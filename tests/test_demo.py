@@ -20,7 +20,7 @@ def test_clip_shows_each_car_over_several_frames() -> None:
     assert any(v.listed for v in vehicles()) and any(not v.listed for v in vehicles())
 
 
-@pytest.mark.skipif(not (MODELS / "plate_det.onnx").exists(), reason="plate detector model not in models/ yet")
+@pytest.mark.skipif(not (MODELS / "plate_det.onnx").exists(), reason="no plate detector in models/ yet")
 def test_demo_runs_end_to_end_and_prints_a_hit() -> None:
     out = subprocess.run([sys.executable, "-m", "alprd", "demo"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
