@@ -119,7 +119,7 @@ def onnx_to_torch(path: Path) -> tuple["torch.nn.Module", dict[str, str]]:  # ty
 
     model = rewrite_onnx(onnx.load(str(path)))
     net = convert(model, attach_onnx_mapping=True)
-    names = _initializer_names(net)
+    names = _initializer_names(net, model)
     promote_buffers(net, names)
     return net, names
 
@@ -131,7 +131,10 @@ _POSITIONAL = {
 }
 
 
-def _initializer_names(net: "torch.nn.Module") -> dict[str, str]:  # type: ignore[name-defined]  # noqa: F821, UP037
+def _initializer_names(net: "torch.nn.Module", model: "onnx.ModelProto") -> dict[str, str]:  # type: ignore[name-defined]  # noqa: F821, E501, UP037
+    # onnx2torch's mapping lists a Conv's data input only; its weight and bias names are read
+    # from the ONNX node that produced the module's output.
+    producer = {o: n for n in model.graph.node for o in n.output}
     out: dict[str, str] = {}
     mods = dict(net.named_modules())
     for node in net.graph.nodes:
@@ -142,6 +145,9 @@ def _initializer_names(net: "torch.nn.Module") -> dict[str, str]:  # type: ignor
         if mapping is None:
             continue
         inputs = list(mapping.inputs)
+        onnx_node = producer.get(mapping.outputs[0]) if mapping.outputs else None
+        if onnx_node is not None:
+            inputs = list(onnx_node.input)
         slots = _POSITIONAL.get(type(mod).__name__)
         if slots is not None:
             for slot, value in zip(slots, inputs, strict=False):

@@ -228,7 +228,7 @@ def paste(bg: np.ndarray, boxes: list[tuple[float, float, float, float]], plate:
 class Sampler:
     """Makes training crops: a photo (maybe with pasted plates) at a random scale, cropped."""
 
-    def __init__(self, photos: list[Photo], backgrounds: list[Photo], crops: list[np.ndarray],
+    def __init__(self, photos: list[Photo], backgrounds: list[Photo], crops: list[list[np.ndarray]],
                  synth: float, composite: float, crop: int, sides: tuple[float, float], seed: int) -> None:
         self.photos = photos
         self.backgrounds = backgrounds
@@ -248,7 +248,9 @@ class Sampler:
             if not self.crops or rng.random() < self.synth:
                 plate = render_plate(rng)
             else:
-                plate = self.crops[rng.integers(len(self.crops))]
+                # Each crop folder equally often: 389 US crops would otherwise drown in 1144 BR ones.
+                folder = self.crops[rng.integers(len(self.crops))]
+                plate = folder[rng.integers(len(folder))]
             b = paste(img, boxes, plate, rng)
             if b is not None:
                 boxes.append(b)
@@ -386,7 +388,7 @@ def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     err = float(np.abs(got - want).max())
     if err > 1e-3:
-        raise SystemExit(f"exported ONNX differs from torch by {err}")
+        raise RuntimeError(f"exported ONNX differs from torch by {err}")
     tmp.replace(out)
     contract = dict(contract)
     contract["file"] = out.name
@@ -400,11 +402,11 @@ def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract
 # --- main ------------------------------------------------------------------------------------
 
 
-def build_data(data_set: str, seed: int) -> tuple[list[Photo], list[Photo], list[np.ndarray], dict[str, int]]:
+def build_data(data_set: str) -> tuple[list[Photo], list[Photo], list[list[np.ndarray]], dict[str, int]]:
     ro_train, _ = ro_detect_split()
     photos = [load_photo(s) for s in ro_train]
     counts = {"ro-detect-train": len(photos)}
-    crops: list[np.ndarray] = []
+    crops: list[list[np.ndarray]] = []
     if data_set == "full":
         for folder in ("eu", "br"):
             tr, _ = photo_split(folder)
@@ -413,7 +415,7 @@ def build_data(data_set: str, seed: int) -> tuple[list[Photo], list[Photo], list
         for folder in ("us-crops", "br-crops"):
             c = load_crops(folder)
             counts[folder] = len(c)
-            crops += c
+            crops.append(c)
     # Backgrounds for composites: every training photo (its own plates stay labelled).
     backgrounds = photos
     # US photos are never loaded for training: they are the clean test set.
@@ -451,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("args %s", vars(args))
 
     timer = Timer()
-    photos, backgrounds, crops, counts = build_data(args.data_set, args.seed)
+    photos, backgrounds, crops, counts = build_data(args.data_set)
     log.info("data loaded in %.0f s: %s", timer(), counts)
     sampler = Sampler(photos, backgrounds, crops, synth=1.0 if args.data_set == "mit" else args.synth,
                       composite=args.composite, crop=args.crop, sides=(args.min_side, args.max_side),
@@ -512,9 +514,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.export_every and (step + 1) % args.export_every == 0 and step + 1 < args.steps:
             # A snapshot in the final place, so the reader can integrate before the run ends.
             snap = dict(contract, snapshot=f"step {step + 1} of {args.steps}")
-            export(net, names, args.base, out, snap)
+            try:
+                export(net, names, args.base, out, snap)
+            except RuntimeError as e:
+                log.error("snapshot export failed: %s", e)
     log.info("trained %d steps in %.1f min", args.steps, timer() / 60)
     contract["training"]["minutes"] = round(timer() / 60, 1)  # type: ignore[index]
+    ckpt = Path("/tmp") / f"{run}.pt"
+    torch.save(net.state_dict(), ckpt)  # to retry an export without retraining
+    log.info("torch checkpoint %s", ckpt)
     export(net, names, args.base, out, contract)
     log.info("log: %s", logpath.relative_to(REPO))
     return 0
