@@ -15,8 +15,13 @@ import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "plates"
@@ -56,7 +61,7 @@ def _stub_torchvision() -> None:
     sys.modules["torchvision.ops"] = ops
 
 
-def rewrite_onnx(model: "onnx.ModelProto") -> "onnx.ModelProto":  # type: ignore[name-defined]  # noqa: F821, UP037
+def rewrite_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     """Make a Paddle-exported ONNX graph digestible by onnx2torch.
 
     - `Constant` nodes become initializers (onnx2torch would turn them into modules whose values
@@ -106,7 +111,7 @@ def rewrite_onnx(model: "onnx.ModelProto") -> "onnx.ModelProto":  # type: ignore
     return model
 
 
-def onnx_to_torch(path: Path) -> tuple["torch.nn.Module", dict[str, str]]:  # type: ignore[name-defined]  # noqa: F821, UP037
+def onnx_to_torch(path: Path) -> tuple[torch.nn.Module, dict[str, str]]:
     """Convert an ONNX file to a trainable torch module.
 
     Returns the module and a map from each of its parameters / buffers to the ONNX initializer
@@ -131,7 +136,7 @@ _POSITIONAL = {
 }
 
 
-def _initializer_names(net: "torch.nn.Module", model: "onnx.ModelProto") -> dict[str, str]:  # type: ignore[name-defined]  # noqa: F821, E501, UP037
+def _initializer_names(net: torch.nn.Module, model: onnx.ModelProto) -> dict[str, str]:
     # onnx2torch's mapping lists a Conv's data input only; its weight and bias names are read
     # from the ONNX node that produced the module's output.
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -165,7 +170,7 @@ def is_learnable_constant(onnx_name: str) -> bool:
     return not onnx_name.startswith("p2o.")
 
 
-def promote_buffers(net: "torch.nn.Module", names: dict[str, str]) -> int:  # type: ignore[name-defined]  # noqa: F821, UP037
+def promote_buffers(net: torch.nn.Module, names: dict[str, str]) -> int:
     """onnx2torch keeps the operands of MatMul/Add/Mul (learnable scales, biases) as buffers,
     which never train. Turn the ones that are real weights into Parameters; fixed constants stay."""
     import torch
@@ -186,8 +191,8 @@ def promote_buffers(net: "torch.nn.Module", names: dict[str, str]) -> int:  # ty
     return n
 
 
-def export_weights(net: "torch.nn.Module", names: dict[str, str], base: "onnx.ModelProto",  # type: ignore[name-defined]  # noqa: F821, UP037
-                   prefix: str = "") -> "onnx.ModelProto":  # type: ignore[name-defined]  # noqa: F821, UP037
+def export_weights(net: torch.nn.Module, names: dict[str, str], base: onnx.ModelProto,
+                   prefix: str = "") -> onnx.ModelProto:
     """Write the module's trained tensors back into the (rewritten) original ONNX graph.
 
     The exported graph is the original one, op for op, so its size and speed stay those of the
