@@ -5,7 +5,8 @@ match) and is tested on real photos. `Daemon` owns the side effects: durable out
 summaries, MQTT, metrics, sd_notify, and the loop `run(stop)`. `build(config)` wires the stages
 from the config; only this module knows all of them.
 
-Threads: this loop (the pipeline), paho's network thread, and nothing else; one stop Event.
+Threads: this loop (the pipeline), paho's network thread and one housekeeping thread (the TTL
+purge, which may delete many files and must not stall the loop); nothing else. One stop Event.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .config import Config, MatchingConfig
 from .errors import AlprdError, HotListError, StoreError
 from .location import Locator
 from .motion import MotionGate
-from .publish import Command, Outbox, Publisher
+from .publish import Command, Outbox, OutboxItem, Publisher
 from .track import Track, Tracker
 from .types import Frame, Image, PhotoResult
 
@@ -274,9 +275,13 @@ def rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def cpu_temp_c() -> float | None:
+THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+"""The SoC temperature on a Raspberry Pi (millidegrees); absent on most VMs."""
+
+
+def cpu_temp_c(path: Path = THERMAL_ZONE) -> float | None:
     try:
-        return round(int(Path("/sys/class/thermal/thermal_zone0/temp").read_text().strip()) / 1000, 1)
+        return round(int(path.read_text().strip()) / 1000, 1)
     except (OSError, ValueError):
         return None
 
@@ -302,6 +307,115 @@ def next_session(state_dir: Path) -> int:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return n
+
+
+# --- the one extra thread, and hits the disk refused ---------------------------------------------
+
+
+class Housekeeper:
+    """Runs `work()` every `interval` seconds on one named thread (Frigate's cleanup idiom).
+
+    A failure is logged and kept in `error` (the daemon raises its storage alarm) until a run succeeds.
+    """
+
+    NAME = "alprd-housekeeping"
+
+    def __init__(self, work: Callable[[], None], interval: float) -> None:
+        self._work = work
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error = ""
+        self.runs = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=self.NAME, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._work()
+                self.error = ""
+            except (StoreError, OSError) as e:
+                log.error("housekeeping failed: %s", e)
+                self.error = str(e)[:200]
+            self.runs += 1
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+RAM_HITS_MAX = 1000
+"""Hits kept in memory while the disk refuses them (~2 KB each); beyond this the oldest is dropped."""
+
+
+class HitBuffer:
+    """The publisher's outbox while the disk may be full: hits the store refused come first.
+
+    They are offered to MQTT straight from memory (a stolen car cannot wait for disk space) and
+    retried into the durable outbox; whichever succeeds first forgets them. An acknowledgement the
+    full disk cannot record is remembered here, so the row is not resent in a loop.
+    """
+
+    def __init__(self, disk: Outbox, limit: int = RAM_HITS_MAX) -> None:
+        self.disk = disk
+        self.limit = limit
+        self.ram: dict[str, OutboxItem] = {}
+        self.dropped = 0
+        self._unforgotten: set[str] = set()
+
+    def keep(self, key: str, body: dict[str, Any]) -> None:
+        payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        self.ram[key] = OutboxItem(key, key, "hit", payload)
+        while len(self.ram) > self.limit:
+            oldest = next(iter(self.ram))
+            del self.ram[oldest]
+            self.dropped += 1
+            log.error("hit %s dropped: %d hits already wait in memory for the disk", oldest, self.limit)
+
+    def pending(self, limit: int) -> list[OutboxItem]:
+        items = list(self.ram.values())[:limit]
+        if len(items) < limit:
+            try:
+                rows = self.disk.pending(limit - len(items) + len(self._unforgotten))
+            except StoreError as e:
+                log.error("outbox unreadable: %s", e)
+                rows = []
+            items += [r for r in rows if r.item_id not in self._unforgotten and r.item_id not in self.ram]
+        return items[:limit]
+
+    def ack(self, item_id: str) -> None:
+        self.ram.pop(item_id, None)
+        try:
+            self.disk.ack(item_id)
+        except StoreError as e:
+            log.error("delivered outbox row %s not forgotten yet: %s", item_id, e)
+            self._unforgotten.add(item_id)
+        else:
+            self._unforgotten.discard(item_id)
+
+    def retry(self, put: Callable[[str, dict[str, Any]], None]) -> bool:
+        """Move RAM hits into the durable outbox and forget delivered rows; True when nothing is left."""
+        for key, item in list(self.ram.items()):
+            try:
+                put(key, json.loads(item.payload))
+            except StoreError:
+                return False
+            self.ram.pop(key, None)
+        for item_id in list(self._unforgotten):
+            try:
+                self.disk.ack(item_id)
+            except StoreError:
+                return False
+            self._unforgotten.discard(item_id)
+        return True
+
+    def __len__(self) -> int:
+        return len(self.ram)
 
 
 # --- the service -------------------------------------------------------------------------------
@@ -337,7 +451,10 @@ class Services(Protocol):
         """The summary due now (or None), already free of plates."""
 
     def housekeeping(self, now: float) -> None:
-        """TTL purge and the like; called every few seconds from the loop."""
+        """TTL purge and the like; called every few seconds from the housekeeping thread."""
+
+    def probe_storage(self) -> None:
+        """A tiny durable write; raises StoreError while the disk is still full."""
 
     def audit(self, event: str, obj: str = "") -> None: ...
 
@@ -345,6 +462,9 @@ class Services(Protocol):
 
 
 class Daemon:
+    HOUSEKEEPING_S = 5.0
+    """How often the purge thread runs, and how often the loop sends summaries and status."""
+
     def __init__(
         self,
         cfg: Config,
@@ -368,8 +488,13 @@ class Daemon:
         self.state_dir = state_dir
         self.hits = 0
         self.passes = 0
-        self._ram_hits: list[tuple[str, dict[str, Any]]] = []
-        self._alarms: set[str] = set()
+        self.summaries_dropped = 0
+        self.outbox = HitBuffer(services.outbox)
+        self.housekeeper = Housekeeper(
+            lambda: self.services.housekeeping(self.clock.time()), self.HOUSEKEEPING_S
+        )
+        self._storage_error = ""
+        self._next_retry = 0.0
         self._status_sent: dict[str, Any] | None = None
         self._next_metrics = 0.0
         self._next_house = 0.0
@@ -402,15 +527,19 @@ class Daemon:
     def run(self, stop: threading.Event) -> int:
         """Loop until `stop` is set or a finite source ends; then drain and publish `stopped`."""
         self.announce()
-        self.services.audit("start", f"session={self.publisher.session if self.publisher else 0}")
-        while not stop.is_set():
-            frame = self.source.read(0.2)
-            if frame is not None:
-                self.handle(self.pipeline.step(frame))
-            elif self.source.finished:
-                log.info("source finished: draining")
-                break
-            self.tick()
+        self._audit("start", f"session={self.publisher.session if self.publisher else 0}")
+        self.housekeeper.start()
+        try:
+            while not stop.is_set():
+                frame = self.source.read(0.2)
+                if frame is not None:
+                    self.handle(self.pipeline.step(frame))
+                elif self.source.finished:
+                    log.info("source finished: draining")
+                    break
+                self.tick()
+        finally:
+            self.housekeeper.stop()
         return self.shutdown()
 
     def handle(self, events: list[Event]) -> None:
@@ -429,79 +558,107 @@ class Daemon:
         try:
             evidence = self.services.seal_evidence(hit, hit.track.image)
         except (StoreError, OSError) as e:
-            log.error("evidence for hit %s not stored: %s", hit.hit_id, e)
-            self._alarms.add("storage")
+            self._storage_fault(f"evidence for hit {hit.hit_id} not stored", e)
         body = hit_payload(hit, self.cfg.device_id, self.locator.current(), evidence)
         self.services.note_hit(hit)
         try:
             self.services.put("hit", hit.hit_id, body)
         except StoreError as e:
-            # disk full or broken: the hit is kept in RAM and retried; summaries stop first
-            log.error("hit %s kept in RAM, outbox write failed: %s", hit.hit_id, e)
-            self._alarms.add("storage")
-            self._ram_hits.append((hit.hit_id, body))
+            # disk full or broken: the hit waits in RAM (and goes out over MQTT from there)
+            self._storage_fault(f"hit {hit.hit_id} kept in RAM, outbox write failed", e)
+            self.outbox.keep(hit.hit_id, body)
         log.info("hit %s (%s, verified=%s)", hit.hit_id, hit.match.kind, hit.verified)
         if self.on_event is not None:
             self.on_event(hit, body)
+
+    @property
+    def alarms(self) -> list[str]:
+        out = set()
+        if self._storage_error or self.housekeeper.error or len(self.outbox):
+            out.add("storage")
+        info = self.services.hotlist_info()
+        if not info.get("installed"):
+            out.add("no_hotlist")
+        elif info.get("expired"):
+            out.add("hotlist_expired")
+        if not (self.source.stats.connected or self.source.finished):
+            out.add("camera")
+        return sorted(out)
+
+    def _storage_fault(self, what: str, e: Exception) -> None:
+        log.error("%s: %s", what, e)
+        self._storage_error = str(e)[:200]
+
+    def _storage_check(self) -> None:
+        """While the storage alarm is up: RAM hits into the outbox, else a probe write; clear on success."""
+        if not self._storage_error and not len(self.outbox):
+            return
+        try:
+            if not self.outbox.retry(lambda key, body: self.services.put("hit", key, body)):
+                return
+            self.services.probe_storage()
+        except StoreError as e:
+            self._storage_error = str(e)[:200]
+            return
+        if self._storage_error:
+            log.warning("storage writable again: storage alarm cleared")
+        self._storage_error = ""
 
     def tick(self) -> None:
         now = self.clock.monotonic()
         self.notifier.watchdog(now)
         self.locator.poll(now)
-        if self._ram_hits:
-            self._retry_ram_hits()
+        if len(self.outbox) and now >= self._next_retry:
+            self._next_retry = now + 1.0
+            self._storage_check()
         if self.publisher is not None:
             for cmd in self.publisher.commands():
                 self._command(cmd)
-            self.publisher.pump(self.services.outbox)
+            self.publisher.pump(self.outbox)
         if now >= self._next_house:
-            self._next_house = now + 5.0
+            self._next_house = now + self.HOUSEKEEPING_S
+            self._storage_check()
             self._summary(self.clock.time())
-            try:
-                self.services.housekeeping(self.clock.time())
-            except StoreError as e:
-                log.error("housekeeping failed: %s", e)
-                self._alarms.add("storage")
             self._status()
         if now >= self._next_metrics:
             self._next_metrics = now + self.cfg.metrics.interval_s
             if self.publisher is not None:
                 self.publisher.publish_event(self.publisher.topics.metrics, self.metrics(), qos=0)
 
-    def _retry_ram_hits(self) -> None:
-        left = []
-        for key, body in self._ram_hits:
-            try:
-                self.services.put("hit", key, body)
-            except StoreError:
-                left.append((key, body))
-        self._ram_hits = left
-        if not left:
-            self._alarms.discard("storage")
-
     def _summary(self, now: float, force: bool = False) -> None:
         body = self.services.summary(now) if not force else self.services.summary(float("inf"))
         if body is None:
             return
-        if "storage" in self._alarms:
+        if "storage" in self.alarms:
+            # summaries stop while the disk is full: the space left is for hits
+            self.summaries_dropped += 1
             log.warning("summary dropped: storage alarm (hits come first)")
             return
-        body = {"summary_id": str(uuid.uuid4()), "device_id": self.cfg.device_id, "ts": round(now, 3)
-                if now != float("inf") else round(self.clock.time(), 3), **body}
+        ts = now if now != float("inf") else self.clock.time()
+        body = {"summary_id": str(uuid.uuid4()), "device_id": self.cfg.device_id, "ts": round(ts, 3), **body}
         try:
             self.services.put("summary", body["summary_id"], body)
         except StoreError as e:
-            log.error("summary dropped: %s", e)
-            self._alarms.add("storage")
+            self.summaries_dropped += 1
+            self._storage_fault("summary dropped", e)
+
+    def _audit(self, event: str, obj: str = "") -> None:
+        try:
+            self.services.audit(event, obj)
+        except StoreError as e:
+            self._storage_fault(f"audit entry {event!r} not written", e)
 
     def _status(self) -> None:
         stats = self.source.stats
         extra: dict[str, Any] = {
             "camera": "ok" if stats.connected or self.source.finished else "lost",
-            "alarms": sorted(self._alarms),
+            "alarms": self.alarms,
         }
         if stats.last_error and not stats.connected:
             extra["camera_error"] = stats.last_error[:200]
+        storage_error = self._storage_error or self.housekeeper.error
+        if storage_error:
+            extra["storage_error"] = storage_error
         if extra != self._status_sent and self.publisher is not None:
             self._status_sent = extra
             self.publisher.set_status(extra)
@@ -513,12 +670,12 @@ class Daemon:
                 key = str(json.loads(cmd.payload).get("hit_id", ""))
             except (ValueError, AttributeError):
                 key = cmd.payload.decode("ascii", "replace").strip()
-            self.publisher.app_acked(key, self.services.outbox)
+            self.publisher.app_acked(key, self.outbox)
             return
         result: dict[str, Any] = {"v": 1, "ts": round(self.clock.time(), 3), "bytes": len(cmd.payload)}
         if cmd.error:
             result.update(ok=False, reason=cmd.error)
-            self.services.audit("hotlist_reject", cmd.error)
+            self._audit("hotlist_reject", cmd.error)
         else:
             try:
                 installed = self.services.install_hotlist(cmd.payload)
@@ -538,6 +695,10 @@ class Daemon:
         hot = self.services.hotlist_info()
         issued = hot.get("issued_ts")
         storage = getattr(getattr(self.cfg, "storage", None), "dir", None)
+        try:
+            depth: int | None = self.services.outbox_depth()
+        except StoreError:
+            depth = None
         return {
             "v": 1,
             "id": str(uuid.uuid4()),
@@ -552,34 +713,45 @@ class Daemon:
             "passes": self.passes,
             "ms": self.pipeline.timer.summary(),
             "open_tracks": self.pipeline.tracker.open_count,
-            "outbox_depth": self.services.outbox_depth(),
-            "ram_hits": len(self._ram_hits),
+            # sources hold only the newest frame, so the queues are the outbox, RAM hits and paho's in-flight
+            "outbox_depth": depth,
+            "ram_hits": len(self.outbox),
+            "ram_hits_dropped": self.outbox.dropped,
+            "summaries_dropped": self.summaries_dropped,
             "mqtt_inflight": self.publisher.inflight if self.publisher else 0,
+            "mqtt_connected": self.publisher.connected if self.publisher else False,
+            "threads": threading.active_count(),
             "rss_mb": rss_mb(),
             "cpu_temp_c": cpu_temp_c(),
             "disk_free_mb": disk_free_mb(Path(storage)) if storage else None,
             "hotlist_age_s": (
                 round(self.clock.time() - float(issued), 1) if isinstance(issued, int | float) else None
             ),
-            "alarms": sorted(self._alarms),
+            "alarms": self.alarms,
         }
 
     def shutdown(self) -> int:
         self.handle(self.pipeline.flush())
+        self._storage_check()
         self._summary(self.clock.time(), force=True)
         self.notifier.stopping()
-        self.services.audit("stop", f"hits={self.hits}")
-        ok = True
+        self._audit("stop", f"hits={self.hits}")
         if self.publisher is not None:
-            if self._ram_hits:
-                self._retry_ram_hits()
-            ok = self.publisher.drain(
-                self.services.outbox, self.cfg.mqtt.drain_timeout_s, lambda: self.services.outbox_depth() == 0
-            )
-            if not ok:
-                log.warning("outbox not empty after %.0f s: %d message(s) kept for the next start",
-                            self.cfg.mqtt.drain_timeout_s, self.services.outbox_depth())
+            self._storage_check()
+
+            def empty() -> bool:
+                try:
+                    return not len(self.outbox) and self.services.outbox_depth() == 0
+                except StoreError:
+                    return False
+
+            if not self.publisher.drain(self.outbox, self.cfg.mqtt.drain_timeout_s, empty):
+                log.warning("outbox not empty after %.0f s: kept for the next start",
+                            self.cfg.mqtt.drain_timeout_s)
             self.publisher.stop("stopped")
+        if len(self.outbox):
+            log.error("%d hit(s) lost: the disk refused them and the broker did not take them",
+                      len(self.outbox))
         self.source.close()
         self.locator.close()
         self.services.close()

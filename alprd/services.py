@@ -153,6 +153,10 @@ class PrivacyServices:
         if any(counts.as_dict().values()):
             log.info("purge: %s", counts.as_dict())
 
+    def probe_storage(self) -> None:
+        # a real durable write: it fails with StoreError for exactly as long as the disk is full
+        self.store.state_set("storage_probe", repr(self.clock.time()))
+
     def audit(self, event: str, obj: str = "") -> None:
         self.store.audit("alprd", event, {"detail": obj}, "daemon lifecycle")
 
