@@ -866,7 +866,9 @@ def assemble(
     stop: threading.Event,
     reader: Reader | None = None,
     notifier: Notifier | None = None,
+    store: Any = None,
 ) -> Daemon:
+    """`build` with the privacy settings given; `store` replaces the SQLite store (tests of a full disk)."""
     from .capture import make_source, open_with_retry
     from .keys import load_evidence_pub, load_list_key, load_signing_pub
     from .services import PrivacyServices
@@ -886,6 +888,7 @@ def assemble(
         lookalike_max=ps.lookalike_max, lookalike_classes=ps.lookalike_classes,
         evidence_pub=load_evidence_pub(ps.evidence_pub) if ps.evidence_pub else None,
         evidence_ttl_s=ps.evidence_ttl_s, max_db_bytes=ps.max_db_mb * 2**20 if ps.max_db_mb else None,
+        store=store,
     )
     if services.matcher is None:
         log.warning("no hot list installed yet: nothing can match until one arrives on hotlist/set")

@@ -63,14 +63,17 @@ class PrivacyServices:
         evidence_ttl_s: float = 86400.0,
         max_db_bytes: int | None = None,
         clock: Clock | None = None,
+        store: Any = None,
     ) -> None:
         from .hotlist import HotListInstaller, Lookalike
         from .privacy import Summarizer
         from .store import Store
 
         self.clock = clock or SystemClock()
-        self.store = Store(storage_dir, self.clock, evidence_ttl_s=evidence_ttl_s, max_db_bytes=max_db_bytes,
-                           device_id=device_id)
+        self.store = store if store is not None else Store(
+            storage_dir, self.clock, evidence_ttl_s=evidence_ttl_s, max_db_bytes=max_db_bytes,
+            device_id=device_id,
+        )
         self.outbox = _OutboxView(self.store)
         lookalike = (
             Lookalike(classes=lookalike_classes, max_substitutions=lookalike_max)

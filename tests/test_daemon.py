@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -375,3 +376,125 @@ def test_daemon_sigkilled_with_hits_in_outbox_delivers_after_restart(
 
 def statuses_of(sub: object) -> list[object]:
     return [m["state"] for m in sub.json_on("/status")]  # type: ignore[attr-defined]
+
+
+# --- metrics, threads, gpsd location (scripted reads, real broker, real gpsd protocol) -------------
+
+
+def test_metrics_payload_threads_and_gpsd_location_on_hits(
+    tmp_path: Path, mosquitto: object, data_dir: Path
+) -> None:
+    import threading
+
+    from conftest import Subscriber
+    from test_location import FakeGpsd, tpv
+
+    from alprd.config import Config
+    from alprd.daemon import assemble, privacy_settings
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, p in enumerate(sorted((data_dir / "us").glob("*.jpg"))[:10]):
+        (photos / f"{i:02d}.jpg").symlink_to(p)
+    keys = agency(tmp_path)
+    gpsd = FakeGpsd()
+    gpsd.send(tpv(52.5162746, 13.3777041, track=92.0, speed=11.2))
+    base = daemon_config(tmp_path, keys, mosquitto, {"kind": "images", "path": str(photos), "fps": 5})
+    cfg = Config.model_validate({
+        **base.model_dump(mode="json"),  # type: ignore[attr-defined]
+        "location": {"gpsd": {"host": "127.0.0.1", "port": gpsd.port}}, "metrics": {"interval_s": 1},
+    })
+    seen_threads: list[list[str]] = []
+    test_threads: set[str] = set()  # the fake gpsd and the subscriber's paho thread, added below
+
+    class WatchingReader(ScriptedReader):
+        def read(self, image: Image, region: str | None = None) -> PhotoResult:
+            seen_threads.append(sorted(t.name for t in threading.enumerate() if t.name not in test_threads))
+            return super().read(image, region)
+
+    # photo 8 shows a listed plate; by then (~1.5 s in) gpsd has reported a fix
+    reader = WatchingReader({8: [rd("7ABC123", 10)], 3: [rd("5SECRET9", 10)]})
+    sub = Subscriber(mosquitto, "alprd/test-dev/#")  # type: ignore[arg-type]
+    test_threads.update(t.name for t in threading.enumerate() if t is not threading.main_thread())
+    stop = threading.Event()
+    try:
+        daemon = assemble(cfg, privacy_settings(cfg), stop, reader=reader)
+        daemon.services.install_hotlist(bundle_for(keys, {"7ABC123": "stolen"}, 1))
+        daemon.pipeline.matcher = daemon.services.matcher
+        assert daemon.run(stop) == 0
+        assert sub.wait_for(lambda s: any(m["state"] == "stopped" for m in s.json_on("/status")))
+    finally:
+        sub.close()
+        gpsd.close()
+    # never more than three threads of ours: the pipeline, paho's network thread, the purge thread
+    assert seen_threads and all(len(names) <= 3 for names in seen_threads), seen_threads[-1]
+    assert {n for names in seen_threads for n in names} == {
+        "MainThread", "alprd-housekeeping", "paho-mqtt-client-test-dev"}
+    assert not any(t.name == "alprd-housekeeping" for t in threading.enumerate())  # joined at shutdown
+
+    (hit,) = sub.json_on("/hit")
+    assert hit["location"] == {"lat": 52.5162746, "lon": 13.3777041, "source": "gpsd", "heading": 92.0,
+                               "speed_mps": 11.2}
+    metrics = sub.json_on("/metrics")
+    assert len(metrics) >= 2
+    last = metrics[-1]
+    assert last["v"] == 1 and last["id"] and last["ts"] > 0
+    assert 0 < last["frames_in"] <= 10 and last["frames_processed"] == last["frames_in"]
+    assert last["frames_dropped"] == 0 and last["frames_skipped_motion"] == 0
+    for stage in ("read", "track_match", "step"):
+        ms = last["ms"][stage]
+        assert 0 <= ms["p50"] <= ms["p95"] and ms["n"] == last["frames_in"]
+    assert last["outbox_depth"] >= 0 and last["ram_hits"] == 0 and last["mqtt_inflight"] >= 0
+    assert last["mqtt_connected"] is True and last["threads"] == 3 + len(test_threads)
+    assert 20 < last["rss_mb"] < 2000
+    assert last["disk_free_mb"] > 0
+    assert 0 <= last["hotlist_age_s"] < 600
+    assert last["alarms"] == []
+    assert "cpu_temp_c" in last
+    assert set(last) >= {"camera_reconnects", "reads", "hits", "passes", "open_tracks", "summaries_dropped"}
+
+
+def test_cpu_temperature_is_read_when_the_thermal_zone_exists(tmp_path: Path) -> None:
+    from alprd.daemon import THERMAL_ZONE, cpu_temp_c
+
+    zone = tmp_path / "temp"
+    zone.write_text("48312\n")  # what a Raspberry Pi 4 reports: millidegrees
+    assert cpu_temp_c(zone) == 48.3
+    zone.write_text("n/a\n")
+    assert cpu_temp_c(zone) is None
+    assert cpu_temp_c(tmp_path / "missing") is None
+    assert cpu_temp_c() == (cpu_temp_c(THERMAL_ZONE) if THERMAL_ZONE.exists() else None)
+
+
+def test_housekeeper_runs_on_its_thread_and_reports_failures() -> None:
+    import threading
+
+    from alprd.daemon import Housekeeper
+    from alprd.errors import StoreError
+
+    calls: list[str] = []
+    fail = threading.Event()
+
+    def work() -> None:
+        calls.append(threading.current_thread().name)
+        if fail.is_set():
+            raise StoreError("storage is full")
+
+    hk = Housekeeper(work, 0.02)
+    hk.start()
+    try:
+        deadline = time.monotonic() + 5
+        while hk.runs < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hk.error == "" and set(calls) == {"alprd-housekeeping"}
+        fail.set()
+        while not hk.error and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "full" in hk.error
+        fail.clear()
+        while hk.error and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hk.error == ""
+    finally:
+        hk.stop()
+    assert not any(t.name == "alprd-housekeeping" for t in threading.enumerate())
