@@ -498,3 +498,200 @@ def test_housekeeper_runs_on_its_thread_and_reports_failures() -> None:
     finally:
         hk.stop()
     assert not any(t.name == "alprd-housekeeping" for t in threading.enumerate())
+
+
+# --- a full disk: summaries stop, hits are kept in RAM and retried, alarm in status -------------------
+
+
+class TmpfsDisk:
+    """storage.dir on a real 4 MiB tmpfs that the test fills with a file (needs mount rights: root)."""
+
+    def __init__(self, mountpoint: Path) -> None:
+        self.mountpoint = mountpoint
+        mountpoint.mkdir()
+        out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({out.stderr.strip()[:100]}); the Store double covers it")
+        self.filler = mountpoint / "filler"
+        self.store = None
+
+    def fill(self) -> None:
+        import errno
+
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for size in (1 << 20, 1 << 16, 1 << 12, 1 << 8, 1):
+                while True:
+                    try:
+                        os.write(fd, b"\0" * size)
+                    except OSError as e:
+                        if e.errno != errno.ENOSPC:
+                            raise
+                        break
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        self.filler.unlink()
+
+    def close(self) -> None:
+        subprocess.run(["umount", "-l", str(self.mountpoint)], check=False)
+
+
+class StoreDoubleDisk:
+    """Where no tmpfs can be mounted: a real Store whose writes raise StoreError while `full` is set."""
+
+    def __init__(self, mountpoint: Path) -> None:
+        from alprd.store import Store
+
+        class FullableStore(Store):
+            full = False
+
+            def _refuse(self, what: str) -> None:
+                if self.full:
+                    raise StoreError(f"{what}: storage is full (database or disk is full)")
+
+            def outbox_put(self, msg_id: str, topic: str, payload: bytes, kind: str) -> None:
+                self._refuse("outbox_put")
+                super().outbox_put(msg_id, topic, payload, kind)
+
+            def outbox_ack(self, msg_id: str) -> None:
+                self._refuse("outbox_ack")
+                super().outbox_ack(msg_id)
+
+            def put_evidence(self, hit_id: str, sealed: bytes) -> Path:
+                self._refuse("put_evidence")
+                return super().put_evidence(hit_id, sealed)
+
+            def state_set(self, key: str, value: str) -> None:
+                self._refuse("state_set")
+                super().state_set(key, value)
+
+            def audit(self, actor: str, event: str, obj: object, purpose: str = "") -> None:
+                self._refuse("audit")
+                super().audit(actor, event, obj, purpose)
+
+        from alprd.errors import StoreError
+
+        self.mountpoint = mountpoint
+        self.store = FullableStore(mountpoint / "state", device_id="test-dev")
+
+    def fill(self) -> None:
+        self.store.full = True  # type: ignore[attr-defined]
+
+    def free(self) -> None:
+        self.store.full = False  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("disk_kind", ["tmpfs", "store_double"])
+def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
+    tmp_path: Path, mosquitto: object, data_dir: Path, disk_kind: str
+) -> None:
+    import dataclasses
+    import threading
+
+    from conftest import Subscriber
+
+    from alprd.config import Config
+    from alprd.daemon import Daemon, assemble, privacy_settings
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, p in enumerate(sorted((data_dir / "us").glob("*.jpg"))[:2]):
+        (photos / f"{i}.jpg").symlink_to(p)
+    keys = agency(tmp_path)
+    disk = (TmpfsDisk if disk_kind == "tmpfs" else StoreDoubleDisk)(tmp_path / "disk")
+    base = daemon_config(tmp_path, keys, mosquitto, {"kind": "images", "path": str(photos), "loop": True})
+    cfg = Config.model_validate({
+        **base.model_dump(mode="json"),  # type: ignore[attr-defined]
+        "storage": {"dir": str(disk.mountpoint / "state")},
+        "hotlist": {"bundle": str(disk.mountpoint / "state" / "hotlist.bundle"),
+                    "list_key": str(keys / "list.key"), "signing_pub": str(keys / "signing.pub")},
+    })
+    ps = dataclasses.replace(privacy_settings(cfg), summary_interval_s=1.0)
+    # every other frame shows one listed plate, so each frame pair closes one pass
+    reader = ScriptedReader({1: [rd("7ABC123", 10)], 3: [rd("4DEF567", 10)], 5: [rd("9GHJ890", 10)]})
+    sub = Subscriber(mosquitto, "alprd/test-dev/#")  # type: ignore[arg-type]
+    daemon: Daemon | None = None
+
+    def frames(n: int) -> None:
+        assert daemon is not None
+        for _ in range(n):
+            f = daemon.source.read(0.2)
+            assert f is not None
+            daemon.handle(daemon.pipeline.step(f))
+            daemon.tick()
+
+    def ticking(pred: object, timeout: float = 20.0) -> bool:
+        assert daemon is not None
+        d = daemon
+        return sub.wait_for(lambda s: (d.tick(), pred(s))[1], timeout)  # type: ignore[operator]
+
+    def hit_plates(s: Subscriber) -> list[str]:
+        return [str(h["plate"]) for h in s.json_on("/hit")]
+
+    try:
+        daemon = assemble(cfg, ps, threading.Event(), reader=reader, store=disk.store)
+        daemon.HOUSEKEEPING_S = 0.2  # type: ignore[misc]  # summaries and status come quickly in a test
+        daemon.services.install_hotlist(
+            bundle_for(keys, {"7ABC123": "stolen", "4DEF567": "stolen", "9GHJ890": "stolen"}, 1))
+        daemon.pipeline.matcher = daemon.services.matcher
+        daemon.announce()
+        # 1. disk fine: the hit goes through the durable outbox, evidence is sealed to disk
+        frames(2)
+        assert ticking(lambda s: hit_plates(s) == ["7ABC123"] and daemon.services.outbox_depth() == 0)
+        assert daemon.alarms == []
+
+        # 2a. disk full, broker up: the hit is kept in RAM and published from there; alarm in status
+        disk.fill()
+        summaries_before = len(sub.on("/summary"))
+        frames(2)
+        assert "storage" in daemon.alarms
+        assert ticking(lambda s: hit_plates(s) == ["7ABC123", "4DEF567"] and len(daemon.outbox) == 0)
+        assert daemon.services.outbox_depth() == 0  # it never reached the disk, and is not resent
+
+        def storage_alarm(s: Subscriber) -> bool:
+            last = s.json_on("/status")[-1:]
+            return bool(last) and last[0]["state"] == "online" and last[0]["alarms"] == ["storage"] and (
+                "full" in str(last[0].get("storage_error")))
+
+        assert ticking(storage_alarm)
+        assert ticking(lambda s: daemon.summaries_dropped >= 1, 10)  # a summary came due and was dropped
+        assert len(sub.on("/summary")) == summaries_before
+
+        # 2b. disk full and broker gone: the hit waits in RAM, retried every second
+        mosquitto.kill()  # type: ignore[attr-defined]
+        frames(2)
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            daemon.tick()
+            time.sleep(0.05)
+        assert len(daemon.outbox) == 1 and daemon.metrics()["ram_hits"] == 1
+        assert "storage" in daemon.metrics()["alarms"]
+
+        # 3. space again: the RAM hit moves into the durable outbox, the alarm clears
+        disk.free()
+        assert ticking(lambda s: len(daemon.outbox) == 0 and daemon.alarms == [], 10)
+        assert daemon.services.outbox_depth() >= 1
+        mosquitto.start()  # type: ignore[attr-defined]
+        assert ticking(lambda s: hit_plates(s) == ["7ABC123", "4DEF567", "9GHJ890"], 30)
+        assert ticking(lambda s: len(s.on("/summary")) > summaries_before, 10)  # summaries are back
+        assert ticking(lambda s: s.json_on("/status")[-1].get("alarms") == [], 10)
+        daemon.shutdown()
+        daemon = None
+        assert sub.wait_for(lambda s: s.json_on("/status")[-1]["state"] == "stopped")
+    finally:
+        if daemon is not None:
+            daemon.services.close()
+            if daemon.publisher is not None:
+                daemon.publisher.stop()
+        sub.close()
+        disk.close()
+    hits = {h["plate"]: h for h in sub.json_on("/hit")}
+    assert hits["7ABC123"]["evidence"] == hits["7ABC123"]["hit_id"]
+    assert hits["4DEF567"]["evidence"] is None and hits["9GHJ890"]["evidence"] is None  # no room for it
+    assert len({h["hit_id"] for h in hits.values()}) == 3
