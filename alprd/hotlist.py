@@ -9,17 +9,18 @@ The decrypted list lives only in RAM, in a compact columnar form (one bytes obje
 about 50 bytes per entry, so a million entries fit a Pi's budget. Look-alike matching folds every
 character to its class representative (O, D, Q -> 0 ...), so an exact *or* look-alike candidate is one
 lookup of the folded plate in a sorted array; substitutions are then counted against the entry.
-Wildcard entries (`*`, `?`) are few and kept aside, indexed by one literal trigram each.
+Wildcard entries (`*`, `?`) are few and kept aside, indexed by one short literal run each.
 """
 
 from __future__ import annotations
 
-import bisect
 import codecs
 import csv
+import gc
 import hashlib
 import json
 import logging
+import operator
 import os
 import re
 import struct
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +62,10 @@ REQUIRED_COLUMNS = ("plate", "reason")
 MAX_LINE_BYTES = 4096
 MAX_PLATE_CHARS = 16
 MIN_WILDCARD_LITERALS = 3
+WILDCARD_GRAM = 4
+MIN_WILDCARD_RUN = 3
+MAX_EXPANDED_UNKNOWNS = 2
+"""Wildcard entries are indexed by (up to) this many characters of their longest literal run."""
 MAX_FIELD_CHARS = {"reason": 200, "plate_type": 40, "source": 200, "case_number": 100, "note": 500}
 MAX_PROBLEMS = 50
 DEFAULT_PRIORITY = 50
@@ -80,6 +85,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _KEEP_NON_ALNUM = re.compile(r"[^0-9A-Za-z]")
 _M64 = (1 << 64) - 1
 _MIX = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)
+_FINAL = 0xFF51AFD7ED558CCD
 
 
 def normalize_plate(text: str) -> str:
@@ -96,8 +102,9 @@ def normalize_plate(text: str) -> str:
 # --- entries and CSV -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One hot-list row (a NamedTuple: a million of them are built at pack time)."""
+
     plate: str
     """Normalised plate or pattern: A-Z, 0-9, `*` (any run), `?` (one character)."""
     reason: str
@@ -152,12 +159,57 @@ def _pattern_from(raw: str) -> tuple[str, str | None]:
         return "", "plate is empty"
     if len(plate) > MAX_PLATE_CHARS:
         return "", f"plate is {len(plate)} characters; at most {MAX_PLATE_CHARS}"
-    if ("*" in plate or "?" in plate) and sum(c in _ALNUM for c in plate) < MIN_WILDCARD_LITERALS:
-        return "", (
-            f"wildcard plate {raw!r} has fewer than {MIN_WILDCARD_LITERALS} fixed characters; "
-            "it would match a large share of all traffic"
-        )
+    if "*" in plate or "?" in plate:
+        if sum(c in _ALNUM for c in plate) < MIN_WILDCARD_LITERALS:
+            return "", (
+                f"wildcard plate {raw!r} has fewer than {MIN_WILDCARD_LITERALS} fixed characters; "
+                "it would match a large share of all traffic"
+            )
+        if wildcard_kind(plate) == "vague":
+            return "", (
+                f"wildcard plate {raw!r} is too vague to index: give 3 fixed characters in a row, "
+                "or 3 characters with one '?' among them, or use only '?' (at most two)"
+            )
     return plate, None
+
+
+def wildcard_kind(pattern: str) -> str:
+    """How a wildcard entry is indexed (see `_wildcard_keys`); "vague" ones are refused at pack time."""
+    return _wildcard_keys(pattern, "")[0]
+
+
+def _wildcard_keys(pattern: str, symbols: str) -> tuple[str, list[str]]:
+    """(kind, index keys) of a wildcard pattern, in the folded alphabet `symbols`.
+
+    Cheapest first (a dict key costs ~80 bytes of RAM, an expanded key 12):
+    - "expand": no `*` and one `?`: its 27 fillings go into the main index (free at read time).
+    - "run": a run of 3+ fixed characters; key = its first (up to) 4 characters, found anywhere.
+    - "window": 3 characters at the start (`^`) or end (`$`) of the pattern, or inside one `*`-free
+      segment, holding one `?`; keyed by each of its fillings. `7?B2*` is keyed by `^7xB`.
+    - "expand" again for `?`-only patterns with two `?` and neither of the above (27^2 fillings).
+    - "vague": none of these (e.g. `*A??B??C*`): it would have to be tried against every read.
+    """
+    unknowns = pattern.count("?")
+    if "*" not in pattern and unknowns <= 1:
+        return "expand", []
+    runs = [r for r in re.split(r"[*?]+", pattern) if r]
+    longest = max(runs, key=len, default="")
+    if len(longest) >= MIN_WILDCARD_RUN:
+        return "run", [longest[:WILDCARD_GRAM]]
+    segments = pattern.split("*")
+    candidates: list[tuple[str, str]] = []
+    if len(segments[0]) >= 3:
+        candidates.append(("^", segments[0][:3]))
+    if len(segments[-1]) >= 3:
+        candidates.append(("$", segments[-1][-3:]))
+    for seg in segments:
+        candidates.extend(("", seg[i : i + 3]) for i in range(len(seg) - 2))
+    for anchor, window in candidates:
+        if window.count("?") == 1:
+            return "window", [anchor + window.replace("?", c) for c in symbols]
+    if "*" not in pattern and unknowns <= MAX_EXPANDED_UNKNOWNS:
+        return "expand", []
+    return "vague", []
 
 
 def _check_bytes(data: bytes, name: str, problems: list[str]) -> list[str]:
@@ -165,13 +217,18 @@ def _check_bytes(data: bytes, name: str, problems: list[str]) -> list[str]:
     if data.startswith(codecs.BOM_UTF8):
         problems.append(f"{name}:1: file starts with a UTF-8 byte-order mark; save it as UTF-8 without BOM")
         data = data[len(codecs.BOM_UTF8) :]
-    raw_lines = data.split(b"\n")
-    clean = b"\x00" not in data and max(map(len, raw_lines), default=0) <= MAX_LINE_BYTES + 1
-    if clean:
+    if b"\x00" not in data:
         try:
-            return data.decode("utf-8").split("\n")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             pass
+        else:
+            fast = text.split("\n")
+            longest = max(map(len, fast), default=0)
+            # pure ASCII: characters are bytes; otherwise a character is at most 4 bytes
+            if longest <= MAX_LINE_BYTES + 1 and (len(data) == len(text) or 4 * longest <= MAX_LINE_BYTES):
+                return fast
+    raw_lines = data.split(b"\n")
     lines: list[str] = []
     for i, raw in enumerate(raw_lines, 1):
         if len(raw) > MAX_LINE_BYTES + 1:
@@ -197,51 +254,31 @@ def parse_csv(data: bytes, name: str = "<csv>") -> list[Entry]:
     lines = _check_bytes(data, name, problems)
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
-    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    if b"\r" in data:
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
     def add(line: int, msg: str) -> None:
         problems.append(f"{name}:{line}: {msg}")
 
+    # one pass over the whole text; rows are checked one by one only if it finds something
+    check_controls = _CONTROL_RE.search("".join(lines)) is not None
     reader = csv.reader(lines, strict=True)
-    header: list[str] | None = None
-    cols: dict[str, int] = {}
+    before = len(problems)
+    header = _read_header(reader, add)
     entries: list[Entry] = []
-    start = 1
-    while True:
+    if header is not None and len(problems) == before:
+        cols = {h: i for i, h in enumerate(header)}
+        parse_row = _RowParser(cols, add, check_controls)
+        width = len(header)
+        append = entries.append
+        # a million new tuples would trigger the cyclic GC thousands of times; they hold no cycles
+        gc_was_on = gc.isenabled()
+        gc.disable()
         try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            add(reader.line_num, f"bad CSV quoting ({e})")
-            start = reader.line_num + 1
-            continue
-        line = start
-        start = reader.line_num + 1
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if header is None:
-            before = len(problems)
-            header = [h.strip().lower() for h in row]
-            for i, h in enumerate(header):
-                if h not in COLUMNS:
-                    add(line, f"unknown column {h!r} (known: {', '.join(COLUMNS)})")
-                elif h in cols:
-                    add(line, f"column {h!r} appears twice")
-                else:
-                    cols[h] = i
-            for req in REQUIRED_COLUMNS:
-                if req not in cols:
-                    add(line, f"header has no {req!r} column (the first line must be the header)")
-            if len(problems) > before:
-                break  # rows cannot be checked against a broken header
-            continue
-        if len(row) != len(header):
-            add(line, f"{len(row)} fields, the header has {len(header)}")
-            continue
-        entry = _row_entry(row, cols, line, add)
-        if entry is not None:
-            entries.append(entry)
+            _read_rows(reader, parse_row, width, append, add)
+        finally:
+            if gc_was_on:
+                gc.enable()
     if header is None and not problems:
         problems.append(f"{name}:1: empty file; the first line must be a header with plate,reason")
     if problems:
@@ -253,63 +290,145 @@ def parse_csv(data: bytes, name: str = "<csv>") -> list[Entry]:
     return entries
 
 
-def _row_entry(
-    row: list[str], cols: dict[str, int], line: int, add: Callable[[int, str], None]
-) -> Entry | None:
-    def get(name: str) -> str:
-        i = cols.get(name)
-        return row[i].strip() if i is not None else ""
-
-    ok = True
-    for name, i in cols.items():
-        if _CONTROL_RE.search(row[i]):
-            add(line, f"{name}: control characters are not allowed")
-            ok = False
-    if not ok:
-        return None
-    plate, problem = _pattern_from(get("plate"))
-    if problem:
-        add(line, problem)
-        ok = False
-    reason = get("reason")
-    if not reason:
-        add(line, "reason is empty (say why the plate is listed)")
-        ok = False
-    for name, limit in MAX_FIELD_CHARS.items():
-        if len(get(name)) > limit:
-            add(line, f"{name} is longer than {limit} characters")
-            ok = False
-    state = get("state").upper()
-    if state and not _STATE_RE.match(state):
-        add(line, f"state {state!r} is not 1-10 letters, digits or '-'")
-        ok = False
-    priority = DEFAULT_PRIORITY
-    if p := get("priority"):
-        if not p.isdigit() or not 0 <= int(p) <= 100:
-            add(line, f"priority {p!r} is not a whole number from 0 (highest) to 100")
-            ok = False
-        else:
-            priority = int(p)
-    expires = None
-    if e := get("expires"):
+def _read_rows(
+    reader: Any,
+    parse_row: _RowParser,
+    width: int,
+    append: Callable[[Entry], None],
+    add: Callable[[int, str], None],
+) -> None:
+    start = reader.line_num + 1
+    while True:
         try:
-            expires = _parse_expires(e)
-        except ValueError:
-            add(line, f"expires {e!r} is not an ISO date or date-time (e.g. 2026-12-31 or 2026-12-31T18:00Z)")
+            for row in reader:
+                line = start
+                start = reader.line_num + 1
+                if len(row) != width:
+                    if row and (len(row) > 1 or row[0].strip()):
+                        add(line, f"{len(row)} fields, the header has {width}")
+                    continue
+                entry = parse_row(row, line)
+                if entry is not None:
+                    append(entry)
+            return
+        except csv.Error as e:
+            add(reader.line_num, f"bad CSV quoting ({e})")
+            start = reader.line_num + 1
+
+
+def _read_header(reader: Any, add: Callable[[int, str], None]) -> list[str] | None:
+    """The first non-blank row, checked; None if there is none."""
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return None
+        except csv.Error as e:
+            add(reader.line_num, f"bad CSV quoting ({e})")
+            start = reader.line_num + 1
+            continue
+        line = start
+        start = reader.line_num + 1
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        header = [h.strip().lower() for h in row]
+        seen: set[str] = set()
+        for h in header:
+            if h not in COLUMNS:
+                add(line, f"unknown column {h!r} (known: {', '.join(COLUMNS)})")
+            elif h in seen:
+                add(line, f"column {h!r} appears twice")
+            seen.add(h)
+        for req in REQUIRED_COLUMNS:
+            if req not in seen:
+                add(line, f"header has no {req!r} column (the first line must be the header)")
+        return header
+
+
+class _RowParser:
+    """Validates rows; caches repeated values (reasons, states, dates) so a million rows stay cheap."""
+
+    def __init__(self, cols: dict[str, int], add: Callable[[int, str], None], check_controls: bool) -> None:
+        # absent columns read the empty cell appended to every row
+        self.width = max(cols.values()) + 1
+        self.get = operator.itemgetter(*(cols.get(c, self.width) for c in COLUMNS))
+        self.cols = cols
+        self.add = add
+        self.check_controls = check_controls
+        self.shared: dict[str, str] = {}
+        self.dates: dict[str, datetime] = {}
+
+    def __call__(self, row: list[str], line: int) -> Entry | None:
+        add = self.add
+        if self.check_controls:
+            bad = [name for name, i in self.cols.items() if _CONTROL_RE.search(row[i])]
+            if bad:
+                add(line, f"{', '.join(bad)}: control characters are not allowed")
+                return None
+        row.append("")
+        raw_plate, reason, state, plate_type, prio, exp, source, case, note = map(str.strip, self.get(row))
+        ok = True
+        up = raw_plate.upper()
+        if up.isascii() and up.isalnum() and len(up) <= MAX_PLATE_CHARS:
+            plate = up
+        else:
+            plate, problem = _pattern_from(raw_plate)
+            if problem:
+                add(line, problem)
+                ok = False
+        if not reason:
+            add(line, "reason is empty (say why the plate is listed)")
             ok = False
-    if not ok:
-        return None
-    return Entry(
-        plate,
-        reason,
-        state,
-        get("plate_type"),
-        priority,
-        expires,
-        get("source"),
-        get("case_number"),
-        get("note"),
-    )
+        if len(reason) + len(plate_type) + len(source) + len(case) + len(note) > 40:
+            for name, value in (
+                ("reason", reason),
+                ("plate_type", plate_type),
+                ("source", source),
+                ("case_number", case),
+                ("note", note),
+            ):
+                if len(value) > MAX_FIELD_CHARS[name]:
+                    add(line, f"{name} is longer than {MAX_FIELD_CHARS[name]} characters")
+                    ok = False
+        if state:
+            state = state.upper()
+            if not _STATE_RE.match(state):
+                add(line, f"state {state!r} is not 1-10 letters, digits or '-'")
+                ok = False
+        priority = DEFAULT_PRIORITY
+        if prio:
+            if not prio.isdigit() or not 0 <= int(prio) <= 100:
+                add(line, f"priority {prio!r} is not a whole number from 0 (highest) to 100")
+                ok = False
+            else:
+                priority = int(prio)
+        expires = None
+        if exp:
+            expires = self.dates.get(exp)
+            if expires is None:
+                try:
+                    expires = self.dates[exp] = _parse_expires(exp)
+                except ValueError:
+                    add(
+                        line,
+                        f"expires {exp!r} is not an ISO date or date-time (2026-12-31, 2026-12-31T18:00Z)",
+                    )
+                    ok = False
+        if not ok:
+            return None
+        sh = self.shared
+        return Entry(
+            plate,
+            sh.setdefault(reason, reason),
+            sh.setdefault(state, state),
+            sh.setdefault(plate_type, plate_type),
+            priority,
+            expires,
+            sh.setdefault(source, source),
+            case,
+            sh.setdefault(note, note),
+        )
 
 
 # --- plaintext encoding ----------------------------------------------------------------------------
@@ -623,7 +742,7 @@ def _word_key(folded: bytes) -> int:
         k ^= ((x & _M64) * _MIX[j]) & _M64
         x >>= 64
         j += 1
-    return k
+    return (k * _FINAL) & _M64  # odd multiplier: a bijection that spreads the top bits for bucketing
 
 
 def _array_keys(folded: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
@@ -635,7 +754,64 @@ def _array_keys(folded: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
     keys = w[:, 0].copy()
     for j in range(1, words):
         keys ^= w[:, j] * np.uint64(_MIX[j - 1])
+    keys *= np.uint64(_FINAL)
     return keys
+
+
+class _Wild(NamedTuple):
+    eid: int
+    pattern: str
+    folded: str
+    min_len: int
+    star: bool
+
+
+def _seg_at(seg: str, text: str, k: int) -> bool:
+    """Does `seg` (`?` = any one character) match `text` at offset k?"""
+    if "?" not in seg:
+        return text.startswith(seg, k)
+    return all(c == "?" or text[k + i] == c for i, c in enumerate(seg))
+
+
+def _seg_find(seg: str, text: str, lo: int, hi: int) -> int:
+    """Leftmost k in [lo, hi - len(seg)] where `seg` matches, or -1."""
+    if "?" not in seg:
+        return text.find(seg, lo, hi)
+    for k in range(lo, hi - len(seg) + 1):
+        if _seg_at(seg, text, k):
+            return k
+    return -1
+
+
+def _glob_align(pattern: str, text: str) -> list[int] | None:
+    """Positions in `text` of `pattern`'s literal characters for one full match, or None.
+
+    `*` is any run, `?` one character. The first and last segments are anchored; the ones between
+    are taken leftmost, which finds a match whenever one exists (each `*` absorbs the rest).
+    """
+    n = len(text)
+    segs = pattern.split("*")
+    first = segs[0]
+    if len(segs) == 1:
+        if len(first) != n or not _seg_at(first, text, 0):
+            return None
+        return [i for i, c in enumerate(first) if c != "?"]
+    last = segs[-1]
+    tail = n - len(last)
+    if len(first) > tail or not _seg_at(first, text, 0) or not _seg_at(last, text, tail):
+        return None
+    lit = [i for i, c in enumerate(first) if c != "?"]
+    pos = len(first)
+    for seg in segs[1:-1]:
+        if not seg:
+            continue
+        k = _seg_find(seg, text, pos, tail)
+        if k < 0:
+            return None
+        lit.extend(k + i for i, c in enumerate(seg) if c != "?")
+        pos = k + len(seg)
+    lit.extend(tail + i for i, c in enumerate(last) if c != "?")
+    return lit
 
 
 class HotList:
@@ -671,7 +847,7 @@ class HotList:
         self._off = array("I", offsets.astype(np.uint32).tobytes())
 
         fold_map = {c: c for c in _ALNUM}
-        size_map = dict.fromkeys(_ALNUM, 1)
+        size_map = dict.fromkeys(_ALNUM, 2)  # a character in no class: any substitution counts as 1 of 1
         for cls in self.lookalike.classes:
             for c in cls:
                 fold_map[c] = cls[0]
@@ -688,20 +864,46 @@ class HotList:
         for sym in (b"*", b"?"):
             wild |= (plates == sym[0]).any(axis=1)
         fixed = np.flatnonzero(~wild)
-        keys = _array_keys(lut[plates[fixed]])
-        order = np.argsort(keys, kind="stable")
-        self._keys = array("Q", keys[order].tobytes())
-        self._order = array("I", fixed[order].astype(np.uint32).tobytes())
-        del keys, order, fixed, plates
-
-        self._wild_grams: dict[str, list[int]] = {}
-        self._wild_gram_lens: tuple[int, ...] = ()
-        self._wild_re: dict[int, tuple[re.Pattern[str], re.Pattern[str]]] = {}
+        self._wild_grams: dict[str, list[_Wild]] = {}
+        self._wild_scan: list[_Wild] = []
         self._wild_count = 0
+        expand: list[int] = []
+        symbols = "".join(sorted(set(fold_map.values())))
         for eid in np.flatnonzero(wild).tolist():
-            self._index_wildcard(int(eid))
-        lens = {len(g) for g in self._wild_grams}
+            if self._index_wildcard(int(eid), symbols) == "expand":
+                expand.append(int(eid))
+        # A `?` among a few fixed characters has no run to index by; instead every filling of its
+        # `?`s (27 or 27^2 folded symbols) goes into the main index, so it costs a read nothing.
+        codes = np.frombuffer(symbols.encode("ascii"), dtype=np.uint8)
+        rows = [lut[plates[fixed]]]
+        eids = [fixed.astype(np.uint32)]
+        for eid in expand:
+            row = lut[plates[eid]]
+            qpos = np.flatnonzero(row == ord("?"))
+            fill = np.array(np.meshgrid(*([codes] * len(qpos)), indexing="ij")).reshape(len(qpos), -1).T
+            block = np.repeat(row[None, :], len(fill), axis=0)
+            block[:, qpos] = fill
+            rows.append(block)
+            eids.append(np.full(len(block), eid, dtype=np.uint32))
+        keys = _array_keys(np.concatenate(rows) if len(rows) > 1 else rows[0])
+        all_eids = np.concatenate(eids) if len(eids) > 1 else eids[0]
+        del rows, eids
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        # Direct bucket table on the top bits (about one key per bucket) instead of a 20-step bisect.
+        bits = max(4, len(sorted_keys).bit_length() - 1)
+        self._shift = 64 - bits
+        top = sorted_keys >> np.uint64(self._shift)
+        starts = np.searchsorted(top, np.arange((1 << bits) + 1, dtype=np.uint64), side="left")
+        self._starts = array("I", starts.astype(np.uint32).tobytes())
+        self._keys = array("Q", sorted_keys.tobytes())
+        self._order = array("I", all_eids[order].astype(np.uint32).tobytes())
+        del keys, order, fixed, plates, all_eids, sorted_keys, top, starts
+        lens = {len(g) for g in self._wild_grams if g[0] not in "^$"}
         self._wild_gram_lens = tuple(sorted(lens, reverse=True))
+        self._wild_anchored = any(g[0] in "^$" for g in self._wild_grams)
+        self._wild_gram_set = frozenset(self._wild_grams)
+        self._expires_ts = manifest.expires.timestamp()
 
     # -- properties --
 
@@ -731,7 +933,7 @@ class HotList:
 
     def stale(self, now: datetime | float | None = None) -> bool:
         """True once the bundle itself has expired: a stale list must not put officers on a car."""
-        return self._when(now) >= self.manifest.expires.timestamp()
+        return self._when(now) >= self._expires_ts
 
     def info(self) -> dict[str, Any]:
         return {**self.manifest.public(), "wildcards": self._wild_count}
@@ -747,36 +949,18 @@ class HotList:
         b = self._rec_at + self._off[eid + 1]
         return self._pt[a:b].decode("utf-8").split("\x1f")
 
-    def _index_wildcard(self, eid: int) -> None:
+    def _index_wildcard(self, eid: int, symbols: str) -> str:
         pattern = self._plate(eid)
-        runs = [r for r in re.split(r"[*?]+", pattern) if r]
-        longest = max(runs, key=len).translate(self._fold)
-        gram = longest[:3]
-        self._wild_grams.setdefault(gram, []).append(eid)
+        folded = pattern.translate(self._fold)
+        kind, keys = _wildcard_keys(folded, symbols)
         self._wild_count += 1
-
-    def _wild_regexes(self, eid: int) -> tuple[re.Pattern[str], re.Pattern[str]]:
-        cached = self._wild_re.get(eid)
-        if cached is not None:
-            return cached
-        pattern = self._plate(eid)
-        parts_exact = []
-        parts_fold = []
-        for tok in re.findall(r"\*|\?|[A-Z0-9]+", pattern):
-            if tok == "*":
-                parts_exact.append(".*?")
-                parts_fold.append(".*?")
-            elif tok == "?":
-                parts_exact.append(".")
-                parts_fold.append(".")
-            else:
-                parts_exact.append(f"({tok})")
-                parts_fold.append(f"({tok.translate(self._fold)})")
-        pair = (re.compile("".join(parts_exact)), re.compile("".join(parts_fold)))
-        if len(self._wild_re) >= 4096:
-            self._wild_re.clear()
-        self._wild_re[eid] = pair
-        return pair
+        w = _Wild(eid, pattern, folded, len(pattern) - pattern.count("*"), "*" in pattern)
+        for key in keys:
+            self._wild_grams.setdefault(key, []).append(w)
+        if kind == "vague":
+            # Only a bundle from another packer can hold one: still matched, by a scan of every read.
+            self._wild_scan.append(w)
+        return kind
 
     # -- matching --
 
@@ -802,9 +986,44 @@ class HotList:
         norm = normalize_plate(text)
         if not norm:
             return []
-        t = self._when(now)
-        if t >= self.manifest.expires.timestamp():
+        folded = norm.translate(self._fold)
+        # Most reads match nothing: time, confidences and state are only looked at for a candidate.
+        cands: list[tuple[int, str, list[int], list[int] | None]] = []
+        if len(norm) <= self._w:
+            key = _word_key(folded.encode("ascii"))
+            keys = self._keys
+            bucket = key >> self._shift
+            i = self._starts[bucket]
+            end = self._starts[bucket + 1]
+            while i < end:
+                if keys[i] != key:
+                    i += 1
+                    continue
+                eid = self._order[i]
+                i += 1
+                plate = self._plate(eid)
+                if len(plate) != len(norm):
+                    continue  # a 64-bit key collision
+                if "?" in plate:  # a filling of an expanded `?` entry
+                    literal = [j for j, c in enumerate(plate) if c != "?"]
+                    if any(plate[j].translate(self._fold) != folded[j] for j in literal):
+                        continue
+                    subs = [j for j in literal if norm[j] != plate[j]]
+                    if len(subs) <= self.lookalike.max_substitutions:
+                        cands.append((eid, plate, subs, literal))
+                    continue
+                if plate.translate(self._fold) != folded:
+                    continue  # a 64-bit key collision
+                subs = [j for j, (a, b) in enumerate(zip(norm, plate, strict=True)) if a != b]
+                if len(subs) <= self.lookalike.max_substitutions:
+                    cands.append((eid, plate, subs, None))
+        if self._wild_gram_set or self._wild_scan:
+            self._wild_candidates(norm, folded, cands)
+        if not cands:
             return []
+        t = self._when(now)
+        if t >= self._expires_ts:
+            return []  # a stale list must not put officers on a car
         if len(chars) == len(norm):
             conf: Sequence[float] = chars
         elif len(chars) == len(text) and chars:
@@ -812,60 +1031,46 @@ class HotList:
         else:
             conf = [ASSUMED_CHAR_CONFIDENCE] * len(norm)
         read_state = (state or "").upper()
-        folded = norm.translate(self._fold)
-        found: list[Match] = []
-        if len(norm) <= self._w:
-            key = _word_key(folded.encode("ascii"))
-            keys = self._keys
-            i = bisect.bisect_left(keys, key)
-            n = len(keys)
-            while i < n and keys[i] == key:
-                eid = self._order[i]
-                i += 1
-                plate = self._plate(eid)
-                if len(plate) != len(norm) or plate.translate(self._fold) != folded:
-                    continue  # a 64-bit key collision
-                subs = [j for j, (a, b) in enumerate(zip(norm, plate, strict=True)) if a != b]
-                if len(subs) > self.lookalike.max_substitutions:
-                    continue
-                m = self._make(eid, plate, norm, conf, subs, None, read_state, t)
-                if m is not None:
-                    found.append(m)
-        if self._wild_grams:
-            found.extend(self._match_wild(norm, folded, conf, read_state, t))
+        found = []
+        for eid, plate, subs, lit in cands:
+            m = self._make(eid, plate, norm, conf, subs, lit, read_state, t)
+            if m is not None:
+                found.append(m)
         if len(found) > 1:
             found.sort(key=_rank)
         return found
 
-    def _match_wild(
-        self, norm: str, folded: str, conf: Sequence[float], read_state: str, t: float
-    ) -> list[Match]:
+    def _wild_candidates(
+        self, norm: str, folded: str, out: list[tuple[int, str, list[int], list[int] | None]]
+    ) -> None:
+        n = len(folded)
+        gset = self._wild_gram_set
+        hit = [x for g in self._wild_gram_lens for a in range(n - g + 1) if (x := folded[a : a + g]) in gset]
+        if self._wild_anchored:
+            hit.extend(x for x in ("^" + folded[:3], "$" + folded[-3:]) if x in gset)
+        if not hit and not self._wild_scan:
+            return
+        n_max = self.lookalike.max_substitutions
+        groups = [self._wild_grams[g] for g in hit]
+        if self._wild_scan:
+            groups.append(self._wild_scan)
         seen: set[int] = set()
-        out: list[Match] = []
-        grams = self._wild_grams
-        for g in self._wild_gram_lens:
-            for a in range(len(folded) - g + 1):
-                hits = grams.get(folded[a : a + g])
-                if not hits:
+        for group in groups:
+            for w in group:
+                if n < w.min_len or (n != w.min_len and not w.star) or w.eid in seen:
                     continue
-                for eid in hits:
-                    if eid in seen:
+                seen.add(w.eid)
+                subs: list[int] = []
+                literal = _glob_align(w.pattern, norm)
+                if literal is None:
+                    literal = _glob_align(w.folded, folded)
+                    if literal is None:
                         continue
-                    seen.add(eid)
-                    exact_re, fold_re = self._wild_regexes(eid)
-                    mo = exact_re.fullmatch(norm) or fold_re.fullmatch(folded)
-                    if mo is None:
+                    wanted = [c for c in w.pattern if c != "*" and c != "?"]
+                    subs = [j for j, e in zip(literal, wanted, strict=True) if norm[j] != e]
+                    if len(subs) > n_max:
                         continue
-                    literal = [
-                        j for gi in range(1, (mo.lastindex or 0) + 1) for j in range(mo.start(gi), mo.end(gi))
-                    ]
-                    subs = [j for j, e in zip(literal, self._literal_chars(eid), strict=True) if norm[j] != e]
-                    if len(subs) > self.lookalike.max_substitutions:
-                        continue
-                    m = self._make(eid, self._plate(eid), norm, conf, subs, literal, read_state, t)
-                    if m is not None:
-                        out.append(m)
-        return out
+                out.append((w.eid, w.pattern, subs, literal))
 
     def _literal_chars(self, eid: int) -> str:
         return "".join(c for c in self._plate(eid) if c in _ALNUM)
@@ -887,14 +1092,16 @@ class HotList:
         if state and read_state and state != read_state:
             return None
         p_entry = 1.0
-        positions = range(len(norm)) if literal is None else literal
-        sub_set = set(subs)
-        lit_iter = iter(self._literal_chars(eid)) if literal is not None else iter(plate)
-        for j in positions:
-            c = min(max(float(conf[j]), CONF_FLOOR), CONF_CEIL)
-            e = next(lit_iter)
-            if j in sub_set:
-                p_entry *= (1.0 - c) * LOOKALIKE_ERROR_SHARE / max(self._class_size.get(e, 2) - 1, 1)
+        if literal is None:
+            pairs = zip(range(len(norm)), plate, strict=True)
+        else:
+            pairs = zip(literal, self._literal_chars(eid), strict=True)
+        for j, e in pairs:
+            c = conf[j]
+            c = CONF_FLOOR if c < CONF_FLOOR else (CONF_CEIL if c > CONF_CEIL else c)
+            if j in subs:
+                # P(true char is the entry's | read another one) = misread share over its look-alikes
+                p_entry *= (1.0 - c) * LOOKALIKE_ERROR_SHARE / (self._class_size.get(e, 2) - 1)
             else:
                 p_entry *= c
         kind = "wildcard" if literal is not None else ("exact" if not subs else "lookalike")

@@ -5,7 +5,9 @@ Real crypto, real files, real SQLite, an injected clock; the crash tests SIGKILL
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import re
 import signal
 import struct
 import subprocess
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from privacy_support import SAMPLE_CSV, T0, Agency, FakeClock, make_agency
 
 from alprd.errors import HotListError
@@ -27,6 +31,7 @@ from alprd.hotlist import (
     HotList,
     HotListInstaller,
     Lookalike,
+    _glob_align,
     encode_entries,
     encrypt_payload,
     load_bundle,
@@ -92,6 +97,8 @@ def _problems(data: bytes) -> list[str]:
         (b"ABC123,stolen\n", 1, "unknown column"),
         (b"plate,reason\nA*1,x\n", 2, "fewer than 3 fixed characters"),
         (b"plate,reason\n*,x\n", 2, "fewer than 3 fixed characters"),
+        (b"plate,reason\nA*C*E,x\n", 2, "too vague"),
+        (b"plate,reason\n*A??B??C*,x\n", 2, "too vague"),
         (b"plate,reason\nM\xc3\x9cNCHEN1,x\n", 2, "other than A-Z"),
         (b"plate,reason\nABC123,a\tb\n", 2, "control characters"),
         (b"plate,reason\n" + b"A" * 17 + b",x\n", 2, "at most 16"),
@@ -288,7 +295,9 @@ def test_custom_lookalike_classes(agency: Agency) -> None:
         ("7?B2*", ["7XB2", "7AB2QQQ", "7AB2Q"], ["7B2", "8AB2", "7AAB2"]),
         ("*ABC", ["ABC", "XYZABC", "1ABC"], ["ABCX", "AB"]),
         ("ABC*", ["ABC", "ABC123"], ["XABC"]),
-        ("A*C*E", ["ACE", "ABCDE", "AXXCYYE"], ["ACEX", "BCE"]),
+        ("A?C*E12", ["AXCE12", "ABCZZE12"], ["ABCE1", "XBCE12", "AXC12"]),
+        ("*7?B2", ["7AB2", "XX7QB2"], ["7AB2X", "7ABB2"]),
+        ("7?B2*", ["7XB2", "7AB2QQQ"], ["7B2", "8AB2"]),
         ("??X1Y", ["ABX1Y", "99X1Y"], ["AX1Y", "ABCX1Y"]),
         ("K?M7*Q", ["KAM7Q", "KAM7ZZQ"], ["KM7Q"]),
     ],
@@ -520,3 +529,18 @@ def test_tiny_plaintext_layout_errors_are_refused(agency: Agency) -> None:
     m = read_manifest_unverified(bundle)
     with pytest.raises(HotListError):
         HotList(m, b"ALPRDPT1" + b"\0" * 8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pattern=st.text(alphabet="AB0?*", min_size=1, max_size=8),
+    text=st.text(alphabet="AB0", min_size=0, max_size=9),
+)
+def test_glob_alignment_agrees_with_fnmatch(pattern: str, text: str) -> None:
+    pattern = re.sub(r"\*+", "*", pattern)
+    lit = _glob_align(pattern, text)
+    assert (lit is not None) == fnmatch.fnmatchcase(text, pattern)
+    if lit is not None:
+        literals = [c for c in pattern if c not in "*?"]
+        assert len(lit) == len(literals) and lit == sorted(set(lit))
+        assert all(text[j] == c for j, c in zip(lit, literals, strict=True))
