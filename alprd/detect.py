@@ -1,0 +1,165 @@
+"""Plate detector: one onnxruntime session over a plate-probability map.
+
+The model (models/plate_det.onnx, trained by training/train_detector.py) maps an image to the
+probability that each pixel lies inside a licence plate. Boxes are the bounding rectangles of the
+connected regions above the contract's threshold; a box's score is the mean probability inside
+its region. Training evaluates with this same code (training/eval_detector.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ImageError, ModelError
+from .onnx import Contract, check_input, load_contract, normalise, open_session
+from .types import Box, Detection, Image
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "plate_det"
+MAX_DETECTIONS = 32
+"""More regions than this in one frame are noise (or a wall of text); the best-scoring are kept."""
+MIN_AREA = 12
+"""Regions smaller than this many map pixels cannot hold a readable plate."""
+
+
+class PlateDetector:
+    """Finds plate boxes in BGR images.
+
+    `size` is the long side the image is resized to before inference (640 for near cameras, 960
+    for distant ones); `min_score` drops boxes whose mean probability is lower (None: the
+    contract's recommended value).
+    """
+
+    def __init__(self, models_dir: Path, threads: int = 1, size: int = 640,
+                 min_score: float | None = None, name: str = MODEL_NAME) -> None:
+        if size % 32 or not 32 <= size <= 4096:
+            raise ValueError(f"detector size must be a multiple of 32 between 32 and 4096, got {size}")
+        self.contract: Contract = load_contract(Path(models_dir), name)
+        self._check_contract(self.contract)
+        out = self.contract.output
+        self.size = size
+        self.threshold = float(out["threshold"])
+        self.min_score = float(out.get("min_score", 0.5) if min_score is None else min_score)
+        self.pad_multiple = int(self.contract.input.get("pad_multiple", 32))
+        expand = out.get("expand", [0.0, 0.0])
+        self._expand = (float(expand[0]), float(expand[1]))
+        self._session: Any = open_session(self.contract, threads)
+        self._input = check_input(self._session, self.contract)
+        outputs = self._session.get_outputs()
+        if len(outputs) != 1 or len(outputs[0].shape) != 4 or outputs[0].shape[1] not in (1, "1"):
+            raise ModelError(
+                f"model {self.contract.path} must return one 1-channel probability map, got "
+                f"{[o.shape for o in outputs]}: {name}.json does not describe this file; restore both"
+            )
+        # Warm-up: the first run allocates and plans; do it before the first frame counts.
+        self.detect(np.zeros((size * 9 // 16, size, 3), np.uint8))
+        log.info("plate detector %s loaded (size %d, threads %d)", self.contract.path.name, size, threads)
+
+    @staticmethod
+    def _check_contract(c: Contract) -> None:
+        inp, out = c.input, c.output
+        problems = []
+        if inp.get("layout", "NCHW") != "NCHW":
+            problems.append(f"input.layout {inp.get('layout')!r} (expected NCHW)")
+        if inp.get("color", "BGR") not in ("BGR", "RGB"):
+            problems.append(f"input.color {inp.get('color')!r} (expected BGR or RGB)")
+        for key in ("mean", "std"):
+            v = inp.get(key, [0.5, 0.5, 0.5])
+            if not (isinstance(v, list) and len(v) == 3 and all(isinstance(a, int | float) for a in v)):
+                problems.append(f"input.{key} {v!r} (expected 3 numbers)")
+        if out.get("kind") != "plate_probability_map":
+            problems.append(f"output.kind {out.get('kind')!r} (expected 'plate_probability_map')")
+        if not isinstance(out.get("threshold"), int | float) or not 0 < out["threshold"] < 1:
+            problems.append(f"output.threshold {out.get('threshold')!r} (expected a number in (0, 1))")
+        if problems:
+            raise ModelError(
+                f"model contract for {c.path} is not a plate detector's: " + "; ".join(problems)
+                + ": restore models/ from the release"
+            )
+
+    def prepare(self, image: Image) -> tuple[npt.NDArray[np.float32], float, tuple[int, int]]:
+        """Resize (long side = size), pad to the multiple, normalise. Returns tensor, scale, (h, w) used."""
+        h, w = image.shape[:2]
+        f = self.size / max(h, w)
+        nw, nh = max(1, round(w * f)), max(1, round(h * f))
+        # INTER_AREA reads every source pixel once: memory stays that of the output even for
+        # a 20000 x 20000 input.
+        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+        resized = np.asarray(cv2.resize(image, (nw, nh), interpolation=interp), dtype=np.uint8)
+        m = self.pad_multiple
+        ph, pw = math.ceil(nh / m) * m, math.ceil(nw / m) * m
+        canvas = np.zeros((ph, pw, 3), np.uint8)
+        canvas[:nh, :nw] = _to_bgr(resized)
+        return normalise(canvas, self.contract), f, (nh, nw)
+
+    def probability_map(self, image: Image) -> tuple[npt.NDArray[np.float32], float]:
+        """The model's map over the resized image (padding cut off) and the resize factor."""
+        _check_image(image)
+        x, f, (nh, nw) = self.prepare(image)
+        prob = self._session.run(None, {self._input: x})[0]
+        return np.asarray(prob[0, 0, :nh, :nw], dtype=np.float32), f
+
+    def detect(self, image: Image) -> list[Detection]:
+        """Plate boxes in `image` pixels, clamped to the image, best score first."""
+        _check_image(image)
+        h, w = image.shape[:2]
+        prob, f = self.probability_map(image)
+        return self.boxes_from_map(prob, f, w, h)
+
+    def boxes_from_map(
+        self, prob: npt.NDArray[np.float32], f: float, width: int, height: int
+    ) -> list[Detection]:
+        mask = (prob >= self.threshold).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if n <= 1:
+            return []
+        # Mean probability per region in one pass (bincount) instead of one mask per region.
+        sums = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n)
+        found: list[Detection] = []
+        fx, fy = self._expand
+        for i in range(1, n):
+            x, y, bw, bh, area = (int(v) for v in stats[i])
+            if area < MIN_AREA:
+                continue
+            score = float(sums[i] / area)
+            if score < self.min_score:
+                continue
+            x0, y0 = x / f, y / f
+            x1, y1 = (x + bw) / f, (y + bh) / f
+            dx, dy = (x1 - x0) * fx, (y1 - y0) * fy
+            box = Box(
+                math.floor(x0 - dx), math.floor(y0 - dy),
+                math.ceil(x1 - x0 + 2 * dx), math.ceil(y1 - y0 + 2 * dy),
+            ).clamp(width, height)
+            if box.area > 0:
+                found.append(Detection(box=box, score=round(score, 4)))
+        found.sort(key=lambda d: d.score, reverse=True)
+        return found[:MAX_DETECTIONS]
+
+
+def _check_image(image: Image) -> None:
+    """Accept H x W x 3 BGR, H x W grey and H x W x 4 BGRA 8-bit images; refuse anything else."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ImageError(f"expected an 8-bit image array, got {type(image).__name__} "
+                         f"{getattr(image, 'dtype', '')}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise ImageError(f"expected an H x W x 3 BGR image, got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"empty image (shape {image.shape})")
+
+
+def _to_bgr(image: Image) -> Image:
+    """Convert the (already small) resized image, never the full-size input."""
+    if image.ndim == 2:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
+    if image.shape[2] == 4:
+        return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), dtype=np.uint8)
+    return image
