@@ -695,3 +695,87 @@ def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
     assert hits["7ABC123"]["evidence"] == hits["7ABC123"]["hit_id"]
     assert hits["4DEF567"]["evidence"] is None and hits["9GHJ890"]["evidence"] is None  # no room for it
     assert len({h["hit_id"] for h in hits.values()}) == 3
+
+
+# --- end to end with the real models over real photos -------------------------------------------------
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "plate_det.onnx").exists(), reason="no plate detector yet")
+def test_real_models_end_to_end_over_us_photos(
+    tmp_path: Path, mosquitto: object, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hot list = a deterministic third of the labelled plates. Every listed plate the reader gets
+    right is a hit on the broker; no other labelled plate is in any payload, file or log line."""
+    import csv
+    import logging
+    import threading
+
+    from conftest import Subscriber
+
+    from alprd.config import Config
+    from alprd.daemon import assemble, privacy_settings
+    from alprd.reader import PlateReader
+
+    us = data_dir / "us"
+    labels = {r["file"]: r["plate"] for r in csv.DictReader((us / "labels.csv").read_text().splitlines())}
+    plates = sorted(set(labels.values()))
+    listed = set(plates[::3])
+    keys = agency(tmp_path)
+    base = daemon_config(tmp_path, keys, mosquitto, {"kind": "images", "path": str(us)})
+    cfg = Config.model_validate({
+        **base.model_dump(mode="json"),  # type: ignore[attr-defined]
+        "reader": {"region": "us"}, "motion": {"enabled": False},
+    })
+    stop = threading.Event()
+    reads_by_photo: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+
+    class RecordingReader:
+        """The real reader; remembers what it read in which photo (the expectation below)."""
+
+        def __init__(self) -> None:
+            self.inner = PlateReader(cfg.reader)
+            self.model_hashes = self.inner.model_hashes
+            self.pipeline: object = None
+
+        def read(self, image: Image, region: str | None = None) -> PhotoResult:
+            result = self.inner.read(image, region)
+            scene = str(self.pipeline.last_frame.scene)  # type: ignore[attr-defined]
+            reads_by_photo[scene] = [(r.text, tuple(r.box.as_list())) for r in result.reads]
+            return result
+
+    reader = RecordingReader()
+    sub = Subscriber(mosquitto, "alprd/test-dev/#")  # type: ignore[arg-type]
+    caplog.set_level(logging.DEBUG)
+    try:
+        daemon = assemble(cfg, privacy_settings(cfg), stop, reader=reader)
+        reader.pipeline = daemon.pipeline
+        daemon.services.install_hotlist(bundle_for(keys, {p: "e2e test" for p in listed}, 1))
+        daemon.pipeline.matcher = daemon.services.matcher
+        assert daemon.run(stop) == 0
+        assert sub.wait_for(lambda s: any(m["state"] == "stopped" for m in s.json_on("/status")), 20)
+    finally:
+        sub.close()
+    assert set(reads_by_photo) == set(labels)
+
+    def photos_of(hit: dict[str, object]) -> list[str]:
+        key = (hit["plate"], tuple(hit["box"]))  # type: ignore[arg-type]
+        return [p for p, reads in reads_by_photo.items() if key in reads]
+
+    hits = sub.json_on("/hit")
+    hit_photos = {p: h for h in hits for p in photos_of(h)}
+    assert len(hit_photos) >= len(hits)
+    read_right = {p for p, plate in labels.items()
+                  if plate in listed and plate in {t for t, _ in reads_by_photo[p]}}
+    assert len(read_right) >= len([p for p in labels if labels[p] in listed]) // 3  # the reader works at all
+    for photo in read_right:
+        assert photo in hit_photos, f"{photo}: listed plate read right but no hit"
+    assert {labels[p] for p in read_right} <= {str(h["plate"]) for h in hits}
+    # every other labelled plate: not listed and its car produced no hit (a look-alike hit is a hit)
+    others = {plate for p, plate in labels.items() if plate not in listed and p not in hit_photos}
+    assert len(others) > 40
+    payloads = [p for _, p, _ in sub.messages]
+    log_lines = [r.getMessage().encode() for r in caplog.records if r.levelno > logging.DEBUG]
+    for plate in sorted(others):
+        assert_absent(plate, payloads + log_lines, tmp_path / "state")
+    for plate in sorted(set(plates)):
+        assert all(plate.encode() not in line for line in log_lines), "a plate logged above DEBUG"
