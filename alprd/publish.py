@@ -121,6 +121,7 @@ class Publisher:
         self._delivered: dict[str, str] = {}  # rows the broker has, waiting for the app ack (app_ack mode)
         self.published = 0
         self.acked = 0
+        self._stopping = False
         self.client = self._make_client()
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -135,7 +136,9 @@ class Publisher:
             # MQTT 3.1.1: a persistent session; MQTT 5 sets clean_start on connect instead
             clean_session=None if v5 else False,
         )
-        client.enable_logger(logging.getLogger("alprd.paho"))
+        paho_log = logging.getLogger("alprd.paho")
+        paho_log.addFilter(self._quiet_when_stopping)
+        client.enable_logger(paho_log)
         client.will_set(
             self.topics.status,
             status_payload("offline", self.session, self.device_id),
@@ -179,6 +182,11 @@ class Publisher:
             raise PublishError(f"cannot start MQTT connection to {self.cfg.host}:{self.cfg.port}: {e}") from e
         self.client.loop_start()
 
+    def _quiet_when_stopping(self, record: logging.LogRecord) -> bool:
+        # paho 2.2's network thread runs one more loop after our own disconnect() and logs
+        # "Client is not connected" at ERROR: on a clean exit that is no error
+        return not (self._stopping and record.getMessage().startswith("Client is not connected"))
+
     def _set_backoff(self, client: mqtt.Client) -> None:
         # paho doubles its own delay without jitter; drive it with ours so a fleet does not reconnect in step
         d = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** min(self._failures, 20))
@@ -216,7 +224,7 @@ class Publisher:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any
     ) -> None:
-        if self._connected:
+        if self._connected and not self._stopping:
             log.warning("MQTT disconnected: %s", reason_code)
         self._connected = False
         self._failures += 1
@@ -359,6 +367,9 @@ class Publisher:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):
                 log.warning("final status %r not confirmed by the broker", state)
+        self._stopping = True
+        self._connected = False  # a disconnect we asked for is not worth a warning
         self.client.disconnect()
         self.client.loop_stop()
+        logging.getLogger("alprd.paho").removeFilter(self._quiet_when_stopping)
         self._connected = False
