@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_reader
 
     cli_reader.register(sub)
-    for name in ("cli_privacy", "cli_daemon"):
+    for name in ("cli_privacy", "cli_daemon", "cli_selftest"):
         try:
             module = __import__(f"alprd.{name}", fromlist=["register"])
         except ModuleNotFoundError as e:

@@ -1,0 +1,37 @@
+"""`alprd selftest`: check an installation (models, reader, and with a config its keys and storage)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "selftest",
+        help="check this installation: models (SHA-256, one inference each), a full read of a rendered "
+        "plate, and with --config the key files, storage and hot list; exit 0 OK, 1 FAIL",
+    )
+    p.add_argument("--config", "-c", type=Path, metavar="CFG", help="also check what this config names")
+    p.add_argument("--models-dir", type=Path, metavar="DIR", help="models folder (default: the config's, "
+                   "else the shipped models/)")
+    p.set_defaults(handler=cmd_selftest)
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from .selftest import FAIL, Check, run
+
+    def emit(check: Check) -> None:
+        print(check.line(), flush=True)
+
+    checks = run(args.config, args.models_dir, emit)
+    failed = [c for c in checks if c.status == FAIL]
+    if failed:
+        print(f"selftest: FAIL ({len(failed)} of {len(checks)} checks: {', '.join(c.name for c in failed)})")
+        return EXIT_FAILURE
+    print(f"selftest: OK ({len(checks)} checks)")
+    return EXIT_OK

@@ -1,0 +1,338 @@
+"""`alprd selftest`: what an installer runs on the device before trusting it.
+
+Every shipped model is loaded and SHA-256 checked and runs one inference; then the whole reader reads
+a plate this module renders itself (so the check needs no photo on the device). With a config, the
+files the daemon will need are checked too: key files and their modes, the storage folder and its
+SQLite database, the installed hot-list bundle. Each check is one line ending in OK, FAIL or SKIP;
+nothing is written except a probe file in the storage folder, removed at once.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config, ReaderConfig, load_config
+from .errors import AlprdError, ConfigError
+from .types import Image
+
+OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
+
+PLATE_TEXT = "KXW4736"
+"""Rendered by the read check. No O/0, I/1, Z/2, S/5 or B/8 pairs: a look-alike swap there would be
+a reader quirk, not a broken install."""
+
+UNIT_PATHS = (Path("/etc/systemd/system/alprd.service"),)
+"""Where the installed unit is looked up for LoadCredential= sources (see `_credential_source`)."""
+
+CREDENTIALS = Path("/run/credentials/alprd.service")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+
+    def line(self) -> str:
+        return f"{self.name:<20} {self.status:<4}  {self.detail}"
+
+
+# --- the plate ---------------------------------------------------------------------------------
+
+
+def render_plate(text: str = PLATE_TEXT, width: int = 960, height: int = 540, plate_w: int = 240) -> Image:
+    """A car-park-like scene: dark text on a white, black-rimmed plate on a grey car on grey ground."""
+    import cv2
+
+    img = np.full((height, width, 3), 128, np.uint8)
+    plate_h = plate_w // 2
+    x0, y0 = (width - plate_w) // 2, int(height * 0.6)
+    # the car's rear around the plate, so the plate is a bright patch on a darker body
+    cv2.rectangle(img, (x0 - plate_w, y0 - 2 * plate_h), (x0 + 2 * plate_w, height - 1), (70, 70, 70), -1)
+    cv2.rectangle(img, (x0, y0), (x0 + plate_w, y0 + plate_h), (255, 255, 255), -1)
+    cv2.rectangle(img, (x0, y0), (x0 + plate_w, y0 + plate_h), (40, 40, 40), max(2, plate_w // 100))
+    font = cv2.FONT_HERSHEY_DUPLEX
+    (tw, _), _ = cv2.getTextSize(text, font, 1.0, 2)
+    scale = plate_w * 0.86 / tw
+    thick = max(2, round(plate_w / 40 * scale / 1.5))
+    (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
+    org = (x0 + (plate_w - tw) // 2, y0 + (plate_h + th) // 2)
+    cv2.putText(img, text, org, font, scale, (30, 30, 30), thick, cv2.LINE_AA)
+    return img
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+def _platform() -> Check:
+    versions = [f"Python {platform.python_version()}"]
+    for module, label in (("onnxruntime", "onnxruntime"), ("numpy", "numpy"), ("cv2", "OpenCV")):
+        try:
+            versions.append(f"{label} {__import__(module).__version__}")
+        except ImportError as e:
+            return Check("platform", FAIL, f"cannot import {module}: {e}")
+    return Check("platform", OK, f"{platform.machine()} {_cpu_model()}, " + ", ".join(versions))
+
+
+def _cpu_model() -> str:
+    """The board (Raspberry Pi's `Model` line) or CPU name, as /proc/cpuinfo tells it."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return "(no /proc/cpuinfo)"
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    if "Model" in fields:
+        return fields["Model"]
+    if "model name" in fields:
+        return fields["model name"]
+    if "CPU part" in fields:
+        return f"ARM part {fields['CPU part']}"
+    return "(unknown CPU)"
+
+
+def _dummy_input(session: Any, contract: Any) -> dict[str, Any]:
+    """One plausible input per model input: a fixed random image, normalised as the contract says."""
+    from .onnx import normalise
+
+    feeds: dict[str, Any] = {}
+    rng = np.random.default_rng(0)
+    for inp in session.get_inputs():
+        if inp.type != "tensor(float)" or len(inp.shape) != 4:
+            raise AlprdError(f"input {inp.name} is {inp.type} {inp.shape}; selftest only feeds NCHW float")
+        _, c, h, w = inp.shape
+        # dynamic sizes: the contract's fixed height if any, rounded up to its padding multiple
+        multiple = int(contract.input.get("pad_multiple", 1))
+        if not isinstance(h, int):
+            h = -(-int(contract.input.get("height", 96)) // multiple) * multiple
+        if not isinstance(w, int):
+            w = -(-160 // multiple) * multiple
+        channels = c if isinstance(c, int) else 3
+        image = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+        feeds[inp.name] = normalise(image, contract)
+    return feeds
+
+
+def model_checks(models_dir: Path, threads: int = 1) -> Iterator[Check]:
+    """Every `*.json` contract in `models_dir`: SHA-256, load, one inference with finite outputs."""
+    from .onnx import load_contract, open_session
+
+    contracts = sorted(models_dir.glob("*.json"))
+    if not contracts:
+        yield Check(
+            "models", FAIL, f"no model contracts (*.json) in {models_dir}: reinstall or fix reader.models_dir"
+        )
+        return
+    for cpath in contracts:
+        name = f"model {cpath.stem}"
+        try:
+            contract = load_contract(models_dir, cpath.stem)
+            t0 = time.perf_counter()
+            session = open_session(contract, threads)
+            t1 = time.perf_counter()
+            outputs = session.run(None, _dummy_input(session, contract))
+            t2 = time.perf_counter()
+        except AlprdError as e:
+            yield Check(name, FAIL, str(e))
+            continue
+        except Exception as e:  # onnxruntime's own errors are untyped
+            yield Check(name, FAIL, f"inference failed: {type(e).__name__}: {e}")
+            continue
+        bad = [i for i, o in enumerate(outputs) if not np.all(np.isfinite(np.asarray(o, dtype=np.float64)))]
+        if bad:
+            yield Check(name, FAIL, f"output {bad[0]} holds NaN or infinity: model or CPU maths broken")
+            continue
+        shapes = " ".join("x".join(map(str, np.shape(o))) for o in outputs)
+        yield Check(
+            name,
+            OK,
+            f"sha256 {contract.sha256[:12]}… verified, load {(t1 - t0) * 1000:.0f} ms, "
+            f"1 inference {(t2 - t1) * 1000:.0f} ms -> {shapes}",
+        )
+
+
+def read_check(reader_cfg: ReaderConfig, text: str = PLATE_TEXT) -> Check:
+    """The whole reader (detector, line finder, recognizer, grammar) on a plate rendered here."""
+    from .reader import PlateReader
+
+    try:
+        t0 = time.perf_counter()
+        reader = PlateReader(reader_cfg)
+        t1 = time.perf_counter()
+        result = reader.read(render_plate(text), region="auto")
+        t2 = time.perf_counter()
+    except AlprdError as e:
+        return Check("read", FAIL, str(e))
+    except Exception as e:  # anything else here is a broken install, reported as such
+        return Check("read", FAIL, f"{type(e).__name__}: {e}")
+    timing = f"load {(t1 - t0) * 1000:.0f} ms, read {(t2 - t1) * 1000:.0f} ms"
+    if not result.reads:
+        return Check("read", FAIL, f"no plate found on the rendered {text} plate ({timing})")
+    best = result.reads[0]
+    if best.text != text:
+        return Check("read", FAIL, f"rendered {text}, read {best.text!r} ({best.confidence:.2f}; {timing})")
+    return Check("read", OK, f"rendered plate read as {best.text} ({best.confidence:.2f}; {timing})")
+
+
+def _credential_source(path: Path, units: tuple[Path, ...]) -> tuple[Path, str]:
+    """Outside the service, a path under /run/credentials/alprd.service does not exist yet: check the
+    file the installed unit's `LoadCredential=NAME:SOURCE` line feeds it from instead."""
+    if path.parent != CREDENTIALS or "CREDENTIALS_DIRECTORY" in os.environ or path.exists():
+        return path, ""
+    for unit in units:
+        try:
+            lines = unit.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, _, value = line.strip().partition("=")
+            name, _, source = value.partition(":")
+            if key == "LoadCredential" and name == path.name and source:
+                return Path(source), f" (LoadCredential source in {unit})"
+    return path, ""
+
+
+def key_checks(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Iterator[Check]:
+    from . import keys
+
+    loaders: list[tuple[str, Path | None, Callable[[Path], object]]] = [
+        ("hotlist.list_key", cfg.hotlist.list_key, keys.load_list_key),
+        ("hotlist.signing_pub", cfg.hotlist.signing_pub, keys.load_signing_pub),
+        ("privacy.evidence_pub", cfg.privacy.evidence_pub, keys.load_evidence_pub),
+        ("mqtt.password_file", cfg.mqtt.password_file, _load_private_text),
+    ]
+    if cfg.mqtt.tls is not None:
+        loaders.append(("mqtt.tls.key", cfg.mqtt.tls.key, _load_private_text))
+    for key, configured, load in loaders:
+        if configured is None:
+            continue
+        path, via = _credential_source(configured, units)
+        try:
+            load(path)
+        except AlprdError as e:
+            yield Check(f"key {key}", FAIL, f"{e}{via}")
+            continue
+        private = load in (keys.load_list_key, _load_private_text)
+        mode = f"mode {path.stat().st_mode & 0o777:04o}" if private else "public"
+        yield Check(f"key {key}", OK, f"{path} ({mode}){via}")
+
+
+def _load_private_text(path: Path) -> bytes:
+    from .keys import check_private_mode
+
+    check_private_mode(path)
+    return path.read_bytes()
+
+
+def storage_check(cfg: Config) -> Check:
+    from .store import DB_NAME
+
+    folder = cfg.storage.dir
+    if not folder.is_dir():
+        parent = next((p for p in folder.parents if p.exists()), Path("/"))
+        if os.access(parent, os.W_OK):
+            return Check("storage", OK, f"{folder} does not exist yet; {parent} lets this user create it")
+        return Check("storage", FAIL, f"{folder} does not exist and {parent} is not writable by this user")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".selftest-"):
+            pass
+    except OSError as e:
+        return Check("storage", FAIL, f"{folder} is not writable by this user: {e.strerror}")
+    db = folder / DB_NAME
+    if not db.exists():
+        return Check("storage", OK, f"{folder} writable; no database yet (created at first start)")
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10.0)
+        try:
+            result = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        return Check("storage", FAIL, f"{db}: cannot check: {e}")
+    if result != ["ok"]:
+        return Check("storage", FAIL, f"{db}: integrity_check: {'; '.join(result[:3])}")
+    return Check("storage", OK, f"{folder} writable; {db.name} passes integrity_check")
+
+
+def hotlist_check(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Check:
+    from .hotlist import verify_bundle
+    from .keys import load_list_key, load_signing_pub
+
+    bundle = cfg.hotlist.bundle
+    if not bundle.exists():
+        return Check("hotlist", SKIP, f"no bundle at {bundle} yet (install one: alprd hotlist install)")
+    try:
+        pub = load_signing_pub(_credential_source(cfg.hotlist.signing_pub, units)[0])
+        key = load_list_key(_credential_source(cfg.hotlist.list_key, units)[0])
+        manifest, _ = verify_bundle(bundle.read_bytes(), pub, key, datetime.now(UTC))
+    except AlprdError as e:
+        return Check("hotlist", FAIL, f"{bundle}: {e}")
+    except OSError as e:
+        return Check("hotlist", FAIL, f"{bundle}: cannot read: {e.strerror}")
+    return Check(
+        "hotlist",
+        OK,
+        f"{bundle}: signature and decryption verified, version {manifest.version}, "
+        f"expires {manifest.expires:%Y-%m-%d %H:%M}Z",
+    )
+
+
+def config_check(path: Path) -> tuple[Check, Config | None]:
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        return Check("config", FAIL, "; ".join(e.problems) or str(e)), None
+    try:
+        from .daemon import preflight
+    except ImportError:
+        return Check("config", OK, f"{path} valid"), cfg
+    problems = preflight(cfg, path)
+    if problems:
+        return Check("config", FAIL, "; ".join(problems)), cfg
+    return Check("config", OK, f"{path} valid, files it names exist"), cfg
+
+
+def run(
+    config_path: Path | None = None,
+    models_dir: Path | None = None,
+    emit: Callable[[Check], None] | None = None,
+) -> list[Check]:
+    """Run every check, passing each to `emit` as it completes (slow CPUs show progress)."""
+    checks: list[Check] = []
+
+    def add(check: Check) -> None:
+        checks.append(check)
+        if emit is not None:
+            emit(check)
+
+    add(_platform())
+    cfg: Config | None = None
+    if config_path is not None:
+        check, cfg = config_check(config_path)
+        add(check)
+    reader_cfg = cfg.reader if cfg is not None else ReaderConfig()
+    if models_dir is not None:
+        reader_cfg = reader_cfg.model_copy(update={"models_dir": models_dir})
+    for check in model_checks(reader_cfg.models_dir, reader_cfg.threads):
+        add(check)
+    add(read_check(reader_cfg))
+    if cfg is not None:
+        for check in key_checks(cfg):
+            add(check)
+        add(storage_check(cfg))
+        add(hotlist_check(cfg))
+    return checks
