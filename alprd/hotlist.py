@@ -758,6 +758,8 @@ class Lookalike:
 def _word_key(folded: bytes) -> int:
     """64-bit key of a folded plate, identical to `_array_keys` for one row."""
     x = int.from_bytes(folded, "little")
+    if len(folded) <= 8:
+        return (x * _FINAL) & _M64
     k = x & _M64
     x >>= 64
     j = 0
@@ -892,6 +894,8 @@ class HotList:
                 fold_map[c] = cls[0]
                 size_map[c] = len(cls)
         self._fold = str.maketrans({c: r for c, r in fold_map.items() if c != r})
+        src = "".join(c for c, r in fold_map.items() if c != r)
+        self._fold_b = bytes.maketrans(src.encode(), src.translate(self._fold).encode())
         self._class_size = size_map
         lut = np.arange(256, dtype=np.uint8)
         for c, r in fold_map.items():
@@ -903,7 +907,7 @@ class HotList:
         for sym in (b"*", b"?"):
             wild |= (plates == sym[0]).any(axis=1)
         fixed = np.flatnonzero(~wild)
-        self._wild_grams: dict[str, list[_Wild]] = {}
+        self._wild_grams: dict[bytes, list[_Wild]] = {}
         self._wild_scan: list[_Wild] = []
         self._wild_count = 0
         expand: list[int] = []
@@ -938,9 +942,9 @@ class HotList:
         self._keys = array("Q", sorted_keys.tobytes())
         self._order = array("I", all_eids[order].astype(np.uint32).tobytes())
         del keys, order, fixed, plates, all_eids, sorted_keys, top, starts
-        lens = {len(g) for g in self._wild_grams if g[0] not in "^$"}
+        lens = {len(g) for g in self._wild_grams if g[:1] not in (b"^", b"$")}
         self._wild_gram_lens = tuple(sorted(lens, reverse=True))
-        self._wild_anchored = any(g[0] in "^$" for g in self._wild_grams)
+        self._wild_anchored = any(g[:1] in (b"^", b"$") for g in self._wild_grams)
         release_memory()
         self._wild_gram_set = frozenset(self._wild_grams)
         self._expires_ts = manifest.expires.timestamp()
@@ -996,7 +1000,7 @@ class HotList:
         self._wild_count += 1
         w = _Wild(eid, pattern, folded, len(pattern) - pattern.count("*"), "*" in pattern)
         for key in keys:
-            self._wild_grams.setdefault(key, []).append(w)
+            self._wild_grams.setdefault(key.encode("ascii"), []).append(w)
         if kind == "vague":
             # Only a bundle from another packer can hold one: still matched, by a scan of every read.
             self._wild_scan.append(w)
@@ -1026,11 +1030,12 @@ class HotList:
         norm = normalize_plate(text)
         if not norm:
             return []
-        folded = norm.translate(self._fold)
+        nb = norm.encode("ascii")
+        fb = nb.translate(self._fold_b)
         # Most reads match nothing: time, confidences and state are only looked at for a candidate.
         cands: list[tuple[int, str, list[int], list[int] | None]] = []
-        if len(norm) <= self._w:
-            key = _word_key(folded.encode("ascii"))
+        if len(nb) <= self._w:
+            key = _word_key(fb)
             keys = self._keys
             bucket = key >> self._shift
             i = self._starts[bucket]
@@ -1041,24 +1046,24 @@ class HotList:
                     continue
                 eid = self._order[i]
                 i += 1
-                plate = self._plate(eid)
-                if len(plate) != len(norm):
+                a = self._plates_at + eid * self._w
+                pb = self._pt[a : a + self._w].rstrip(b"\0")
+                if len(pb) != len(nb):
                     continue  # a 64-bit key collision
-                if "?" in plate:  # a filling of an expanded `?` entry
-                    literal = [j for j, c in enumerate(plate) if c != "?"]
-                    if any(plate[j].translate(self._fold) != folded[j] for j in literal):
+                if 63 in pb:  # b"?": a filling of an expanded `?` entry
+                    literal = [j for j, c in enumerate(pb) if c != 63]
+                    if any(self._fold_b[pb[j]] != fb[j] for j in literal):
                         continue
-                    subs = [j for j in literal if norm[j] != plate[j]]
-                    if len(subs) <= self.lookalike.max_substitutions:
-                        cands.append((eid, plate, subs, literal))
-                    continue
-                if plate.translate(self._fold) != folded:
+                    subs = [j for j in literal if nb[j] != pb[j]]
+                elif pb.translate(self._fold_b) != fb:
                     continue  # a 64-bit key collision
-                subs = [j for j, (a, b) in enumerate(zip(norm, plate, strict=True)) if a != b]
+                else:
+                    literal = None
+                    subs = [j for j in range(len(nb)) if nb[j] != pb[j]]
                 if len(subs) <= self.lookalike.max_substitutions:
-                    cands.append((eid, plate, subs, None))
+                    cands.append((eid, pb.decode("ascii"), subs, literal))
         if self._wild_gram_set or self._wild_scan:
-            self._wild_candidates(norm, folded, cands)
+            self._wild_candidates(norm, fb, cands)
         if not cands:
             return []
         t = self._when(now)
@@ -1081,15 +1086,16 @@ class HotList:
         return found
 
     def _wild_candidates(
-        self, norm: str, folded: str, out: list[tuple[int, str, list[int], list[int] | None]]
+        self, norm: str, fb: bytes, out: list[tuple[int, str, list[int], list[int] | None]]
     ) -> None:
-        n = len(folded)
+        n = len(fb)
         gset = self._wild_gram_set
-        hit = [x for g in self._wild_gram_lens for a in range(n - g + 1) if (x := folded[a : a + g]) in gset]
+        hit = [x for g in self._wild_gram_lens for a in range(n - g + 1) if (x := fb[a : a + g]) in gset]
         if self._wild_anchored:
-            hit.extend(x for x in ("^" + folded[:3], "$" + folded[-3:]) if x in gset)
+            hit.extend(x for x in (b"^" + fb[:3], b"$" + fb[-3:]) if x in gset)
         if not hit and not self._wild_scan:
             return
+        folded = fb.decode("ascii")
         n_max = self.lookalike.max_substitutions
         groups = [self._wild_grams[g] for g in hit]
         if self._wild_scan:
