@@ -134,6 +134,7 @@ class Pipeline:
         self.skipped = 0
         self.reads = 0
         self.last_frame: Frame | None = None
+        self._reported: set[int] = set()
 
     def step(self, frame: Frame) -> list[Event]:
         self.frames += 1
@@ -154,6 +155,8 @@ class Pipeline:
         t1 = time.perf_counter()
         closed = self.tracker.update(frame, reads)
         events = self._decide(closed)
+        if reads:
+            events += self._early()
         self.timer.add("track_match", (time.perf_counter() - t1) * 1000)
         self.timer.add("step", (time.perf_counter() - t0) * 1000)
         return events
@@ -162,14 +165,33 @@ class Pipeline:
         """Close every open pass (end of a finite source, shutdown)."""
         return self._decide(self.tracker.close_all())
 
+    def _match(self, t: Track) -> MatchLike | None:
+        if self.matcher is None or not t.text or t.confidence < self.matching.min_confidence:
+            return None
+        return self.matcher.match(t.text, t.chars, None, datetime.fromtimestamp(self.clock.time(), UTC))
+
+    def _early(self) -> list[Event]:
+        """A pass whose vote is already backed by enough agreeing reads and matches is a hit now:
+        a listed car stopped at a light in front of the camera must not wait for its pass to close."""
+        events: list[Event] = []
+        for t in self.tracker.just_read():
+            if t.track_id in self._reported or t.agreeing_reads < self.matching.min_agreeing_reads:
+                continue
+            m = self._match(t)
+            if m is not None:
+                self._reported.add(t.track_id)
+                events.append(Hit(t, m, True))
+        return events
+
     def _decide(self, tracks: Iterable[Track]) -> list[Event]:
         events: list[Event] = []
         for t in tracks:
+            if t.track_id in self._reported:
+                self._reported.discard(t.track_id)  # its hit went out while it was open: one event per pass
+                continue
             if not t.text:
                 continue
-            m = None
-            if self.matcher is not None and t.confidence >= self.matching.min_confidence:
-                m = self.matcher.match(t.text, t.chars, None, datetime.fromtimestamp(self.clock.time(), UTC))
+            m = self._match(t)
             if m is None:
                 events.append(Pass(t))
             else:

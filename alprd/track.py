@@ -211,6 +211,10 @@ class Tracker:
         self._open = still
         return closed
 
+    def just_read(self) -> list[Track]:
+        """The open passes that the latest frame added a read to, as they stand now (not closed)."""
+        return [self._close(t) for t in self._open if t.missed == 0]
+
     def close_all(self) -> list[Track]:
         """Close every open track (end of stream, scene change, shutdown)."""
         closed = [self._close(t) for t in self._open]

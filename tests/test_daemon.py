@@ -93,6 +93,29 @@ def test_pipeline_one_event_per_pass_and_verified_flag() -> None:
     assert 0 <= body["match"]["p_not_entry"] < 1
 
 
+def test_listed_car_standing_in_view_is_a_hit_at_its_second_agreeing_read() -> None:
+    hot = make_hotlist({"7ABC123": "stolen vehicle"})
+    # a car waits at a light in front of the camera for 40 frames, next to an unlisted one
+    script = {i: [rd("7ABC123", 100), rd("5XYZ777", 400)] for i in range(1, 41)}
+    script[1] = [rd("7A8C123", 100, 0.4), rd("5XYZ777", 400)]
+    pipe = Pipeline(
+        ScriptedReader(script), Tracker(TrackingConfig(close_after_frames=3, max_track_s=3600)),
+        MotionGate(MotionConfig(enabled=False)), hot, MatchingConfig(min_agreeing_reads=2),
+    )
+    when: dict[str, int] = {}
+    events: list[Hit | Pass] = []
+    for i in range(1, 46):
+        for ev in pipe.step(frame(i)):
+            events.append(ev)
+            when.setdefault(ev.track.text, i)
+    events += pipe.flush()
+    hits = [e for e in events if isinstance(e, Hit)]
+    assert len(hits) == 1 and hits[0].verified and hits[0].track.agreeing_reads == 2
+    assert when["7ABC123"] == 3  # frames 2 and 3 agree: no waiting for the pass to close
+    assert [e.track.text for e in events if isinstance(e, Pass)] == ["5XYZ777"]  # one event per pass
+    assert when["5XYZ777"] == 43  # the unlisted pass is only counted when it closes
+
+
 def test_lookalike_hit_and_motion_gate_skips_reader() -> None:
     hot = make_hotlist({"8OB1234": "wanted"})
     pipe = Pipeline(
