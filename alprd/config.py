@@ -42,8 +42,9 @@ class ReaderConfig(Section):
     detector_size: Annotated[int, Field(ge=320, le=1920, multiple_of=32)] = Field(
         640, description="Long side of the image fed to the plate detector (640 near, 960 distant)."
     )
-    min_detection_score: float = Field(
-        0.5, ge=0.0, le=1.0, description="Plate-detector boxes below this score are ignored."
+    min_detection_score: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Plate-detector boxes below this score are ignored (null: the model contract's value).",
     )
     max_plates: int = Field(8, ge=1, le=64, description="At most this many plates are read per frame.")
     min_confidence: float = Field(
@@ -398,8 +399,12 @@ def _format_errors(path: Path, err: ValidationError, lines: dict[tuple[str | int
 def parse_config(text: str, path: Path) -> Config:
     """Validate YAML text; `path` is used for messages and to resolve relative paths."""
     try:
-        node = yaml.compose(text, Loader=_LineLoader)
-        data: Any = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        loader = _LineLoader(text)
+        try:
+            node = loader.get_single_node()
+            data: Any = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

@@ -24,6 +24,7 @@ CROP_PAD = (0.15, 0.3)
 """Detector boxes are padded by this fraction of width and height (each side) before line finding."""
 LINES_TRIED = 2
 MIN_CHARS = 2
+CONFIDENT = 0.5
 GRAMMAR_MISS_FACTOR = 0.25
 """A read that fits no format of the region counts as this much less likely (sign and truck
 lettering rank below plates)."""
@@ -77,6 +78,8 @@ class PlateReader:
             score = choice.confidence * (1.0 if fits else GRAMMAR_MISS_FACTOR)
             if best is None or score > best[0]:
                 best = (score, rec, choice, fits)
+            if fits and score >= CONFIDENT:
+                break  # the most plate-like row reads well: the next row is a state name or slogan
         if best is None:
             return None
         score, rec, choice, fits = best
