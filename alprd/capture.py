@@ -262,12 +262,11 @@ class VideoSource:
         if self._pacer is not None:
             due = self._pacer.due_index()
             if self._index < due:
-                late = due - self._index
-                for _ in range(late):
+                for _ in range(due - self._index):
                     if not cap.grab():
                         return self._end_of_file()
                     self._index += 1
-                self.stats.dropped += late
+                    self.stats.dropped += 1
             elif not self._pacer.wait_for(self._index, timeout):
                 return None
         ok, image = cap.read()

@@ -759,6 +759,8 @@ class Daemon:
         self.notifier.stopping()
         self._audit("stop", f"hits={self.hits}")
         if self.publisher is not None:
+            # the final counters (a replayed file ends between two metrics intervals)
+            self.publisher.publish_event(self.publisher.topics.metrics, self.metrics(), qos=1)
             self._storage_check()
 
             def empty() -> bool:

@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -58,24 +57,35 @@ def make_video(
     return n
 
 
+def vm_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
     args = ap.parse_args()
     import csv
+    import subprocess
     from datetime import UTC, datetime, timedelta
 
+    import yaml
     from conftest import Mosquitto, Subscriber  # the test suite's broker fixture, reused
 
-    from alprd.config import Config
-    from alprd.daemon import assemble, privacy_settings, rss_mb
     from alprd.hotlist import HotListInstaller, entries_from_rows, pack_bundle
     from alprd.keys import generate_agency_keys, load_list_key, load_signing_key, load_signing_pub
     from alprd.store import Store
 
-    rows = list(csv.DictReader((DATA / "labels.csv").open()))[: args.photos]
+    rows = list(csv.DictReader((DATA / "labels.csv").read_text().splitlines()))[: args.photos]
     tmp = Path(tempfile.mkdtemp(prefix="alprd-bench-"))
+    broker = None
     try:
         video = tmp / "stream.avi"
         frames = make_video(video, [DATA / r["file"] for r in rows])
@@ -90,62 +100,69 @@ def main() -> int:
                              load_list_key(keys / "list.key")).install(bundle)
         broker = Mosquitto(tmp / "broker")
         broker.start()
-        sub = Subscriber(broker, "alprd/bench/hit")
+        sub = Subscriber(broker, "alprd/bench/#")
         received: dict[str, float] = {}
         orig = sub._on_message
 
         def stamp(client: object, userdata: object, msg: object) -> None:
-            received[json.loads(msg.payload)["hit_id"]] = time.time()  # type: ignore[attr-defined]
+            if msg.topic.endswith("/hit"):  # type: ignore[attr-defined]
+                received[json.loads(msg.payload)["hit_id"]] = time.time()  # type: ignore[attr-defined]
             orig(client, userdata, msg)
 
         sub.client.on_message = stamp
-        cfg = Config.model_validate({
+        cfg = {
             "device_id": "bench", "reader": {"region": "us", "threads": args.threads},
             "source": {"kind": "video", "path": str(video), "fps": 30},
             "tracking": {"close_after_frames": 3},
-            "mqtt": {"host": broker.host, "port": broker.port},
+            "mqtt": {"host": broker.host, "port": broker.port, "drain_timeout_s": 20},
+            "metrics": {"interval_s": 5},
             "storage": {"dir": str(tmp / "state")},
             "hotlist": {"bundle": str(tmp / "state" / "hotlist.bundle"), "list_key": str(keys / "list.key"),
                         "signing_pub": str(keys / "signing.pub")},
             "privacy": {"evidence_pub": str(keys / "evidence.pub")},
             "policy": {"purpose": "benchmark", "custodian": "bench", "retention_days": 1, "sharing": "none"},
-        })
-        stop = threading.Event()
-        daemon = assemble(cfg, privacy_settings(cfg), stop)
-        closed_at: dict[str, float] = {}
-        daemon.on_event = lambda ev, body: closed_at.__setitem__(body["hit_id"], body["ts"]) if body else None
-        peak = [0.0]
-
-        def watch() -> None:
-            while not stop.wait(0.5):
-                peak[0] = max(peak[0], rss_mb())
-
-        t = threading.Thread(target=watch, name="bench-rss", daemon=True)
-        t.start()
+        }
+        (tmp / "alprd.yaml").write_text(yaml.safe_dump(cfg))
         load_before = os.getloadavg()
+        # the daemon as the service runs it: its own process, so its RSS is its own
         t0 = time.monotonic()
-        daemon.run(stop)
+        with (tmp / "daemon.log").open("wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "alprd", "run", "--config", str(tmp / "alprd.yaml")],
+                stdout=subprocess.DEVNULL, stderr=err,
+            )
+        hwm = rss = 0
+        while proc.poll() is None:
+            hwm = max(hwm, vm_kib(proc.pid, "VmHWM"))
+            rss = max(rss, vm_kib(proc.pid, "VmRSS"))
+            time.sleep(0.2)
         wall = time.monotonic() - t0
-        stop.set()
+        if proc.returncode != 0:
+            print((tmp / "daemon.log").read_text()[-3000:], file=sys.stderr)
+            return 1
         time.sleep(1.0)
-        lat = sorted(1000 * (received[k] - closed_at[k]) for k in closed_at if k in received)
-        stats = daemon.source.stats
+        hits = sub.json_on("/hit")
+        metrics = sub.json_on("/metrics")[-1]
+        lat = sorted(1000 * (received[h["hit_id"]] - h["ts"]) for h in hits if h["hit_id"] in received)
+        video_s = frames / 30
         result = {
-            "frames": frames, "wall_s": round(wall, 1), "processed": daemon.pipeline.processed,
-            "processed_fps": round(daemon.pipeline.processed / wall, 2),
-            "dropped": stats.dropped, "skipped_motion": daemon.pipeline.skipped, "hits": len(closed_at),
+            "frames": frames, "video_s": round(video_s, 1), "wall_s": round(wall, 1),
+            "frames_in": metrics["frames_in"], "processed": metrics["frames_processed"],
+            "processed_fps": round(metrics["frames_processed"] / video_s, 2),
+            "skipped_motion": metrics["frames_skipped_motion"], "dropped": metrics["frames_dropped"],
+            "hits": len(hits), "plates": len(rows), "verified": sum(1 for h in hits if h["verified"]),
             "hit_latency_ms_p50": round(lat[len(lat) // 2], 1) if lat else None,
             "hit_latency_ms_p95": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))], 1) if lat else None,
-            "rss_mb_peak": max(peak[0], rss_mb()),
-            "ms": daemon.pipeline.timer.summary(),
-            "threads_onnx": args.threads,
+            "rss_mb_peak": round(hwm / 1024, 1), "rss_mb_sampled_max": round(rss / 1024, 1),
+            "ms": metrics["ms"], "threads_onnx": args.threads,
             "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         }
         print(json.dumps(result))
         sub.close()
-        broker.kill()
         return 0
     finally:
+        if broker is not None:
+            broker.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
