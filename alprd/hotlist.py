@@ -22,6 +22,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import operator
 import os
 import re
@@ -170,8 +171,8 @@ def _pattern_from(raw: str) -> tuple[str, str | None]:
             )
         if wildcard_kind(plate) == "vague":
             return "", (
-                f"wildcard plate {raw!r} is too vague to index: give 3 fixed characters in a row, "
-                "or 3 characters with one '?' among them, or use only '?' (at most two)"
+                f"wildcard plate {raw!r} is too vague: give 3 fixed characters in a row, or start or end "
+                "it with 4 characters holding at most one '?', or use only '?' (at most two)"
             )
     return plate, None
 
@@ -184,32 +185,34 @@ def wildcard_kind(pattern: str) -> str:
 def _wildcard_keys(pattern: str, symbols: str) -> tuple[str, list[str]]:
     """(kind, index keys) of a wildcard pattern, in the folded alphabet `symbols`.
 
-    Cheapest first (a dict key costs ~80 bytes of RAM, an expanded key 12):
+    In order of preference (a dict key costs ~80 bytes of RAM, an expanded key 12; a key that a random
+    read hits often costs a pattern comparison on every such read):
     - "expand": no `*` and one `?`: its 27 fillings go into the main index (free at read time).
-    - "run": a run of 3+ fixed characters; key = its first (up to) 4 characters, found anywhere.
-    - "window": 3 characters at the start (`^`) or end (`$`) of the pattern, or inside one `*`-free
-      segment, holding one `?`; keyed by each of its fillings. `7?B2*` is keyed by `^7xB`.
-    - "expand" again for `?`-only patterns with two `?` and neither of the above (27^2 fillings).
-    - "vague": none of these (e.g. `*A??B??C*`): it would have to be tried against every read.
+    - "run": a run of 4+ fixed characters; key = its first 4, found anywhere in the read.
+    - "window": the first (`^`) or last (`$`) 3 or 4 characters, with at most one `?` among 4 (or
+      none among 3), keyed by each filling: `7?B2*` is keyed by `^7xB2` for every x.
+    - "run" of exactly 3 characters, anywhere (`*ABC*`).
+    - "expand" for `?`-only patterns with two `?` (27^2 fillings).
+    - "vague": none of these (`*A?B*`, `A?B?C*`): it would have to be tried against every read.
     """
     unknowns = pattern.count("?")
     if "*" not in pattern and unknowns <= 1:
         return "expand", []
     runs = [r for r in re.split(r"[*?]+", pattern) if r]
     longest = max(runs, key=len, default="")
-    if len(longest) >= MIN_WILDCARD_RUN:
+    if len(longest) >= WILDCARD_GRAM:
         return "run", [longest[:WILDCARD_GRAM]]
     segments = pattern.split("*")
-    candidates: list[tuple[str, str]] = []
-    if len(segments[0]) >= 3:
-        candidates.append(("^", segments[0][:3]))
-    if len(segments[-1]) >= 3:
-        candidates.append(("$", segments[-1][-3:]))
-    for seg in segments:
-        candidates.extend(("", seg[i : i + 3]) for i in range(len(seg) - 2))
-    for anchor, window in candidates:
-        if window.count("?") == 1:
-            return "window", [anchor + window.replace("?", c) for c in symbols]
+    for anchor, seg in (("^", segments[0]), ("$", segments[-1])):
+        window = seg[:4] if anchor == "^" else seg[-4:]
+        if len(window) == 4 and window.count("?") <= 1:
+            return "window", sorted({anchor + window.replace("?", c) for c in symbols or "?"})
+    for anchor, seg in (("^", segments[0]), ("$", segments[-1])):
+        window = seg[:3] if anchor == "^" else seg[-3:]
+        if len(window) == 3 and "?" not in window:
+            return "window", [anchor + window]
+    if len(longest) >= MIN_WILDCARD_RUN:
+        return "run", [longest]
     if "*" not in pattern and unknowns <= MAX_EXPANDED_UNKNOWNS:
         return "expand", []
     return "vague", []
@@ -942,11 +945,14 @@ class HotList:
         self._keys = array("Q", sorted_keys.tobytes())
         self._order = array("I", all_eids[order].astype(np.uint32).tobytes())
         del keys, order, fixed, plates, all_eids, sorted_keys, top, starts
-        lens = {len(g) for g in self._wild_grams if g[:1] not in (b"^", b"$")}
-        self._wild_gram_lens = tuple(sorted(lens, reverse=True))
-        self._wild_anchored = any(g[:1] in (b"^", b"$") for g in self._wild_grams)
+        # anchored keys live in their own dicts, without the marker: the read's own prefix and suffix
+        # are then plain slices
+        self._wild_pre = {g[1:]: v for g, v in self._wild_grams.items() if g[:1] == b"^"}
+        self._wild_suf = {g[1:]: v for g, v in self._wild_grams.items() if g[:1] == b"$"}
+        self._wild_grams = {g: v for g, v in self._wild_grams.items() if g[:1] not in (b"^", b"$")}
+        self._wild_gram_lens = tuple(sorted({len(g) for g in self._wild_grams}, reverse=True))
+        self._wild_any = bool(self._wild_grams or self._wild_pre or self._wild_suf or self._wild_scan)
         release_memory()
-        self._wild_gram_set = frozenset(self._wild_grams)
         self._expires_ts = manifest.expires.timestamp()
 
     # -- properties --
@@ -1059,10 +1065,10 @@ class HotList:
                     continue  # a 64-bit key collision
                 else:
                     literal = None
-                    subs = [j for j in range(len(nb)) if nb[j] != pb[j]]
+                    subs = [] if nb == pb else [j for j in range(len(nb)) if nb[j] != pb[j]]
                 if len(subs) <= self.lookalike.max_substitutions:
                     cands.append((eid, pb.decode("ascii"), subs, literal))
-        if self._wild_gram_set or self._wild_scan:
+        if self._wild_any:
             self._wild_candidates(norm, fb, cands)
         if not cands:
             return []
@@ -1089,17 +1095,27 @@ class HotList:
         self, norm: str, fb: bytes, out: list[tuple[int, str, list[int], list[int] | None]]
     ) -> None:
         n = len(fb)
-        gset = self._wild_gram_set
-        hit = [x for g in self._wild_gram_lens for a in range(n - g + 1) if (x := fb[a : a + g]) in gset]
-        if self._wild_anchored:
-            hit.extend(x for x in (b"^" + fb[:3], b"$" + fb[-3:]) if x in gset)
-        if not hit and not self._wild_scan:
+        grams = self._wild_grams
+        groups = [
+            grams[x] for g in self._wild_gram_lens for a in range(n - g + 1) if (x := fb[a : a + g]) in grams
+        ]
+        pre, suf = self._wild_pre, self._wild_suf
+        if pre:
+            if (g4 := pre.get(fb[:4])) is not None:
+                groups.append(g4)
+            if (g3 := pre.get(fb[:3])) is not None:
+                groups.append(g3)
+        if suf:
+            if (g4 := suf.get(fb[-4:])) is not None:
+                groups.append(g4)
+            if (g3 := suf.get(fb[-3:])) is not None:
+                groups.append(g3)
+        if self._wild_scan:
+            groups.append(self._wild_scan)
+        if not groups:
             return
         folded = fb.decode("ascii")
         n_max = self.lookalike.max_substitutions
-        groups = [self._wild_grams[g] for g in hit]
-        if self._wild_scan:
-            groups.append(self._wild_scan)
         seen: set[int] = set()
         for group in groups:
             for w in group:
@@ -1118,9 +1134,6 @@ class HotList:
                         continue
                 out.append((w.eid, w.pattern, subs, literal))
 
-    def _literal_chars(self, eid: int) -> str:
-        return "".join(c for c in self._plate(eid) if c in _ALNUM)
-
     def _make(
         self,
         eid: int,
@@ -1137,36 +1150,32 @@ class HotList:
             return None
         if state and read_state and state != read_state:
             return None
-        p_entry = 1.0
-        if literal is None:
-            pairs = zip(range(len(norm)), plate, strict=True)
-        else:
-            pairs = zip(literal, self._literal_chars(eid), strict=True)
-        for j, e in pairs:
+        lo, hi = CONF_FLOOR, CONF_CEIL
+        seen = conf if literal is None else [conf[j] for j in literal]  # wildcard positions count as 1
+        p_entry = math.prod([lo if c < lo else (hi if c > hi else c) for c in seen])
+        for j in subs:
             c = conf[j]
-            c = CONF_FLOOR if c < CONF_FLOOR else (CONF_CEIL if c > CONF_CEIL else c)
-            if j in subs:
-                # P(true char is the entry's | read another one) = misread share over its look-alikes
-                p_entry *= (1.0 - c) * LOOKALIKE_ERROR_SHARE / (self._class_size.get(e, 2) - 1)
-            else:
-                p_entry *= c
-        kind = "wildcard" if literal is not None else ("exact" if not subs else "lookalike")
+            c = lo if c < lo else (hi if c > hi else c)
+            # P(true char is the entry's | the reader saw a look-alike) = its misread share spread over
+            # the other members of the class (read and entry characters share the class)
+            p_entry *= (1.0 - c) * LOOKALIKE_ERROR_SHARE / (self._class_size[norm[j]] - 1) / c
+        kind = "wildcard" if literal is not None else ("lookalike" if subs else "exact")
         return Match(
-            kind=kind,
-            reason=reason,
-            priority=int(priority),
-            list_version=self.manifest.version,
-            p_not_entry=round(1.0 - p_entry, 6),
-            entry_plate=plate,
-            read_plate=norm,
-            substitutions=len(subs),
-            state=state,
-            plate_type=plate_type,
-            expires=None if not exp else datetime.fromtimestamp(int(exp), UTC),
-            source=source,
-            case_number=case,
-            note=note,
-            list_id=self.manifest.list_id,
+            kind,
+            reason,
+            int(priority),
+            self.manifest.version,
+            round(1.0 - p_entry, 6),
+            plate,
+            norm,
+            len(subs),
+            state,
+            plate_type,
+            datetime.fromtimestamp(int(exp), UTC) if exp else None,
+            source,
+            case,
+            note,
+            self.manifest.list_id,
         )
 
 
