@@ -354,15 +354,25 @@ def run_prepared(setup: DemoSetup) -> int:
         signing_pub=keys / "signing.pub", lookalike_max=1, summary_interval_s=3600.0,
         evidence_pub=keys / "evidence.pub",
     )
+    from .hotlist import HotListInstaller
+    from .keys import load_list_key, load_signing_pub
+    from .store import Store
+
+    # installed the way `alprd hotlist install` does it: signature, expiry and rollback checked
+    with Store(storage) as store:
+        version = HotListInstaller(
+            store, ps.bundle, load_signing_pub(ps.signing_pub), load_list_key(ps.list_key), actor="demo"
+        ).install((setup.workdir / "incoming.bundle").read_bytes())
+    print(f"alprd demo: hot list version {version} verified and installed", flush=True)
     printer = Printer(setup.host, setup.port, setup.protocol, f"alprd/{cfg.device_id}")
     stop = threading.Event()
     try:
         print("alprd demo: loading models ...", flush=True)
         daemon = assemble(cfg, ps, stop)
-        # the hot list arrives the way a back office sends it: over MQTT, verified like `hotlist install`
-        daemon.services.install_hotlist((setup.workdir / "incoming.bundle").read_bytes())
-        daemon.pipeline.matcher = daemon.services.matcher
-        print(f"alprd demo: reading {frame_count()} frames of {setup.clip.name} ...", flush=True)
+        cap = cv2.VideoCapture(str(setup.clip))
+        n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+        print(f"alprd demo: reading {n_frames} frames of {setup.clip.name} ...", flush=True)
         t0 = time.monotonic()
         rc = daemon.run(stop)
         took = time.monotonic() - t0
