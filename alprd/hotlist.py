@@ -912,17 +912,28 @@ class HotList:
         fixed = np.flatnonzero(~wild)
         self._wild_grams: dict[bytes, list[_Wild]] = {}
         self._wild_scan: list[_Wild] = []
-        self._wild_count = 0
         expand: list[int] = []
         symbols = "".join(sorted(set(fold_map.values())))
-        for eid in np.flatnonzero(wild).tolist():
-            if self._index_wildcard(int(eid), symbols) == "expand":
-                expand.append(int(eid))
+        wild_ids = np.flatnonzero(wild)
+        # one `?` and no `*` (the usual partial plate): expanded below, without per-entry Python work
+        single = (plates[wild_ids] == ord("?")).sum(axis=1) == 1
+        single &= ~(plates[wild_ids] == ord("*")).any(axis=1)
+        self._wild_count = len(wild_ids)
+        for eid in wild_ids[~single].tolist():
+            if self._index_wildcard(eid, symbols) == "expand":
+                expand.append(eid)
         # A `?` among a few fixed characters has no run to index by; instead every filling of its
         # `?`s (27 or 27^2 folded symbols) goes into the main index, so it costs a read nothing.
         codes = np.frombuffer(symbols.encode("ascii"), dtype=np.uint8)
         rows = [lut[plates[fixed]]]
         eids = [fixed.astype(np.uint32)]
+        ones = wild_ids[single]
+        if len(ones):
+            block = np.repeat(lut[plates[ones]], len(codes), axis=0)
+            qpos = np.argmax(plates[ones] == ord("?"), axis=1)
+            block[np.arange(len(block)), np.repeat(qpos, len(codes))] = np.tile(codes, len(ones))
+            rows.append(block)
+            eids.append(np.repeat(ones.astype(np.uint32), len(codes)))
         for eid in expand:
             row = lut[plates[eid]]
             qpos = np.flatnonzero(row == ord("?"))
@@ -934,13 +945,14 @@ class HotList:
         keys = _array_keys(np.concatenate(rows) if len(rows) > 1 else rows[0])
         all_eids = np.concatenate(eids) if len(eids) > 1 else eids[0]
         del rows, eids
-        order = np.argsort(keys, kind="stable")
+        order = np.argsort(keys)
         sorted_keys = keys[order]
         # Direct bucket table on the top bits (about one key per bucket) instead of a 20-step bisect.
         bits = max(4, len(sorted_keys).bit_length() - 1)
         self._shift = 64 - bits
         top = sorted_keys >> np.uint64(self._shift)
-        starts = np.searchsorted(top, np.arange((1 << bits) + 1, dtype=np.uint64), side="left")
+        starts = np.zeros((1 << bits) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(top.astype(np.int64), minlength=1 << bits), out=starts[1:])
         self._starts = array("I", starts.astype(np.uint32).tobytes())
         self._keys = array("Q", sorted_keys.tobytes())
         self._order = array("I", all_eids[order].astype(np.uint32).tobytes())
@@ -1003,7 +1015,6 @@ class HotList:
         pattern = self._plate(eid)
         folded = pattern.translate(self._fold)
         kind, keys = _wildcard_keys(folded, symbols)
-        self._wild_count += 1
         w = _Wild(eid, pattern, folded, len(pattern) - pattern.count("*"), "*" in pattern)
         for key in keys:
             self._wild_grams.setdefault(key.encode("ascii"), []).append(w)
