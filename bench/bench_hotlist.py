@@ -247,7 +247,7 @@ def phase_load(
         "median_us": statistics.median(traffic) / 1000,
         "p95_us": traffic[int(0.95 * (len(traffic) - 1))] / 1000,
     }
-    # A yardstick for this machine's speed at the time of the run (about 8 us on an idle desktop core).
+    # A yardstick of how fast this (shared) CPU was during the run: compare runs by it.
     out["yardstick_sum_range_1000_us"] = min(_yard() for _ in range(200))
     out["match"] = timings
     out["entries"] = len(hl)
