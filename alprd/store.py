@@ -83,6 +83,13 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 
+_CORRUPT_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+class _Corrupt(Exception):
+    """The database opened but failed `PRAGMA integrity_check`."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
     msg_id: str
@@ -132,6 +139,8 @@ class Store:
         max_db_bytes: int | None = None,
         boot_id: str | None = None,
         device_id: str = "alprd",
+        busy_timeout_s: float = 10.0,
+        purge_audit_every_s: float = 3600.0,
     ) -> None:
         self.dir = Path(dir)
         self.clock = clock or SystemClock()
@@ -140,6 +149,9 @@ class Store:
         self.max_db_bytes = max_db_bytes
         self.boot_id = boot_id or current_boot_id()
         self.device_id = device_id
+        self.busy_timeout_s = float(busy_timeout_s)
+        self.purge_audit_every_s = float(purge_audit_every_s)
+        self._last_purge_audit: float | None = None
         self.db_path = self.dir / DB_NAME
         self.evidence_dir = self.dir / "evidence"
         self.quarantined: Path | None = None
@@ -182,9 +194,11 @@ class Store:
     # -- opening ----------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.db_path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
         try:
-            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.DatabaseError(f"could not switch to WAL (got {mode})")
@@ -192,7 +206,7 @@ class Store:
             conn.execute("PRAGMA secure_delete=ON")
             result = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
             if result != ["ok"]:
-                raise sqlite3.DatabaseError("integrity_check: " + "; ".join(map(str, result[:5])))
+                raise _Corrupt("integrity_check: " + "; ".join(map(str, result[:5])))
             conn.executescript(_SCHEMA)
             if self.max_db_bytes:
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -207,7 +221,13 @@ class Store:
     def _open_checked(self) -> sqlite3.Connection:
         try:
             return self._connect()
-        except sqlite3.DatabaseError as e:
+        except _Corrupt as e:
+            problem = str(e)
+        except sqlite3.Error as e:
+            # Only damage is quarantined: a busy, locked or unreadable database is not corrupt, and
+            # moving it aside would throw away the outbox and the audit chain.
+            if getattr(e, "sqlite_errorname", "") not in _CORRUPT_CODES:
+                raise self._error("open", e) from None
             problem = str(e)
         moved = self._quarantine()
         log.error(
@@ -374,7 +394,8 @@ class Store:
     # -- retention --------------------------------------------------------------------------------
 
     def purge(self, now: float | None = None) -> PurgeCounts:
-        """Delete expired evidence (and outbox rows past `outbox_ttl_s`); audited with the counts.
+        """Delete expired evidence (and outbox rows past `outbox_ttl_s`); audited with the counts
+        (runs that deleted nothing: at most once per `purge_audit_every_s`).
 
         `now` overrides the wall clock (the monotonic clock still comes from `clock`).
         """
@@ -404,7 +425,13 @@ class Store:
             orphans += 1
         counts = PurgeCounts(self._acked, expired, outbox_expired, orphans)
         self._acked = 0
-        self.audit("alprd", "purge", counts.as_dict(), "retention")
+        # Every run that deleted something is audited; empty runs (the housekeeping thread calls this
+        # every few seconds) at most once per `purge_audit_every_s`, so the chain records that
+        # retention kept running without growing by thousands of entries a day.
+        last = self._last_purge_audit
+        if any(counts.as_dict().values()) or last is None or mono - last >= self.purge_audit_every_s:
+            self.audit("alprd", "purge", counts.as_dict(), "retention")
+            self._last_purge_audit = mono
         return counts
 
     def _check_clock(self, wall: float, mono: float) -> None:

@@ -274,3 +274,39 @@ def test_state_and_audit_commit_together(tmp_path: Path) -> None:
     assert store.state_get("k") == "2" and store.state_get("j") == "x"
     assert _events(store) == ["hotlist.accept"]
     store.close()
+
+
+def test_a_locked_database_is_an_error_not_a_quarantine(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    Store(storage, FakeClock()).close()
+    holder = sqlite3.connect(storage / DB_NAME, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            Store(storage, FakeClock(), busy_timeout_s=0.2)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not (storage / "quarantine").exists()
+    store = Store(storage, FakeClock())
+    assert store.quarantined is None
+    store.close()
+
+
+def test_every_purge_that_deletes_is_audited_idle_ones_hourly(tmp_path: Path, sealed: bytes) -> None:
+    clock = FakeClock()
+    store = _store(tmp_path, clock)
+    for _ in range(10):
+        store.purge()
+        clock.advance(5)
+    assert _events(store) == ["purge"]  # one heartbeat, not ten
+    store.put_evidence("h1", sealed)
+    clock.advance(TTL)
+    assert store.purge().evidence_expired == 1
+    clock.advance(3600)
+    store.purge()
+    entries = store.audit_entries()
+    assert [e.event for e in entries] == ["purge", "purge", "purge"]
+    assert entries[1].object["evidence_expired"] == 1  # type: ignore[index]
+    store.close()
