@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .clock import Clock, SystemClock
-from .errors import HotListError
+from .errors import HotListError, StoreError
 from .keys import key_id, write_file_atomic
 
 if TYPE_CHECKING:
@@ -1314,15 +1314,16 @@ class HotListInstaller:
                     )
                 hl = HotList(manifest, plaintext, self._lookalike, self._clock)
             except HotListError as e:
-                self._store.audit(
-                    self._actor,
-                    "hotlist.reject",
-                    {"reason": str(e), "stage": "load"},
-                    "hot-list load at start",
-                )
+                self._audit_reject(self._actor, {"reason": str(e), "stage": "load"}, "hot-list load at start")
                 raise
             self.active = hl
             return hl
+
+    def _audit_reject(self, actor: str, obj: dict[str, Any], purpose: str) -> None:
+        try:
+            self._store.audit(actor, "hotlist.reject", obj, purpose)
+        except StoreError as e:  # the refusal itself matters more than its record: report, go on
+            log.error("hot-list refusal could not be audited: %s", e)
 
     def _commit(self, manifest: Manifest, actor: str, recovered: bool = False) -> None:
         obj = manifest.public()
@@ -1341,7 +1342,11 @@ class HotListInstaller:
         )
 
     def install(self, bundle: bytes, actor: str | None = None) -> int:
-        """Verify, decrypt and activate `bundle`; returns its version. Raises HotListError with the reason."""
+        """Verify, decrypt and activate `bundle`; returns its version.
+
+        Raises HotListError with the reason (the previous list stays active), or StoreError if the
+        acceptance cannot be recorded after the file was replaced (then `load_installed` completes it).
+        """
         who = actor or self._actor
         with self._lock:
             version: int | None = None
@@ -1358,6 +1363,7 @@ class HotListInstaller:
                 del plaintext
                 self._hook("decrypted")
                 try:
+                    self.bundle_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                     write_file_atomic(self.bundle_path, bundle, 0o600)
                 except OSError as e:
                     raise HotListError(f"{self.bundle_path}: cannot store the bundle: {e.strerror}") from None
@@ -1368,7 +1374,7 @@ class HotListInstaller:
                 obj: dict[str, Any] = {"reason": str(e)}
                 if version is not None:
                     obj["version"] = version
-                self._store.audit(who, "hotlist.reject", obj, "hot-list update")
+                self._audit_reject(who, obj, "hot-list update")
                 raise
             self.active = hl  # the previous list is freed here
             release_memory()
