@@ -1163,10 +1163,10 @@ class HotList:
             return None
         lo, hi = CONF_FLOOR, CONF_CEIL
         seen = conf if literal is None else [conf[j] for j in literal]  # wildcard positions count as 1
-        p_entry = math.prod([lo if c < lo else (hi if c > hi else c) for c in seen])
+        p_entry = math.prod([lo if not c >= lo else (hi if c > hi else c) for c in seen])
         for j in subs:
             c = conf[j]
-            c = lo if c < lo else (hi if c > hi else c)
+            c = lo if not c >= lo else (hi if c > hi else c)
             # P(true char is the entry's | the reader saw a look-alike) = its misread share spread over
             # the other members of the class (read and entry characters share the class)
             p_entry *= (1.0 - c) * LOOKALIKE_ERROR_SHARE / (self._class_size[norm[j]] - 1) / c

@@ -544,3 +544,10 @@ def test_glob_alignment_agrees_with_fnmatch(pattern: str, text: str) -> None:
         literals = [c for c in pattern if c not in "*?"]
         assert len(lit) == len(literals) and lit == sorted(set(lit))
         assert all(text[j] == c for j, c in zip(lit, literals, strict=True))
+
+
+def test_p_not_entry_survives_odd_confidences(agency: Agency) -> None:
+    hl = _hl(agency, "plate,reason\nABC1234,x\n")
+    for chars in ((float("nan"),) * 7, (1.5,) * 7, (-1.0,) * 7, (0.9,) * 3):
+        m = hl.match("ABC1234", chars, None, T0)
+        assert m is not None and 0.0 < m.p_not_entry <= 1.0, chars  # never NaN, never certain
