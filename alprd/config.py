@@ -357,17 +357,26 @@ class _LineLoader(yaml.SafeLoader):
     """A SafeLoader that remembers the line of every mapping key, by key path."""
 
 
-def _key_lines(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+def _key_lines(
+    node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int], dups: list[str]
+) -> None:
+    """Record the line of every key path; collect keys given twice in one mapping (YAML keeps
+    only the last silently, so half of a section would be ignored)."""
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
-            out[(*path, key)] = key_node.start_mark.line + 1
-            _key_lines(value_node, (*path, key), out)
-            out[(*path, key)] = key_node.start_mark.line + 1
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                dotted = ".".join(str(p) for p in (*path, key))
+                dups.append(f"{line} {dotted}: given twice (first on line {seen[key]}); merge the two")
+            seen[key] = line
+            _key_lines(value_node, (*path, key), out, dups)
+            out[(*path, key)] = line
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _key_lines(item, (*path, i), out)
+            _key_lines(item, (*path, i), out, dups)
 
 
 def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int:
@@ -408,14 +417,19 @@ def parse_config(text: str, path: Path) -> Config:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
-        raise ConfigError(f"{path}:{line} (yaml): {e}") from None
+        what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
+        raise ConfigError(f"{path}:{line} (yaml): {what or e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1 (top level): the file must be a YAML mapping of keys to values")
     lines: dict[tuple[str | int, ...], int] = {}
     if node is not None:
-        _key_lines(node, (), lines)
+        dups: list[str] = []
+        _key_lines(node, (), lines, dups)
+        if dups:
+            problems = [f"{path}:{d}" for d in dups]
+            raise ConfigError("\n".join(problems), problems)
     try:
         cfg = Config.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as e:
