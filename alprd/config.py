@@ -379,6 +379,18 @@ def _key_lines(
             _key_lines(item, (*path, i), out, dups)
 
 
+def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
+    """Line number of every key path in a YAML text ({} if it does not parse)."""
+    lines: dict[tuple[str | int, ...], int] = {}
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+    except yaml.YAMLError:
+        return lines
+    if node is not None:
+        _key_lines(node, (), lines, [])
+    return lines
+
+
 def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:

@@ -786,18 +786,12 @@ class Daemon:
 
 
 def _lines_of(path: Path) -> dict[tuple[str | int, ...], int]:
-    import yaml
+    from .config import key_lines
 
-    from .config import _key_lines, _LineLoader
-
-    lines: dict[tuple[str | int, ...], int] = {}
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=_LineLoader)
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return lines
-    if node is not None:
-        _key_lines(node, (), lines)
-    return lines
+        return key_lines(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return {}
 
 
 def _credential_pending(p: Path) -> bool:
