@@ -798,6 +798,8 @@ def test_real_models_end_to_end_over_us_photos(
     # every other labelled plate: not listed and its car produced no hit (a look-alike hit is a hit)
     others = {plate for p, plate in labels.items() if plate not in listed and p not in hit_photos}
     assert len(others) > 40
+    print(f"e2e: {len(labels)} photos, {len(listed)} listed plates, {len(read_right)} listed photos read "
+          f"right, {len(hits)} hits, {len(others)} other plates checked absent")
     payloads = [p for _, p, _ in sub.messages]
     log_lines = [r.getMessage().encode() for r in caplog.records if r.levelno > logging.DEBUG]
     for plate in sorted(others):
