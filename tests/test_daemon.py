@@ -725,7 +725,6 @@ def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
 # --- end to end with the real models over real photos -------------------------------------------------
 
 
-@pytest.mark.skipif(not (ROOT / "models" / "plate_det.onnx").exists(), reason="no plate detector yet")
 def test_real_models_end_to_end_over_us_photos(
     tmp_path: Path, mosquitto: object, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
