@@ -248,3 +248,44 @@ def test_motion_gate_skips_static_scene_and_holds(data_dir: Path) -> None:
 
     assert roi_gate.inside(Box(2, 2, 4, 4), 100, 100)
     assert not roi_gate.inside(Box(50, 50, 4, 4), 100, 100)
+
+
+def _street_with_car(data_dir: Path) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """A still 640x360 street (a real photo, blurred) and a real car-sized patch to move across it."""
+    img = cv2.imread(str(_photos(data_dir, 1)[0]))
+    assert img is not None
+    street = cv2.GaussianBlur(cv2.resize(img, (640, 360)), (0, 0), 6)
+    car = cv2.resize(img, (640, 360))[120:220, 200:330].copy()
+    return street, car
+
+
+def _at(street: np.ndarray[Any, Any], car: np.ndarray[Any, Any] | None, x: int,
+        rng: np.random.Generator) -> np.ndarray[Any, Any]:
+    out = street.astype(np.int16) + rng.integers(-3, 4, street.shape, dtype=np.int16)  # sensor noise
+    if car is not None and 0 <= x <= street.shape[1] - car.shape[1]:
+        out[150 : 150 + car.shape[0], x : x + car.shape[1]] = car
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def test_motion_gate_stops_reading_soon_after_the_car_left(data_dir: Path) -> None:
+    street, car = _street_with_car(data_dir)
+    rng = np.random.default_rng(1)
+    gate = MotionGate(MotionConfig(hold_frames=10))
+    wanted = []
+    for i in range(90):  # 30 fps: the car crosses in 1 s, then 2 s of empty street
+        image = _at(street, car if i < 30 else None, 10 + 16 * i, rng)
+        wanted.append(gate.wants(Frame(image=image, ts=i / 30, mono=i / 30, seq=i + 1)))
+    assert all(wanted[:30])
+    # after the car: hold_frames, then at most one still window (0.25 s) until the street is background
+    assert not any(wanted[30 + 10 + 8 + 2 :]), wanted.index(False)
+
+
+def test_motion_gate_keeps_reading_a_car_creeping_in_at_30_fps(data_dir: Path) -> None:
+    street, car = _street_with_car(data_dir)
+    rng = np.random.default_rng(2)
+    gate = MotionGate(MotionConfig(hold_frames=0))
+    wanted = []
+    for i in range(90):  # one working-scale pixel per frame: too little between two frames
+        image = _at(street, car, 100 + 2 * i, rng)
+        wanted.append(gate.wants(Frame(image=image, ts=i / 30, mono=i / 30, seq=i + 1)))
+    assert sum(wanted) >= 0.9 * len(wanted), wanted
