@@ -35,6 +35,7 @@ def make_video(
 ) -> int:
     out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (1920, 1080))
     rng = np.random.default_rng(0)
+    noise = [rng.integers(-3, 4, (1080, 1920, 3), dtype=np.int16) for _ in range(4)]  # sensor noise
     n = 0
     for p in photos:
         img = cv2.imread(str(p))
@@ -48,10 +49,9 @@ def make_video(
             view = np.ascontiguousarray(big[54 : 54 + 1080, dx : dx + 1920])
             out.write(view)
             n += 1
-        still = cv2.GaussianBlur(view, (0, 0), 8)  # the car has gone: a blurred, static street
-        for _ in range(int(still_s * fps)):
-            noise = rng.normal(0, 2.0, still.shape)
-            out.write(np.clip(still + noise, 0, 255).astype(np.uint8))
+        still = cv2.GaussianBlur(view, (0, 0), 8).astype(np.int16)  # the car has gone: a static street
+        for k in range(int(still_s * fps)):
+            out.write(np.clip(still + noise[k % len(noise)], 0, 255).astype(np.uint8))
             n += 1
     out.release()
     return n
