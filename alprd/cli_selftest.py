@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ def register(sub: Any) -> None:
     p.add_argument("--config", "-c", type=Path, metavar="CFG", help="also check what this config names")
     p.add_argument("--models-dir", type=Path, metavar="DIR", help="models folder (default: the config's, "
                    "else the shipped models/)")
+    p.add_argument("--photo", action="append", default=[], metavar="IMAGE",
+                   help="also read this photo (e.g. a frame from this camera) with the loaded reader and "
+                   "print its `alprd read` JSON line; repeatable")
     p.set_defaults(handler=cmd_selftest)
 
 
@@ -28,7 +32,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     def emit(check: Check) -> None:
         print(check.line(), flush=True)
 
-    checks = run(args.config, args.models_dir, emit)
+    def emit_json(obj: dict[str, Any]) -> None:
+        print(json.dumps(obj), flush=True)
+
+    checks = run(args.config, args.models_dir, emit, args.photo, emit_json)
     failed = [c for c in checks if c.status == FAIL]
     if failed:
         print(f"selftest: FAIL ({len(failed)} of {len(checks)} checks: {', '.join(c.name for c in failed)})")

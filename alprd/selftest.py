@@ -14,17 +14,20 @@ import platform
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .config import Config, ReaderConfig, load_config
 from .errors import AlprdError, ConfigError
 from .types import Image
+
+if TYPE_CHECKING:
+    from .reader import PlateReader
 
 OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
 
@@ -187,10 +190,13 @@ def model_checks(models_dir: Path, threads: int = 1) -> Iterator[Check]:
         )
 
 
-def read_check(reader_cfg: ReaderConfig, text: str = PLATE_TEXT) -> Check:
-    """The whole reader (detector, line finder, recognizer, grammar) on a plate rendered here."""
+def read_check(reader_cfg: ReaderConfig, text: str = PLATE_TEXT) -> tuple[Check, PlateReader | None]:
+    """The whole reader (detector, line finder, recognizer, grammar) on a plate rendered here.
+
+    Returns the loaded reader too (None if it could not load), for reading the user's own photos."""
     from .reader import PlateReader
 
+    reader = None
     try:
         t0 = time.perf_counter()
         reader = PlateReader(reader_cfg)
@@ -198,16 +204,37 @@ def read_check(reader_cfg: ReaderConfig, text: str = PLATE_TEXT) -> Check:
         result = reader.read(render_plate(text), region="auto")
         t2 = time.perf_counter()
     except AlprdError as e:
-        return Check("read", FAIL, str(e))
+        return Check("read", FAIL, str(e)), reader
     except Exception as e:  # anything else here is a broken install, reported as such
-        return Check("read", FAIL, f"{type(e).__name__}: {e}")
+        return Check("read", FAIL, f"{type(e).__name__}: {e}"), reader
     timing = f"load {(t1 - t0) * 1000:.0f} ms, read {(t2 - t1) * 1000:.0f} ms"
     if not result.reads:
-        return Check("read", FAIL, f"no plate found on the rendered {text} plate ({timing})")
+        return Check("read", FAIL, f"no plate found on the rendered {text} plate ({timing})"), reader
     best = result.reads[0]
     if best.text != text:
-        return Check("read", FAIL, f"rendered {text}, read {best.text!r} ({best.confidence:.2f}; {timing})")
-    return Check("read", OK, f"rendered plate read as {best.text} ({best.confidence:.2f}; {timing})")
+        detail = f"rendered {text}, read {best.text!r} ({best.confidence:.2f}; {timing})"
+        return Check("read", FAIL, detail), reader
+    return Check("read", OK, f"rendered plate read as {best.text} ({best.confidence:.2f}; {timing})"), reader
+
+
+def photo_check(reader: PlateReader | None, path: str) -> tuple[Check, dict[str, Any]]:
+    """Read one of the user's photos (a frame from this camera); also returns `alprd read`'s JSON for it."""
+    from .cli_reader import plate_json
+    from .imageio import read_image
+
+    name = f"photo {Path(path).name}"
+    if reader is None:
+        return Check(name, FAIL, "the reader did not load (see above)"), {"file": path, "error": "no reader"}
+    t0 = time.perf_counter()
+    try:
+        image, scale = read_image(path)
+        result = reader.read(image)
+    except AlprdError as e:
+        return Check(name, FAIL, str(e)), {"file": path, "error": str(e)}
+    ms = (time.perf_counter() - t0) * 1000
+    plates = [plate_json(r, scale) for r in result.reads]
+    texts = ", ".join(f"{p['text']} ({p['confidence']:.2f})" for p in plates) or "no plate found"
+    return Check(name, OK, f"{texts}; {ms:.0f} ms"), {"file": path, "ms": round(ms, 1), "plates": plates}
 
 
 def _credential_source(path: Path, units: tuple[Path, ...]) -> tuple[Path, str]:
@@ -332,8 +359,13 @@ def run(
     config_path: Path | None = None,
     models_dir: Path | None = None,
     emit: Callable[[Check], None] | None = None,
+    photos: Sequence[str] = (),
+    photo_json: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[Check]:
-    """Run every check, passing each to `emit` as it completes (slow CPUs show progress)."""
+    """Run every check, passing each to `emit` as it completes (slow CPUs show progress).
+
+    `photos` are read with the same loaded reader (one model load: on slow CPUs that is most of
+    the time); `photo_json` receives each one's `alprd read` JSON object."""
     checks: list[Check] = []
 
     def add(check: Check) -> None:
@@ -351,7 +383,13 @@ def run(
         reader_cfg = reader_cfg.model_copy(update={"models_dir": models_dir})
     for check in model_checks(reader_cfg.models_dir, reader_cfg.threads):
         add(check)
-    add(read_check(reader_cfg))
+    check, reader = read_check(reader_cfg)
+    add(check)
+    for path in photos:
+        check, obj = photo_check(reader, path)
+        add(check)
+        if photo_json is not None:
+            photo_json(obj)
     if cfg is not None:
         for check in key_checks(cfg):
             add(check)

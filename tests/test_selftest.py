@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from alprd import selftest
 from alprd.cli import main
+from alprd.cli_reader import plate_json
 from alprd.config import PACKAGE_MODELS_DIR, HotlistConfig, PrivacyConfig, ReaderConfig, load_config
 from alprd.hotlist import entries_from_rows, pack_bundle
+from alprd.imageio import read_image
 from alprd.keys import generate_agency_keys, load_list_key, load_signing_key
 from alprd.reader import PlateReader
 
@@ -69,6 +73,25 @@ def test_selftest_passes_on_the_shipped_models(capsys: pytest.CaptureFixture[str
     assert checks["read"] == "OK", out
     assert f"read as {selftest.PLATE_TEXT}" in out
     assert out.rstrip().splitlines()[-1].startswith("selftest: OK")
+
+
+def test_photos_are_read_with_the_loaded_reader_as_alprd_read_would(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = str(data_dir / "eu" / "eu1.jpg")
+    image, scale = read_image(photo)
+    expected = {"plates": [plate_json(r, scale) for r in _reader().read(image).reads]}
+    assert main(["selftest", "--photo", photo, "--photo", str(data_dir / "missing.jpg")]) == 1
+    out = capsys.readouterr().out
+    assert _lines(out)["photo eu1.jpg"] == "OK"
+    assert _lines(out)["photo missing.jpg"] == "FAIL"
+    got = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [g["file"] for g in got] == [photo, str(data_dir / "missing.jpg")]
+    def plates(obj: dict[str, Any]) -> list[tuple[str, list[int]]]:
+        return [(p["text"], p["box"]) for p in obj["plates"]]
+
+    assert plates(got[0]) == plates(expected)
+    assert "error" in got[1]
 
 
 def test_a_corrupted_model_copy_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
