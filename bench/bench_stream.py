@@ -67,6 +67,15 @@ def vm_kib(pid: int, field: str) -> int:
     return 0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=12)
@@ -132,9 +141,11 @@ def main() -> int:
                 stdout=subprocess.DEVNULL, stderr=err,
             )
         hwm = rss = 0
+        cpu = 0.0
         while proc.poll() is None:
             hwm = max(hwm, vm_kib(proc.pid, "VmHWM"))
             rss = max(rss, vm_kib(proc.pid, "VmRSS"))
+            cpu = max(cpu, cpu_s(proc.pid))
             time.sleep(0.2)
         wall = time.monotonic() - t0
         if proc.returncode != 0:
@@ -154,6 +165,7 @@ def main() -> int:
             "hit_latency_ms_p50": round(lat[len(lat) // 2], 1) if lat else None,
             "hit_latency_ms_p95": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))], 1) if lat else None,
             "rss_mb_peak": round(hwm / 1024, 1), "rss_mb_sampled_max": round(rss / 1024, 1),
+            "daemon_cpu_s": round(cpu, 1),
             "ms": metrics["ms"], "threads_onnx": args.threads,
             "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         }
