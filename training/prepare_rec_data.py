@@ -2,9 +2,13 @@
 
 Train on what you read: each sample is the top text line that `LineFinder` finds in a crop framed
 the way the reader frames a detector box (`Box.pad(0.15, 0.3).clamp`), cut upright with
-`LineFinder.cut`. The ground-truth box is jittered (shift +-8 %, scale +-10 %) to imitate the
-detector's boxes. Crop folders (us-crops, br-crops) have no box: the whole crop is the plate
-region, and the jitter picks a window of it.
+`LineFinder.cut`. The ground-truth box is jittered to imitate the detector's boxes: measured on
+half of the eu/br/us photos (plate_det at 640 px, matched boxes), its boxes are wider than the
+ground truth by x0.87-1.5 and taller by x0.65-1.5 (5th-95th percentile, median x1.05 and x1.15),
+centres off by up to 9 % of the width and 13 % of the height. A jitter of +-8 % / +-10 % alone
+trained a model that read ground-truth boxes better than the stock model but detector boxes worse.
+Crop folders (us-crops, br-crops) have no box: the whole crop is the plate region, and the jitter
+picks a window of it.
 
 A cut line is kept only when it plausibly holds the plate text: the stock recognizer's reading of it
 is within half the label's length (edit distance). Otherwise the 2nd line is tried (the reader tries
@@ -69,12 +73,17 @@ def read_labels(folder: str) -> list[dict[str, str]]:
         return [{k: (v or "").strip() for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def jitter_box(box: Box, rng: random.Random, shift: float = 0.08, scale: float = 0.10) -> Box:
+# (low, high) of the uniform jitter: centre shift as a fraction of the side, scale factors.
+SHIFT_X, SHIFT_Y = (-0.08, 0.08), (-0.12, 0.12)
+SCALE_W, SCALE_H = (0.9, 1.4), (0.8, 1.5)
+
+
+def jitter_box(box: Box, rng: random.Random) -> Box:
     """A detector-like box around the ground truth: centre moved, sides rescaled."""
-    cx = box.x + box.w / 2 + rng.uniform(-shift, shift) * box.w
-    cy = box.y + box.h / 2 + rng.uniform(-shift, shift) * box.h
-    w = box.w * rng.uniform(1 - scale, 1 + scale)
-    h = box.h * rng.uniform(1 - scale, 1 + scale)
+    cx = box.x + box.w / 2 + rng.uniform(*SHIFT_X) * box.w
+    cy = box.y + box.h / 2 + rng.uniform(*SHIFT_Y) * box.h
+    w = box.w * rng.uniform(*SCALE_W)
+    h = box.h * rng.uniform(*SCALE_H)
     return Box(round(cx - w / 2), round(cy - h / 2), max(2, round(w)), max(2, round(h)))
 
 
@@ -211,7 +220,8 @@ def main() -> None:
     obj[:] = images
     np.savez(args.out / "lines.npz", images=obj, labels=np.array(labels), sources=np.array(sources),
              files=np.array(files))
-    summary = {"seed": args.seed, "jitters": JITTERS, "per_source": stats, "samples": len(images),
+    summary = {"seed": args.seed, "jitters": JITTERS, "shift_x": SHIFT_X, "shift_y": SHIFT_Y,
+               "scale_w": SCALE_W, "scale_h": SCALE_H, "per_source": stats, "samples": len(images),
                "second_line_used": cutter.second, "no_line": cutter.empty, "filtered_out": cutter.dropped,
                "seconds": round(time.monotonic() - t0, 1)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -54,7 +54,7 @@ log = logging.getLogger("train_recognizer")
 
 # Share of each source in the training stream: photos are few but are what the reader sees;
 # br-crops are many and one region only.
-MIX = {"eu": 0.24, "br": 0.12, "us": 0.20, "us-crops": 0.16, "br-crops": 0.12, "synthetic": 0.16}
+MIX = {"eu": 0.28, "br": 0.14, "us": 0.22, "us-crops": 0.16, "br-crops": 0.10, "synthetic": 0.16}
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -253,8 +253,8 @@ def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
     h, w = img.shape[:2]
     # line-finder framing: trim or extend each side a little
     if rng.random() < 0.5:
-        left, right = rng.randint(-4, 6), rng.randint(-4, 6)
-        t, b = rng.randint(-3, 4), rng.randint(-3, 4)
+        left, right = rng.randint(-4, 12), rng.randint(-4, 12)
+        t, b = rng.randint(-3, 8), rng.randint(-3, 8)
         img = cv2.copyMakeBorder(img, max(0, t), max(0, b), max(0, left), max(0, right), cv2.BORDER_REPLICATE)
         hh, ww = img.shape[:2]
         img = img[max(0, -t) : hh - max(0, -b), max(0, -left) : ww - max(0, -right)]
@@ -379,7 +379,7 @@ def write_contract(onnx_path: Path, extra: dict[str, object]) -> dict[str, objec
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", help="run name: output in /work/tmp/alprd-rec-runs/RUN, log rec_RUN.log")
     ap.add_argument("--data", type=Path, default=DATA_DIR / "lines.npz")
     ap.add_argument("--synthetic", type=Path, default=None, help="npz of synthetic lines (optional)")
     ap.add_argument("--steps", type=int, default=600)
@@ -392,8 +392,14 @@ def main() -> None:
     ap.add_argument("--fold", action="store_true",
                     help="keep the stock a-z and separator rows, folded into A-Z and blank")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--install", action="store_true")
+    ap.add_argument("--install", action="store_true", help="after training, install into models/")
+    ap.add_argument("--install-run", metavar="RUN", help="only install a finished run into models/")
     args = ap.parse_args()
+    if args.install_run:
+        install(RUNS / args.install_run / "plate_rec.onnx")
+        return
+    if not args.run:
+        ap.error("--run is required to train")
 
     import torch
     import torch.nn.functional as F
@@ -506,17 +512,28 @@ def main() -> None:
     }
     extra = {
         "source": "PaddleOCR PP-OCRv6 small text recognizer (rapidocr==3.10.0 PP-OCRv6_rec_small.onnx), "
-        "head cut to [blank, 0-9, A-Z] and fine-tuned on plates by training/train_recognizer.py",
-        "licence": "Apache-2.0 base weights; fine-tuned on AGPL-3.0 test data (openalpr/benchmarks eu, br, "
-        "us photos + us crops, openalpr/train-detector br crops)"
+        + ("head cut to its blank, 0-9, A-Z, a-z and separator rows, folded to [blank, 0-9, A-Z] in "
+           "the graph" if args.fold else "head cut to [blank, 0-9, A-Z]")
+        + ", fine-tuned on plate lines by training/train_recognizer.py",
+        "licence": "Apache-2.0 base weights (PaddleOCR); fine-tuned on AGPL-3.0 test data "
+        "(openalpr/benchmarks eu, br, us photos and us crops; openalpr/train-detector br crops): "
+        "whether that data's licence reaches the weights is a licence question to settle before "
+        "redistribution"
         + ("; synthetic plates are our own" if args.synthetic else ""),
         "trained_on": trained_on,
     }
     write_contract(out, extra)
     if args.install:
-        shutil.copyfile(out, MODELS / "plate_rec.onnx")
-        contract = write_contract(MODELS / "plate_rec.onnx", extra)
-        log.info("installed models/plate_rec.onnx sha256 %s", contract["sha256"])
+        install(out)
+
+
+def install(onnx_path: Path) -> None:
+    """Copy a run's model into models/ and rewrite its contract there (SHA-256 of the copy)."""
+    run_contract = json.loads(onnx_path.with_suffix(".json").read_text())
+    extra = {k: run_contract[k] for k in ("source", "licence", "trained_on") if k in run_contract}
+    shutil.copyfile(onnx_path, MODELS / "plate_rec.onnx")
+    contract = write_contract(MODELS / "plate_rec.onnx", extra)
+    print(f"installed models/plate_rec.onnx sha256 {contract['sha256']}")
 
 
 if __name__ == "__main__":
