@@ -42,6 +42,11 @@ class ReaderConfig(Section):
     detector_size: Annotated[int, Field(ge=320, le=1920, multiple_of=32)] = Field(
         640, description="Long side of the image fed to the plate detector (640 near, 960 distant)."
     )
+    retry_size: int | None = Field(
+        960, ge=320, le=1920, multiple_of=32,
+        description="When the first pass finds no confident plate that fits the region's grammar, "
+        "look again with the detector at this input size (distant plates); null disables.",
+    )
     min_detection_score: float | None = Field(
         None, ge=0.0, le=1.0,
         description="Plate-detector boxes below this score are ignored (null: the model contract's value).",

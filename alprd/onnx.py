@@ -79,6 +79,9 @@ def open_session(contract: Contract, threads: int) -> Any:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    # The arena keeps the peak of every input size ever seen (960-px retries, wide crops) for the
+    # life of the process: measured 536 -> 380 MB peak RSS over 30 US photos without it.
+    opts.enable_cpu_mem_arena = False
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own untyped errors

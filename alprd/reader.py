@@ -36,6 +36,11 @@ class PlateReader:
     def __init__(self, cfg: ReaderConfig) -> None:
         self.cfg = cfg
         self.detector = PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score)
+        self.retry = (
+            PlateDetector(cfg.models_dir, cfg.threads, cfg.retry_size, cfg.min_detection_score)
+            if cfg.retry_size and cfg.retry_size > cfg.detector_size
+            else None
+        )
         self.lines = LineFinder(cfg.models_dir, cfg.threads)
         self.recognizer = Recognizer(cfg.models_dir, cfg.threads)
         self.model_hashes = {
@@ -52,6 +57,14 @@ class PlateReader:
         detections = self.detector.detect(image)[: self.cfg.max_plates]
         t1 = time.perf_counter()
         reads = [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
+        if self.retry is not None and not any(r.grammar_ok and r.confidence >= CONFIDENT for r in reads):
+            # Distant plates are a few dozen pixels wide at the first size: look closer, once.
+            t = time.perf_counter()
+            again = [d for d in self.retry.detect(image)[: self.cfg.max_plates]
+                     if all(d.box.iou(o.box) < 0.3 for o in detections)]
+            t1 += time.perf_counter() - t
+            detections += again
+            reads += [r for d in again if (r := self.read_plate(image, d, region)) is not None]
         reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
         reads.sort(key=lambda r: r.confidence, reverse=True)
         t2 = time.perf_counter()
