@@ -80,6 +80,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
+    ap.add_argument("--reader", action="append", default=[], metavar="KEY=YAML",
+                    help="override a reader config key, e.g. --reader detector_size=960")
     args = ap.parse_args()
     import csv
     import subprocess
@@ -119,8 +121,12 @@ def main() -> int:
             orig(client, userdata, msg)
 
         sub.client.on_message = stamp
+        reader = {"region": "us", "threads": args.threads}
+        for kv in args.reader:
+            key, _, value = kv.partition("=")
+            reader[key] = yaml.safe_load(value)
         cfg = {
-            "device_id": "bench", "reader": {"region": "us", "threads": args.threads},
+            "device_id": "bench", "reader": reader,
             "source": {"kind": "video", "path": str(video), "fps": 30},
             "tracking": {"close_after_frames": 3},
             "mqtt": {"host": broker.host, "port": broker.port, "drain_timeout_s": 20},
@@ -166,7 +172,7 @@ def main() -> int:
             "hit_latency_ms_p95": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))], 1) if lat else None,
             "rss_mb_peak": round(hwm / 1024, 1), "rss_mb_sampled_max": round(rss / 1024, 1),
             "daemon_cpu_s": round(cpu, 1),
-            "ms": metrics["ms"], "threads_onnx": args.threads,
+            "ms": metrics["ms"], "reader": reader,
             "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         }
         print(json.dumps(result))
