@@ -161,6 +161,9 @@ def main() -> int:
         hits = sub.json_on("/hit")
         metrics = sub.json_on("/metrics")[-1]
         lat = sorted(1000 * (received[h["hit_id"]] - h["ts"]) for h in hits if h["hit_id"] in received)
+        # verified hits went out in the step of the frame that decided them: read + publish, no waiting
+        early = sorted(1000 * (received[h["hit_id"]] - h["ts"]) for h in hits
+                       if h["hit_id"] in received and h["verified"])
         video_s = frames / 30
         result = {
             "frames": frames, "video_s": round(video_s, 1), "wall_s": round(wall, 1),
@@ -170,6 +173,7 @@ def main() -> int:
             "hits": len(hits), "plates": len(rows), "verified": sum(1 for h in hits if h["verified"]),
             "hit_latency_ms_p50": round(lat[len(lat) // 2], 1) if lat else None,
             "hit_latency_ms_p95": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))], 1) if lat else None,
+            "verified_hit_latency_ms": [round(x, 1) for x in early],
             "rss_mb_peak": round(hwm / 1024, 1), "rss_mb_sampled_max": round(rss / 1024, 1),
             "daemon_cpu_s": round(cpu, 1),
             "ms": metrics["ms"], "reader": reader,
