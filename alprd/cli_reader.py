@@ -44,6 +44,8 @@ def _reader_args(p: argparse.ArgumentParser) -> None:
                    help="plate grammar used to rank candidates (default: auto)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default: 1)")
     p.add_argument("--detector-size", type=int, default=640, help="detector input long side (640 or 960)")
+    p.add_argument("--retry-size", type=int, default=960,
+                   help="detector size of the second look when no confident plate is found (0: none)")
     p.add_argument("--models-dir", type=Path, default=None, help="folder with the models (default: shipped)")
 
 
@@ -51,7 +53,8 @@ def _make_reader(args: argparse.Namespace) -> Any:
     from .reader import PlateReader
 
     kwargs: dict[str, Any] = {
-        "region": args.region, "threads": args.threads, "detector_size": args.detector_size
+        "region": args.region, "threads": args.threads, "detector_size": args.detector_size,
+        "retry_size": args.retry_size or None,
     }
     if args.models_dir is not None:
         kwargs["models_dir"] = args.models_dir

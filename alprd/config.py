@@ -43,9 +43,11 @@ class ReaderConfig(Section):
         640, description="Long side of the image fed to the plate detector (640 near, 960 distant)."
     )
     retry_size: int | None = Field(
-        960, ge=320, le=1920, multiple_of=32,
+        None, ge=320, le=1920, multiple_of=32,
         description="When the first pass finds no confident plate that fits the region's grammar, "
-        "look again with the detector at this input size (distant plates); null disables.",
+        "look again with the detector at this input size (distant plates); null disables. A stream "
+        "sees each car grow over many frames, and most frames hold no plate, so the daemon's default "
+        "is off; `alprd read`/`bench` (one chance per photo) use 960.",
     )
     min_detection_score: float | None = Field(
         None, ge=0.0, le=1.0,

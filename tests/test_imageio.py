@@ -22,7 +22,7 @@ def test_empty_file(tmp_path: Path) -> None:
 def test_corrupt_file(tmp_path: Path) -> None:
     p = tmp_path / "corrupt.jpg"
     p.write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 100)
-    with pytest.raises(ImageError, match="not a readable image|cannot decode"):
+    with pytest.raises(ImageError, match=r"not a readable image|cannot decode"):
         read_image(p)
 
 

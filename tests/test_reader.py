@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def reader() -> PlateReader:
-    return PlateReader(ReaderConfig())
+    return PlateReader(ReaderConfig(retry_size=960))  # as `alprd read` and `alprd bench`
 
 
 def _sample(folder: Path, step: int) -> list[dict[str, str]]:
