@@ -4,6 +4,12 @@ The model (models/plate_det.onnx, trained by training/train_detector.py) maps an
 probability that each pixel lies inside a licence plate. Boxes are the bounding rectangles of the
 connected regions above the contract's threshold; a box's score is the mean probability inside
 its region. Training evaluates with this same code (training/eval_detector.py).
+
+Two passes when the contract asks for it (`output.refine_width`): the whole frame at `size`
+finds candidates (down to `candidate_score`); each candidate is then looked at again, cropped
+and scaled so that it is about `refine_width` pixels wide, and that second map gives the box and
+the score. At 640 px a distant plate is 30-50 px wide and its region spreads over the plate
+holder; seen bigger, the map separates plate from holder.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ MAX_DETECTIONS = 32
 """More regions than this in one frame are noise (or a wall of text); the best-scoring are kept."""
 MIN_AREA = 12
 """Regions smaller than this many map pixels cannot hold a readable plate."""
+DEFAULT_REFINE_WIDTH = 128
+"""Second-look width when asked to refine and the contract names none."""
+REFINE_MAX_UPSCALE = 4.0
+"""A candidate is never enlarged more than this for the second look."""
 
 
 class PlateDetector:
@@ -35,11 +45,13 @@ class PlateDetector:
 
     `size` is the long side the image is resized to before inference (640 for near cameras, 960
     for distant ones); `min_score` drops boxes whose mean probability is lower (None: the
-    contract's recommended value).
+    contract's recommended value). `refine` turns the second look on or off (None: as the
+    contract says).
     """
 
     def __init__(self, models_dir: Path, threads: int = 1, size: int = 640,
-                 min_score: float | None = None, name: str = MODEL_NAME) -> None:
+                 min_score: float | None = None, name: str = MODEL_NAME,
+                 refine: bool | None = None) -> None:
         if size % 32 or not 32 <= size <= 4096:
             raise ValueError(f"detector size must be a multiple of 32 between 32 and 4096, got {size}")
         self.contract: Contract = load_contract(Path(models_dir), name)
@@ -51,6 +63,12 @@ class PlateDetector:
         self.pad_multiple = int(self.contract.input.get("pad_multiple", 32))
         expand = out.get("expand", [0.0, 0.0])
         self._expand = (float(expand[0]), float(expand[1]))
+        self.refine_width = int(out.get("refine_width", 0))
+        if refine is not None and not refine:
+            self.refine_width = 0
+        elif refine and not self.refine_width:
+            self.refine_width = DEFAULT_REFINE_WIDTH
+        self.candidate_score = float(out.get("candidate_score", self.min_score))
         self._session: Any = open_session(self.contract, threads)
         self._input = check_input(self._session, self.contract)
         outputs = self._session.get_outputs()
@@ -85,10 +103,16 @@ class PlateDetector:
                 + ": restore models/ from the release"
             )
 
-    def prepare(self, image: Image) -> tuple[npt.NDArray[np.float32], float, tuple[int, int]]:
-        """Resize (long side = size), pad to the multiple, normalise. Returns tensor, scale, (h, w) used."""
+    def prepare(
+        self, image: Image, f: float | None = None
+    ) -> tuple[npt.NDArray[np.float32], float, tuple[int, int]]:
+        """Resize (long side = size, or by `f`), pad to the multiple, normalise.
+
+        Returns the tensor, the resize factor and the (h, w) of the image part of the tensor.
+        """
         h, w = image.shape[:2]
-        f = self.size / max(h, w)
+        if f is None:
+            f = self.size / max(h, w)
         nw, nh = max(1, round(w * f)), max(1, round(h * f))
         # INTER_AREA reads every source pixel once: memory stays that of the output even for
         # a 20000 x 20000 input.
@@ -100,10 +124,12 @@ class PlateDetector:
         canvas[:nh, :nw] = _to_bgr(resized)
         return normalise(canvas, self.contract), f, (nh, nw)
 
-    def probability_map(self, image: Image) -> tuple[npt.NDArray[np.float32], float]:
+    def probability_map(
+        self, image: Image, f: float | None = None
+    ) -> tuple[npt.NDArray[np.float32], float]:
         """The model's map over the resized image (padding cut off) and the resize factor."""
         _check_image(image)
-        x, f, (nh, nw) = self.prepare(image)
+        x, f, (nh, nw) = self.prepare(image, f)
         prob = self._session.run(None, {self._input: x})[0]
         return np.asarray(prob[0, 0, :nh, :nw], dtype=np.float32), f
 
@@ -112,11 +138,46 @@ class PlateDetector:
         _check_image(image)
         h, w = image.shape[:2]
         prob, f = self.probability_map(image)
-        return self.boxes_from_map(prob, f, w, h)
+        if not self.refine_width:
+            return self.boxes_from_map(prob, f, w, h, self.min_score)
+        found: list[Detection] = []
+        for cand in self.boxes_from_map(prob, f, w, h, min(self.candidate_score, self.min_score)):
+            r = self._refine(image, cand)
+            # Two candidates on one plate refine to the same box: keep the better one.
+            if r is not None and r.score >= self.min_score and all(r.box.iou(o.box) < 0.5 for o in found):
+                found.append(r)
+        found.sort(key=lambda d: d.score, reverse=True)
+        return found
+
+    def _refine(self, image: Image, d: Detection) -> Detection | None:
+        """Look again at one candidate with its width scaled to `refine_width` pixels."""
+        h, w = image.shape[:2]
+        b = d.box
+        win = b.pad(0.5, 1.0).clamp(w, h)
+        if win.area == 0:
+            return None
+        g = min(self.refine_width / max(b.w, 1), REFINE_MAX_UPSCALE)
+        crop = image[win.y:win.y + win.h, win.x:win.x + win.w]
+        prob, g = self.probability_map(crop, g)
+        # The plate is the region that covers most of the candidate's centre (window pixels).
+        centre = Box(b.x - win.x + b.w // 4, b.y - win.y + b.h // 4, max(1, b.w // 2), max(1, b.h // 2))
+        best: tuple[float, Detection] | None = None
+        for cand in self.boxes_from_map(prob, g, win.w, win.h, 0.0):
+            cb = cand.box
+            ix = max(0, min(cb.x + cb.w, centre.x + centre.w) - max(cb.x, centre.x))
+            iy = max(0, min(cb.y + cb.h, centre.y + centre.h) - max(cb.y, centre.y))
+            if ix * iy > 0 and (best is None or ix * iy * cand.score > best[0]):
+                best = (ix * iy * cand.score, cand)
+        if best is None:
+            return None
+        cb = best[1].box
+        return Detection(box=Box(cb.x + win.x, cb.y + win.y, cb.w, cb.h).clamp(w, h), score=best[1].score)
 
     def boxes_from_map(
-        self, prob: npt.NDArray[np.float32], f: float, width: int, height: int
+        self, prob: npt.NDArray[np.float32], f: float, width: int, height: int, min_score: float
     ) -> list[Detection]:
+        """Regions of the map above the threshold whose mean probability is at least `min_score`,
+        as boxes in the pixels of the (width x height) image the map was made from (scale f)."""
         mask = (prob >= self.threshold).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if n <= 1:
@@ -130,7 +191,7 @@ class PlateDetector:
             if area < MIN_AREA:
                 continue
             score = float(sums[i] / area)
-            if score < self.min_score:
+            if score < min_score:
                 continue
             x0, y0 = x / f, y / f
             x1, y1 = (x + bw) / f, (y + bh) / f

@@ -21,9 +21,9 @@ DATA_FILES = Path(__file__).resolve().parent / "data"
 # A few clear photos per folder. The US photos were never trained on; for eu/br these are files of
 # the dev half (training/common.py hash_split), also never trained on.
 PHOTOS = {
-    "us": ["21d8c31d-3deb-494b-9c63-c0223306fd82.jpg"],
-    "eu": [],
-    "br": [],
+    "us": ["0b86cecf-67d1-4fc0-87c9-b36b0ee228bb.jpg", "car20.jpg"],
+    "eu": ["eu2.jpg"],
+    "br": ["AYO9034.jpg"],
 }
 
 
@@ -150,3 +150,14 @@ def test_contract_of_another_kind_of_model(models_copy: Path) -> None:
 def test_size_must_be_a_multiple_of_32() -> None:
     with pytest.raises(ValueError, match="multiple of 32"):
         PlateDetector(PACKAGE_MODELS_DIR, size=650)
+
+
+def test_single_pass_without_refining(data_dir: Path) -> None:
+    det = PlateDetector(PACKAGE_MODELS_DIR, threads=1, size=640, refine=False)
+    assert det.refine_width == 0
+    name = PHOTOS["br"][0]
+    image = cv2.imread(str(data_dir / "br" / name), cv2.IMREAD_COLOR)
+    want = _labels(data_dir, "br")[name]
+    dets = det.detect(image)
+    assert max((d.box.iou(want) for d in dets), default=0.0) >= 0.5
+    assert all(d.score >= det.min_score for d in dets)
