@@ -176,9 +176,41 @@ def render_plate(rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def add_holder(plate: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Put a plate into a holder: a dark (or chrome) recess around it, sometimes a dealer frame
+    with small lettering. Returns the bigger picture and the plate's rectangle inside it.
+
+    Real plates sit in such recesses; a model that only saw plates pasted on arbitrary backgrounds
+    learnt to include the holder in the box (US photos: IoU < 0.5 with the labelled plate).
+    """
+    ph0, pw0 = plate.shape[:2]
+    mx = round(pw0 * rng.uniform(0.04, 0.2))
+    mt = round(ph0 * rng.uniform(0.08, 0.4))
+    mb = round(ph0 * rng.uniform(0.08, 0.4))
+    H, W = ph0 + mt + mb, pw0 + 2 * mx
+    base = rng.uniform(140, 220) if rng.random() < 0.25 else rng.uniform(10, 90)  # chrome or dark
+    out = np.empty((H, W, 3), np.float32)
+    out[:] = base + rng.normal(0, 8, size=3)
+    out += np.linspace(0, rng.uniform(-30, 30), H)[:, None, None]
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if rng.random() < 0.35:  # dealer frame: lettering above and below the plate
+        fg = (230, 230, 230) if base < 120 else (30, 30, 30)
+        for y, hh in ((0, mt), (mt + ph0, mb)):
+            if hh >= 6:
+                k = int(rng.integers(5, 16))
+                txt = "".join(string.ascii_uppercase[i] for i in rng.integers(26, size=k))
+                _put_fit(out, txt, (mx + pw0 // 8, y + hh // 6, pw0 * 3 // 4, hh * 2 // 3), fg, rng)
+    out[mt:mt + ph0, mx:mx + pw0] = plate
+    return out, (mx, mt, pw0, ph0)
+
+
 def paste(bg: np.ndarray, boxes: list[tuple[float, float, float, float]], plate: np.ndarray,
-          rng: np.random.Generator) -> tuple[float, float, float, float] | None:
-    """Paste `plate` into `bg` (in place) with a mild perspective warp; returns its box or None."""
+          rng: np.random.Generator,
+          inner: tuple[int, int, int, int] | None = None) -> tuple[float, float, float, float] | None:
+    """Paste `plate` into `bg` (in place) with a mild perspective warp; returns its box or None.
+
+    `inner` (x, y, w, h in `plate` pixels) is the part that is labelled: the plate in its holder.
+    """
     H, W = bg.shape[:2]
     ph0, pw0 = plate.shape[:2]
     pw = W * rng.uniform(0.035, 0.22)
@@ -208,6 +240,13 @@ def paste(bg: np.ndarray, boxes: list[tuple[float, float, float, float]], plate:
     size = (x1 - x0, y1 - y0)
     warped = cv2.warpPerspective(plate, M, size, flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
     mask = cv2.warpPerspective(np.full((ph0, pw0), 255, np.uint8), M, size, flags=cv2.INTER_LINEAR)
+    if inner is None:
+        label = mask
+    else:
+        ix, iy, iw, ih = inner
+        lab = np.zeros((ph0, pw0), np.uint8)
+        lab[iy:iy + ih, ix:ix + iw] = 255
+        label = cv2.warpPerspective(lab, M, size, flags=cv2.INTER_LINEAR)
     roi = bg[y0:y1, x0:x1]
     # Match the scene: the background's brightness, a colour cast, blur and noise.
     w = warped.astype(np.float32)
@@ -219,7 +258,7 @@ def paste(bg: np.ndarray, boxes: list[tuple[float, float, float, float]], plate:
     w += rng.normal(0, rng.uniform(0, 6), size=w.shape)
     a = (mask.astype(np.float32) / 255)[..., None]
     roi[:] = np.clip(w * a + roi.astype(np.float32) * (1 - a), 0, 255).astype(np.uint8)
-    ys, xs = np.nonzero(mask > 127)
+    ys, xs = np.nonzero(label > 127)
     if len(xs) == 0:
         return None
     return (x0 + xs.min(), y0 + ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
@@ -229,7 +268,8 @@ class Sampler:
     """Makes training crops: a photo (maybe with pasted plates) at a random scale, cropped."""
 
     def __init__(self, photos: list[Photo], backgrounds: list[Photo], crops: list[list[np.ndarray]],
-                 synth: float, composite: float, crop: int, sides: tuple[float, float], seed: int) -> None:
+                 synth: float, composite: float, crop: int, sides: tuple[float, float], seed: int,
+                 holder: float = 0.0) -> None:
         self.photos = photos
         self.backgrounds = backgrounds
         self.crops = crops
@@ -238,6 +278,7 @@ class Sampler:
         self.crop = crop
         self.sides = sides
         self.rng = np.random.default_rng(seed)
+        self.holder = holder
 
     def _composite(self) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
         rng = self.rng
@@ -251,7 +292,10 @@ class Sampler:
                 # Each crop folder equally often: 389 US crops would otherwise drown in 1144 BR ones.
                 folder = self.crops[rng.integers(len(self.crops))]
                 plate = folder[rng.integers(len(folder))]
-            b = paste(img, boxes, plate, rng)
+            inner = None
+            if self.holder > 0 and rng.random() < self.holder:
+                plate, inner = add_holder(plate, rng)
+            b = paste(img, boxes, plate, rng, inner)
             if b is not None:
                 boxes.append(b)
         return img, boxes
@@ -435,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--composite", type=float, default=0.45, help="share of samples with pasted plates")
     ap.add_argument("--synth", type=float, default=0.3,
                     help="share of pasted plates that are rendered (the rest real crops; mit: all)")
+    ap.add_argument("--holder", type=float, default=0.0,
+                    help="share of pasted plates put into a synthetic holder / dealer frame first")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--base", type=Path, default=BASE_MODEL)
@@ -457,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("data loaded in %.0f s: %s", timer(), counts)
     sampler = Sampler(photos, backgrounds, crops, synth=1.0 if args.data_set == "mit" else args.synth,
                       composite=args.composite, crop=args.crop, sides=(args.min_side, args.max_side),
-                      seed=args.seed)
+                      seed=args.seed, holder=args.holder)
 
     net, names = build_model(args.base)
     net.train()
