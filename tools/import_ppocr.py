@@ -10,11 +10,12 @@ normalisation, alphabet, SHA-256). Nothing is downloaded at run time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
+
+from alprd.onnx import file_sha256
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 
@@ -45,20 +46,12 @@ IMPORTS = [
 ]
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def main(wheel_dir: str) -> None:
     for spec in IMPORTS:
         src = Path(wheel_dir) / str(spec.pop("from"))
         dst = MODELS / str(spec["file"])
         shutil.copyfile(src, dst)
-        spec["sha256"] = sha256(dst)
+        spec["sha256"] = file_sha256(dst)
         (MODELS / f"{spec['name']}.json").write_text(json.dumps(spec, indent=2) + "\n")
         print(f"{dst.name}: {spec['sha256']}")
 
