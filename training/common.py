@@ -297,13 +297,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_logging(run: str) -> Path:
+def setup_logging(run: str, append: bool = False) -> Path:
     LOGS.mkdir(parents=True, exist_ok=True)
     path = LOGS / f"{run}.log"
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
-    for h in (logging.FileHandler(path, mode="w"), logging.StreamHandler(sys.stdout)):
+    for h in (logging.FileHandler(path, mode="a" if append else "w"), logging.StreamHandler(sys.stdout)):
         h.setFormatter(fmt)
         root.addHandler(h)
     return path

@@ -488,11 +488,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", default=None, help="log name (training/logs/<run>.log)")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--export-every", type=int, default=0, help="also export a snapshot every N steps")
+    ap.add_argument("--checkpoint-every", type=int, default=25,
+                    help="save model, optimiser and random states every N steps (for --resume)")
+    ap.add_argument("--checkpoint-dir", type=Path, default=Path("/tmp/alprd-train"))
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run from its last checkpoint (same arguments); the result is the same "
+                         "as an uninterrupted run")
     args = ap.parse_args(argv)
 
     out = args.out or (MODELS / ("plate_det.onnx" if args.data_set == "full" else "plate_det_mit.onnx"))
     run = args.run or f"detector-{args.data_set}"
-    logpath = setup_logging(run)
+    ckpt_path = args.checkpoint_dir / f"{run}.ckpt"
+    logpath = setup_logging(run, append=args.resume)
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     log.info("run %s: %s", run, " ".join(sys.argv))
@@ -540,8 +547,18 @@ def main(argv: list[str] | None = None) -> int:
 
     timer = Timer()
     t_data = 0.0
-    ema = None
-    for step in range(args.steps):
+    ema: float | None = None
+    start, before = 0, 0.0  # steps and seconds done by earlier, interrupted processes of this run
+    if args.resume:
+        ck = torch.load(ckpt_path, weights_only=False)
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        sampler.rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        start, ema, before, t_data = ck["step"], ck["ema"], ck["elapsed"], ck["t_data"]
+        log.info("resumed from %s at step %d", ckpt_path, start)
+    timer.t0 -= before
+    for step in range(start, args.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         t0 = timer()
@@ -556,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         ema = v if ema is None else 0.95 * ema + 0.05 * v
         if (step + 1) % args.log_every == 0 or step == 0:
             el = timer()
-            eta = el / (step + 1) * (args.steps - step - 1)
+            eta = el / (step + 1) * (args.steps - step - 1)  # (approximate after a resume)
             log.info("step %d/%d loss %.4f (ema %.4f) lr %.2e  %.2f s/step (data %.0f%%)  "
                      "elapsed %.1f min  eta %.1f min", step + 1, args.steps, v, ema, lr_at(step),
                      el / (step + 1), 100 * t_data / el, el / 60, eta / 60)
@@ -567,6 +584,13 @@ def main(argv: list[str] | None = None) -> int:
                 export(net, names, args.base, out, snap)
             except RuntimeError as e:
                 log.error("snapshot export failed: %s", e)
+        if args.checkpoint_every and (step + 1) % args.checkpoint_every == 0:
+            args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"step": step + 1, "net": net.state_dict(), "opt": opt.state_dict(),
+                        "rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                        "ema": ema, "elapsed": timer(), "t_data": t_data}, tmp)
+            tmp.replace(ckpt_path)
     log.info("trained %d steps in %.1f min", args.steps, timer() / 60)
     contract["training"]["minutes"] = round(timer() / 60, 1)  # type: ignore[index]
     ckpt = Path("/tmp") / f"{run}.pt"
