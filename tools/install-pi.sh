@@ -29,7 +29,10 @@ for f in list.key signing.pub evidence.pub mqtt-password; do
     [ -f "$KEYS/$f" ] && install -m 0600 -o root -g root "$KEYS/$f" /etc/alprd/keys/$f
 done
 if [ ! -f /etc/alprd/alprd.yaml ]; then
-    sed -e 's|^  kind: opencv |  kind: picamera2|' "$PREFIX/config/alprd.example.yaml" > /etc/alprd/alprd.yaml
+    # A non-editable install puts the package in site-packages, away from the models: name them.
+    sed -e 's|^  kind: opencv |  kind: picamera2|' \
+        -e "s|^  # models_dir: .*|  models_dir: $PREFIX/models|" \
+        "$PREFIX/config/alprd.example.yaml" > /etc/alprd/alprd.yaml
     echo "edit /etc/alprd/alprd.yaml (device_id, mqtt.host, policy), then run this script again" >&2
 fi
 chmod 0640 /etc/alprd/alprd.yaml && chgrp alprd /etc/alprd/alprd.yaml
