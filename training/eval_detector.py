@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=640)
     ap.add_argument("--min-score", type=float, default=None, help="default: the contract's min_score")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-refine", action="store_true", help="single pass (ignore output.refine_width)")
     ap.add_argument("--sets", default="us,ro-detect-dev,eu-dev,br-dev")
     ap.add_argument("--train-sets", action="store_true",
                     help="also report the training parts (only to spot under-fitting; never a result)")
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     det = PlateDetector(args.models_dir, threads=args.threads, size=args.size, min_score=args.min_score,
-                        name=args.name)
+                        name=args.name, refine=False if args.no_refine else None)
     sets = dev_sets(DATA)
     if args.train_sets:
         sets["ro-detect-train"] = ro_detect_split(DATA)[0]
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         sets["br-train"] = photo_split("br", DATA)[0]
     wanted = args.sets.split(",") + (["ro-detect-train", "eu-train", "br-train"] if args.train_sets else [])
     results = {}
-    print(f"model {args.name} size {args.size} min_score {det.min_score} threads {args.threads}")
+    print(f"model {args.name} size {args.size} min_score {det.min_score} refine_width {det.refine_width} "
+          f"threads {args.threads}")
     print(f"{'set':16} {'images':>6} {'plates':>6} {'recall':>7} {'FP/img':>7} {'ms':>6} {'cpu ms':>6}")
     for name in wanted:
         misses: list[str] = []
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print("   missed:", " ".join(misses))
     if args.json:
         args.json.write_text(json.dumps({"name": args.name, "size": args.size, "min_score": det.min_score,
+                                         "refine_width": det.refine_width,
                                          "sha256": det.contract.sha256, "results": results}, indent=2) + "\n")
     return 0
 

@@ -536,7 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         "trained_on": trained_on,
         "data_set": args.data_set,
         "training": {"steps": args.steps, "batch": args.batch, "crop": args.crop, "seed": args.seed,
-                     "sides": [args.min_side, args.max_side], "log": f"training/logs/{run}.log"},
+                     "sides": [args.min_side, args.max_side], "composite": args.composite,
+                     "synth": 1.0 if args.data_set == "mit" else args.synth, "holder": args.holder,
+                     "log": f"training/logs/{run}.log"},
         "input": {"size": 640, "sizes": [640, 960], "color": "BGR", "mean": list(MEAN), "std": list(STD),
                   "layout": "NCHW", "pad_multiple": 32},
         # Post-processing chosen on eu-dev, br-dev and ro-detect-dev (never on the US photos):
