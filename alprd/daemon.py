@@ -478,7 +478,12 @@ class Services(Protocol):
     def probe_storage(self) -> None:
         """A tiny durable write; raises StoreError while the disk is still full."""
 
-    def audit(self, event: str, obj: str = "") -> None: ...
+    def audit(self, event: str, obj: str | dict[str, Any] = "") -> None:
+        """Append to the tamper-evident audit chain (never a plate in clear); raises StoreError."""
+
+    @property
+    def quarantined(self) -> Path | None:
+        """Where a damaged database was moved at start-up (a fresh one replaced it), else None."""
 
     def close(self) -> None: ...
 
@@ -549,7 +554,13 @@ class Daemon:
     def run(self, stop: threading.Event) -> int:
         """Loop until `stop` is set or a finite source ends; then drain and publish `stopped`."""
         self.announce()
-        self._audit("start", f"session={self.publisher.session if self.publisher else 0}")
+        from .config import config_hash
+
+        # Which configuration and models ran is part of the record an auditor reads back.
+        self._audit("start", {
+            "session": self.publisher.session if self.publisher else 0, "version": __version__,
+            "config_hash": config_hash(self.cfg), "models": dict(self.pipeline.reader.model_hashes),
+        })
         self.housekeeper.start()
         try:
             while not stop.is_set():
@@ -589,6 +600,9 @@ class Daemon:
             # disk full or broken: the hit waits in RAM (and goes out over MQTT from there)
             self._storage_fault(f"hit {hit.hit_id} kept in RAM, outbox write failed", e)
             self.outbox.keep(hit.hit_id, body)
+        # The chain records that a hit was made and against which list, not the plate.
+        self._audit("hit", {"hit_id": hit.hit_id, "kind": hit.match.kind, "verified": hit.verified,
+                            "list_version": hit.match.list_version, "evidence": evidence is not None})
         log.info("hit %s (%s, verified=%s)", hit.hit_id, hit.match.kind, hit.verified)
         if self.on_event is not None:
             self.on_event(hit, body)
@@ -605,6 +619,8 @@ class Daemon:
             out.add("hotlist_expired")
         if not (self.source.stats.connected or self.source.finished):
             out.add("camera")
+        if self.services.quarantined is not None:
+            out.add("storage_quarantined")
         return sorted(out)
 
     def _storage_fault(self, what: str, e: Exception) -> None:
@@ -664,7 +680,7 @@ class Daemon:
             self.summaries_dropped += 1
             self._storage_fault("summary dropped", e)
 
-    def _audit(self, event: str, obj: str = "") -> None:
+    def _audit(self, event: str, obj: str | dict[str, Any] = "") -> None:
         try:
             self.services.audit(event, obj)
         except StoreError as e:
@@ -855,6 +871,7 @@ class PrivacySettings:
     evidence_pub: Path | None = None
     evidence_ttl_s: float = 86400.0
     max_db_mb: int | None = None
+    outbox_ttl_s: float | None = None
 
 
 def privacy_settings(cfg: Config) -> PrivacySettings:
@@ -865,6 +882,8 @@ def privacy_settings(cfg: Config) -> PrivacySettings:
         summary_mode=priv.summary_mode, summary_interval_s=priv.summary_interval_s,
         token_bits=priv.token_bits,
         evidence_pub=priv.evidence_pub, evidence_ttl_s=priv.evidence_ttl_s, max_db_mb=cfg.storage.max_db_mb,
+        # An undeliverable hit is still ALPR data: it may not outlive the retention the policy names.
+        outbox_ttl_s=cfg.policy.retention_days * 86400.0,
     )
 
 
@@ -906,7 +925,7 @@ def assemble(
         lookalike_max=ps.lookalike_max, lookalike_classes=ps.lookalike_classes,
         evidence_pub=load_evidence_pub(ps.evidence_pub) if ps.evidence_pub else None,
         evidence_ttl_s=ps.evidence_ttl_s, max_db_bytes=ps.max_db_mb * 2**20 if ps.max_db_mb else None,
-        store=store,
+        outbox_ttl_s=ps.outbox_ttl_s, store=store,
     )
     if services.matcher is None:
         log.warning("no hot list installed yet: nothing can match until one arrives on hotlist/set")

@@ -62,6 +62,7 @@ class PrivacyServices:
         evidence_pub: Any = None,
         evidence_ttl_s: float = 86400.0,
         max_db_bytes: int | None = None,
+        outbox_ttl_s: float | None = None,
         clock: Clock | None = None,
         store: Any = None,
     ) -> None:
@@ -72,7 +73,7 @@ class PrivacyServices:
         self.clock = clock or SystemClock()
         self.store = store if store is not None else Store(
             storage_dir, self.clock, evidence_ttl_s=evidence_ttl_s, max_db_bytes=max_db_bytes,
-            device_id=device_id,
+            outbox_ttl_s=outbox_ttl_s, device_id=device_id,
         )
         self.outbox = _OutboxView(self.store)
         lookalike = (
@@ -149,7 +150,13 @@ class PrivacyServices:
     def summary(self, now: float) -> dict[str, Any] | None:
         if now != float("inf") and not self.summarizer.due():
             return None
-        return dict(self.summarizer.flush())
+        body = dict(self.summarizer.flush())
+        if body.get("mode") == "tokens":
+            # The token key was just ratcheted and the old one forgotten: an auditor can check that
+            # rotation happened on schedule (the key itself never leaves memory).
+            self.audit("summary.key_rotated",
+                       {"epoch": body.get("epoch"), "next_epoch": self.summarizer.epoch})
+        return body
 
     def housekeeping(self, now: float) -> None:
         counts = self.store.purge()
@@ -160,8 +167,14 @@ class PrivacyServices:
         # a real durable write: it fails with StoreError for exactly as long as the disk is full
         self.store.state_set("storage_probe", repr(self.clock.time()))
 
-    def audit(self, event: str, obj: str = "") -> None:
-        self.store.audit("alprd", event, {"detail": obj}, "daemon lifecycle")
+    def audit(self, event: str, obj: str | dict[str, Any] = "") -> None:
+        body = obj if isinstance(obj, dict) else {"detail": obj}
+        self.store.audit("alprd", event, body, "daemon lifecycle")
+
+    @property
+    def quarantined(self) -> Path | None:
+        q = getattr(self.store, "quarantined", None)
+        return Path(q) if q is not None else None
 
     def close(self) -> None:
         self.store.close()

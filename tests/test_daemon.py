@@ -249,6 +249,19 @@ def test_daemon_hits_summaries_bad_hotlist_and_stopped(
     assert summaries and summaries[-1]["reads"] == 3 and summaries[-1]["hits"] == 2
     # the non-hit plate is nowhere: not in any payload, not in any file under storage.dir
     assert_absent("5SECRET9", [p for _, p, _ in sub.messages], tmp_path / "state")
+    # the audit chain says what ran (config and models) and which hits were made, and verifies
+    from alprd.config import config_hash
+    from alprd.store import Store
+
+    with Store(tmp_path / "state", device_id="test-dev") as store:
+        entries = store.audit_entries()
+        assert store.verify_audit().ok
+    start = next(e for e in entries if e.event == "start")
+    assert start.object["config_hash"] == config_hash(cfg)  # type: ignore[arg-type]
+    assert set(start.object["models"]) == set(reader.model_hashes)
+    audited = [e.object for e in entries if e.event == "hit"]
+    assert sorted(a["hit_id"] for a in audited) == sorted(h["hit_id"] for h in hits)
+    assert all(a["list_version"] == 5 and "plate" not in a for a in audited)
 
 
 def assert_absent(plate: str, payloads: list[bytes], storage: Path) -> None:
@@ -805,3 +818,46 @@ def test_real_models_end_to_end_over_us_photos(
         assert_absent(plate, payloads + log_lines, tmp_path / "state")
     for plate in sorted(set(plates)):
         assert all(plate.encode() not in line for line in log_lines), "a plate logged above DEBUG"
+
+
+def test_services_bound_outbox_by_retention_rotate_token_key_audited_and_alarm_quarantine(
+    tmp_path: Path,
+) -> None:
+    import types
+
+    from privacy_support import FakeClock
+
+    from alprd.daemon import privacy_settings
+    from alprd.keys import load_list_key, load_signing_pub
+    from alprd.services import PrivacyServices
+
+    keys = agency(tmp_path)
+    broker = types.SimpleNamespace(host="127.0.0.1", port=1883)  # never contacted here
+    cfg = daemon_config(tmp_path, keys, broker, {"kind": "images", "path": str(tmp_path)})
+    assert privacy_settings(cfg).outbox_ttl_s == 86400.0  # policy.retention_days: 1
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "alprd.db").write_bytes(b"not a database at all" * 100)
+    clock = FakeClock()
+    services = PrivacyServices(
+        state, "test-dev", state / "hotlist.bundle", load_signing_pub(keys / "signing.pub"),
+        load_list_key(keys / "list.key"), summary_mode="tokens", summary_interval_s=60,
+        outbox_ttl_s=privacy_settings(cfg).outbox_ttl_s, clock=clock,
+    )
+    try:
+        # the damaged database was moved aside and a fresh one started: the alarm has to say so
+        assert services.quarantined is not None and services.quarantined.exists()
+        services.put("hit", "h-1", {"hit_id": "h-1"})
+        clock.advance(3600)
+        services.housekeeping(clock.time())
+        assert services.outbox_depth() == 1  # an hour old: kept for delivery
+        clock.advance(86400)
+        services.housekeeping(clock.time())
+        assert services.outbox_depth() == 0  # older than the retention the policy names: gone
+        services.summarizer.add("7ABC123", None, 0.9, False)
+        body = services.summary(float("inf"))
+        assert body is not None and body["mode"] == "tokens"
+        rotations = [e.object for e in services.store.audit_entries() if e.event == "summary.key_rotated"]
+        assert rotations == [{"epoch": 0, "next_epoch": 1}]
+    finally:
+        services.close()
