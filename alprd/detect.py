@@ -38,6 +38,8 @@ DEFAULT_REFINE_WIDTH = 128
 """Second-look width when asked to refine and the contract names none."""
 REFINE_MAX_UPSCALE = 4.0
 """A candidate is never enlarged more than this for the second look."""
+REFINE_PAD = (0.5, 1.0)
+"""The second look sees the candidate padded by this fraction of its width and height (each side)."""
 
 
 class PlateDetector:
@@ -153,7 +155,7 @@ class PlateDetector:
         """Look again at one candidate with its width scaled to `refine_width` pixels."""
         h, w = image.shape[:2]
         b = d.box
-        win = b.pad(0.5, 1.0).clamp(w, h)
+        win = b.pad(*REFINE_PAD).clamp(w, h)
         if win.area == 0:
             return None
         g = min(self.refine_width / max(b.w, 1), REFINE_MAX_UPSCALE)

@@ -420,6 +420,11 @@ def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract
 
     net.eval()
     model = export_weights(net, names, rewrite_onnx(onnx.load(str(base))))
+    # The shipped graph is the fused one (a third faster on one core, same outputs): see the tool.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from fuse_onnx import fuse
+
+    model, _ = fuse(model)
     model.producer_name = "alprd training/train_detector.py"
     del model.metadata_props[:]
     tmp = out.with_suffix(".tmp")
