@@ -1,0 +1,87 @@
+"""Whole-reader accuracy on the photos that neither shipped model trained on.
+
+    .venv/bin/python training/eval_reader.py [--detector-size 640] [--retry-size 960]
+
+The detector's train/dev split of the eu and br photos is `common.hash_split` (first byte of the
+SHA-256 of the file name), the recognizer's is `prepare_rec_data.rec_split` (SHA-1 of the name,
+mod 2): the two halves differ, so a whole-folder number flatters both models. This script keeps,
+per folder, only the photos that are "dev" for every model that trained on that folder (the
+detector never saw a US photo; the recognizer saw the train half of all three), runs the shipped
+reader over them exactly as `alprd bench` does, and prints one JSON line per folder.
+Needs only the runtime install (no torch): the split functions are re-stated here and checked
+against the training modules when those import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "plates"
+DETECTOR_TRAINED_ON = {"eu", "br"}
+RECOGNIZER_TRAINED_ON = {"eu", "br", "us"}
+
+
+def detector_dev(name: str) -> bool:
+    """Same rule as `training/common.py:hash_split` (kept here: that module needs torch)."""
+    return hashlib.sha256(name.encode()).digest()[0] % 2 != 0
+
+
+def recognizer_dev(name: str) -> bool:
+    """Same rule as `training/prepare_rec_data.py:rec_split`."""
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 2 == 1
+
+
+def unseen(folder: str, name: str) -> bool:
+    return (folder not in DETECTOR_TRAINED_ON or detector_dev(name)) and (
+        folder not in RECOGNIZER_TRAINED_ON or recognizer_dev(name)
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--detector-size", type=int, default=640)
+    ap.add_argument("--retry-size", type=int, default=960)
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--folders", nargs="*", default=["us", "eu", "br"])
+    args = ap.parse_args()
+
+    from alprd.cli_reader import fold
+    from alprd.config import ReaderConfig
+    from alprd.imageio import read_image
+    from alprd.reader import PlateReader
+
+    reader = PlateReader(ReaderConfig(detector_size=args.detector_size, retry_size=args.retry_size or None))
+    for folder in args.folders:
+        with open(args.data / folder / "labels.csv", newline="", encoding="utf-8") as f:
+            labels: dict[str, set[str]] = {}
+            for row in csv.DictReader(f):
+                labels.setdefault(row["file"], set()).add(row["plate"])
+        names = sorted(n for n in labels if unseen(folder, n))
+        exact = folded = 0
+        misses = []
+        for i, name in enumerate(names, 1):
+            image, _ = read_image(args.data / folder / name)
+            reads = reader.read(image, folder).reads
+            top = reads[0].text if reads else ""
+            exact += top in labels[name]
+            folded += fold(top) in {fold(p) for p in labels[name]}
+            if top not in labels[name]:
+                misses.append(f"{'/'.join(sorted(labels[name]))}->{top or '-'}")
+            if i % 10 == 0:
+                print(f"{folder}: {i}/{len(names)}", file=sys.stderr)
+        print(json.dumps({
+            "folder": folder, "n": len(names), "of": len(labels),
+            "exact": round(exact / max(1, len(names)), 4), "folded": round(folded / max(1, len(names)), 4),
+            "misses": misses,
+        }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
