@@ -50,6 +50,9 @@ def main() -> int:
     label, native_path, emu_path = sys.argv[1:4]
     root = Path(sys.argv[4]) if len(sys.argv) > 4 else None
     native, emu = load(native_path), load(emu_path)
+    if not native:
+        print(f"  {label}: no native reference reads in {native_path}")
+        return 1
     ok = True
     for key, n in native.items():
         e = emu.get(key)
