@@ -64,6 +64,18 @@ GRAMMARS["auto"] = Grammar(
     "auto", GRAMMARS["us"].patterns, closed=False
 )
 
+NO_DIGIT_FACTOR = 0.5
+"""Nearly every plate carries a digit (one of the 330 labelled photos' plates in the US and BR
+folders lacks one); truck and sign lettering (PENSKE, FEDEX) and dealer frames nearly never do.
+A read without a digit therefore ranks lower against other rows and other detections; it is
+still reported when nothing better is found."""
+
+
+def likeness(text: str) -> float:
+    """How much a read that fits (or not) the grammar looks like a plate rather than lettering."""
+    return 1.0 if any(c.isdigit() for c in text) else NO_DIGIT_FACTOR
+
+
 MIN_ALTERNATIVE_RATIO = 0.05
 """A fitting candidate replaces a non-fitting best read only if it is at least this probable
 relative to it: a far-fetched candidate is not evidence."""

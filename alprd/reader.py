@@ -88,7 +88,7 @@ class PlateReader:
             if len(rec.text) < MIN_CHARS:
                 continue
             choice, fits = grammar.rank(rec.candidates, region)
-            score = choice.confidence * (1.0 if fits else GRAMMAR_MISS_FACTOR)
+            score = choice.confidence * (1.0 if fits else GRAMMAR_MISS_FACTOR) * grammar.likeness(choice.text)
             if best is None or score > best[0]:
                 best = (score, rec, choice, fits)
             if fits and score >= CONFIDENT:

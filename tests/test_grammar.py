@@ -42,3 +42,12 @@ def test_no_candidates() -> None:
 def test_state_names_are_not_plates() -> None:
     assert not GRAMMARS["us"].fits("ARIZONA")
     assert rank([Candidate("TEXAS", 0.9)], "us") == (Candidate("TEXAS", 0.9), False)
+
+
+def test_lettering_without_a_digit_ranks_below_a_plate_but_is_not_dropped() -> None:
+    from alprd.grammar import likeness
+
+    # truck and sign lettering fits the permissive US format: only its look tells it apart
+    assert GRAMMARS["us"].fits("PENSKE") and GRAMMARS["us"].fits("7ABC123")
+    assert likeness("PENSKE") < likeness("7ABC123") == 1.0
+    assert likeness("NEILDMND") > 0  # a vanity plate without digits still reads
