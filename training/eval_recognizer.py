@@ -4,7 +4,7 @@ For each dev photo: ground-truth box -> `Box.pad(0.15, 0.3).clamp` crop -> `Line
 `LineFinder.cut` of the top line -> `Recognizer` (exact and O/0, I/1-folded accuracy). "reader"
 reads the top two lines and picks as `alprd.reader.PlateReader.read_plate` does (region grammar over
 the candidates): the whole reader with a perfect detector. us-crops dev: the whole crop goes
-through the same finder (region us). Dev = the sha1 file-name split's "dev" half; nothing here
+through the same finder (region us). Dev = the SHA-256 file-name split's "dev" half; nothing here
 was trained on.
 
 `--boxes detector` crops around the shipped detector's box instead (the one that best overlaps the
