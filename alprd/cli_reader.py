@@ -43,6 +43,8 @@ def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", choices=["us", "eu", "br", "auto"], default="auto",
                    help="plate grammar used to rank candidates (default: auto)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default: 1)")
+    p.add_argument("--detector", choices=["plate_det", "plate_det_mit"], default="plate_det",
+                   help="plate detector model (default: plate_det; see models/README.md)")
     p.add_argument("--detector-size", type=int, default=640, help="detector input long side (640 or 960)")
     p.add_argument("--retry-size", type=int, default=960,
                    help="detector size of the second look when no confident plate is found (0: none)")
@@ -54,7 +56,7 @@ def _make_reader(args: argparse.Namespace) -> Any:
 
     kwargs: dict[str, Any] = {
         "region": args.region, "threads": args.threads, "detector_size": args.detector_size,
-        "retry_size": args.retry_size or None,
+        "retry_size": args.retry_size or None, "detector_model": args.detector,
     }
     if args.models_dir is not None:
         kwargs["models_dir"] = args.models_dir

@@ -39,6 +39,12 @@ class ReaderConfig(Section):
     )
     region: Region = Field("auto", description="Plate grammar used to rank candidates; auto = any region.")
     threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per model.")
+    detector_model: Literal["plate_det", "plate_det_mit"] = Field(
+        "plate_det",
+        description="Plate detector in models_dir: plate_det (default, trained partly on AGPL-3.0 "
+        "test photos) or plate_det_mit (MIT dash-cam frames and rendered plates only; lower recall). "
+        "See models/README.md.",
+    )
     detector_size: Annotated[int, Field(ge=320, le=1920, multiple_of=32)] = Field(
         640, description="Long side of the image fed to the plate detector (640 near, 960 distant)."
     )

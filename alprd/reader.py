@@ -35,16 +35,18 @@ class PlateReader:
 
     def __init__(self, cfg: ReaderConfig) -> None:
         self.cfg = cfg
-        self.detector = PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score)
+        self.detector = PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score,
+                                      name=cfg.detector_model)
         self.retry = (
-            PlateDetector(cfg.models_dir, cfg.threads, cfg.retry_size, cfg.min_detection_score)
+            PlateDetector(cfg.models_dir, cfg.threads, cfg.retry_size, cfg.min_detection_score,
+                          name=cfg.detector_model)
             if cfg.retry_size and cfg.retry_size > cfg.detector_size
             else None
         )
         self.lines = LineFinder(cfg.models_dir, cfg.threads)
         self.recognizer = Recognizer(cfg.models_dir, cfg.threads)
         self.model_hashes = {
-            "plate_det": self.detector.contract.sha256,
+            cfg.detector_model: self.detector.contract.sha256,
             "line_det": self.lines.sha256,
             "plate_rec": self.recognizer.sha256,
         }

@@ -48,6 +48,19 @@ def test_reads_real_photos(reader: PlateReader, data_dir: Path, region: str) -> 
     assert right >= 0.6 * len(rows), f"{region}: {right}/{len(rows)}"
 
 
+def test_mit_only_detector_variant_is_selectable_and_reads(data_dir: Path) -> None:
+    mit = PlateReader(ReaderConfig(detector_model="plate_det_mit"))
+    assert set(mit.model_hashes) == {"plate_det_mit", "line_det", "plate_rec"}
+    assert mit.detector.contract.sha256 != PlateReader(ReaderConfig()).detector.contract.sha256
+    rows = _sample(data_dir / "br", 12)
+    right = 0
+    for row in rows:
+        image, _ = read_image(data_dir / "br" / row["file"])
+        reads = mit.read(image, "br").reads
+        right += bool(reads) and reads[0].text == row["plate"]
+    assert right >= 0.6 * len(rows), f"{right}/{len(rows)}"
+
+
 def test_degenerate_images(reader: PlateReader) -> None:
     assert reader.read(np.zeros((1, 1, 3), np.uint8)).reads == ()
     assert reader.read(np.full((8, 3000, 3), 255, np.uint8)).reads == ()
