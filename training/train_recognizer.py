@@ -503,8 +503,8 @@ def main() -> None:
     assert diff < 1e-3, diff
     trained_on = {
         "lines": counts,
-        "data": "../shared/data/plates: eu, br, us photos (train half of the SHA-256 file-name split shared with the detector, boxes "
-        "jittered, cut by LineFinder), us-crops (train half), br-crops (all)"
+        "data": "../shared/data/plates: eu, br, us photos (train half of the SHA-256 file-name split "
+        "shared with the detector, boxes jittered, cut by LineFinder), us-crops (train half), br-crops (all)"
         + (", synthetic plates rendered with OpenCV Hershey fonts" if args.synthetic else ""),
         "steps": args.steps, "batch": args.batch, "seed": args.seed, "folded_head": args.fold,
         "minutes_2core_cpu": round(minutes, 1),
