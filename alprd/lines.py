@@ -36,12 +36,16 @@ class TextLine:
 class LineFinder:
     """Finds text lines in a plate crop and cuts them out upright."""
 
-    def __init__(self, models_dir: Path, threads: int = 1, height: int = 96, max_width: int = 480) -> None:
+    def __init__(self, models_dir: Path, threads: int = 1, height: int = 96, max_width: int = 480,
+                 row_margin: float = 0.0) -> None:
         self.contract = load_contract(models_dir, "line_det")
         self.session = open_session(self.contract, threads)
         self.input_name = check_input(self.session, self.contract)
         self.height = height
         self.max_width = max_width
+        # Added at each end of a row, as a fraction of its height: the recognizer's contract says
+        # how the rows it was trained on were framed (train on what you read).
+        self.row_margin = row_margin
         self.join = round(height * 0.15) | 1
         self.threshold = float(self.contract.output.get("threshold", 0.3))
         self.sha256 = self.contract.sha256
@@ -83,6 +87,7 @@ class LineFinder:
             rw, rh = rw + 2 * d, rh + 2 * d
             if rw < rh:
                 rw, rh, angle = rh, rw, angle - 90
+            rw += 2 * self.row_margin * rh
             if angle < -45:
                 angle += 180
             elif angle > 45:

@@ -43,8 +43,8 @@ class PlateReader:
             if cfg.retry_size and cfg.retry_size > cfg.detector_size
             else None
         )
-        self.lines = LineFinder(cfg.models_dir, cfg.threads)
         self.recognizer = Recognizer(cfg.models_dir, cfg.threads)
+        self.lines = LineFinder(cfg.models_dir, cfg.threads, row_margin=self.recognizer.row_margin)
         self.model_hashes = {
             cfg.detector_model: self.detector.contract.sha256,
             "line_det": self.lines.sha256,

@@ -68,6 +68,8 @@ class Recognizer:
         self.height = int(self.contract.input.get("height", 48))
         self.min_width = int(self.contract.input.get("min_width", 64))
         self.max_width = int(self.contract.input.get("max_width", 480))
+        # How far the rows this model was trained on extend past the line finder's row ends.
+        self.row_margin = float(self.contract.input.get("row_margin", 0.0))
         self.input_name = check_input(self.session, self.contract, height=self.height)
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         alphabet = _alphabet(self.contract, meta)

@@ -57,8 +57,20 @@ def recognizer() -> Recognizer:
 
 
 @pytest.fixture(scope="module")
-def lines() -> LineFinder:
-    return LineFinder(PACKAGE_MODELS_DIR, threads=1)
+def lines(recognizer: Recognizer) -> LineFinder:
+    # rows framed the way the shipped recognizer was trained on them (its contract says how)
+    return LineFinder(PACKAGE_MODELS_DIR, threads=1, row_margin=recognizer.row_margin)
+
+
+def test_row_margin_extends_rows_along_their_length_only(data_dir: Path) -> None:
+    crop = cv2.imread(str(sorted((data_dir / "br-crops").glob("*.*"))[0]))
+    crop = cv2.copyMakeBorder(crop, 20, 20, 30, 30, cv2.BORDER_REPLICATE)
+    plain = LineFinder(PACKAGE_MODELS_DIR, threads=1).find(crop)
+    wide = LineFinder(PACKAGE_MODELS_DIR, threads=1, row_margin=0.25).find(crop)
+    assert plain and len(plain) == len(wide)
+    a, b = plain[0], wide[0]
+    assert b.h == pytest.approx(a.h) and (b.cx, b.cy) == pytest.approx((a.cx, a.cy))
+    assert b.w == pytest.approx(a.w + 2 * 0.25 * a.h, rel=0.02)
 
 
 def test_reads_real_brazilian_crops(data_dir: Path, recognizer: Recognizer, lines: LineFinder) -> None:

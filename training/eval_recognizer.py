@@ -76,7 +76,7 @@ def dev_crops(region: str, detector: PlateDetector | None = None) -> list[tuple[
     return out
 
 
-def evaluate(model_dir: Path, finder: LineFinder, data: dict[str, list[tuple[str, str, np.ndarray | None]]],
+def evaluate(model_dir: Path, data: dict[str, list[tuple[str, str, np.ndarray | None]]],
              lines: dict[str, list[list[np.ndarray]]], verbose: bool) -> dict[str, dict[str, float]]:
     rec = Recognizer(model_dir, threads=1)
     result: dict[str, dict[str, float]] = {}
@@ -135,17 +135,27 @@ def main() -> None:
                     help="crop photos around the ground-truth box or the shipped detector's matching box")
     args = ap.parse_args()
     cv2.setNumThreads(1)
-    finder = LineFinder(MODELS, threads=1)
     detector = PlateDetector(MODELS, threads=1) if args.boxes == "detector" else None
     data = {r: dev_crops(r, detector) for r in REGIONS}
-    lines = {r: [[] if crop is None else [LineFinder.cut(crop, ln) for ln in finder.find(crop)[:2]]
-                 for _, _, crop in items] for r, items in data.items()}
+    by_margin: dict[float, dict[str, list[list[np.ndarray]]]] = {}
+
+    def lines_for(model_dir: Path) -> dict[str, list[list[np.ndarray]]]:
+        """Rows cut the way this model's contract says it was trained (input.row_margin)."""
+        contract = json.loads((model_dir / "plate_rec.json").read_text())
+        margin = float(contract.get("input", {}).get("row_margin", 0.0))
+        if margin not in by_margin:
+            finder = LineFinder(MODELS, threads=1, row_margin=margin)
+            by_margin[margin] = {
+                r: [[] if crop is None else [LineFinder.cut(crop, ln) for ln in finder.find(crop)[:2]]
+                    for _, _, crop in items] for r, items in data.items()}
+        return by_margin[margin]
     targets = list(args.models) or [MODELS]
     if args.stock:
         targets.insert(0, stock_models_dir(Path("/work/tmp/alprd-rec-data/stock")))
     report = {}
     for model_dir in targets:
-        res = evaluate(model_dir, finder, data, lines, args.verbose)
+        lines = lines_for(model_dir)
+        res = evaluate(model_dir, data, lines, args.verbose)
         sha = json.loads((model_dir / "plate_rec.json").read_text())["sha256"]
         report[str(model_dir)] = {"sha256": sha, **res}
         print(model_dir, sha[:12])

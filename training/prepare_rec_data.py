@@ -120,8 +120,8 @@ def to_height(line: np.ndarray) -> np.ndarray:
 
 
 class Cutter:
-    def __init__(self, stock_dir: Path) -> None:
-        self.finder = LineFinder(MODELS, threads=1)
+    def __init__(self, stock_dir: Path, row_margin: float = 0.0) -> None:
+        self.finder = LineFinder(MODELS, threads=1, row_margin=row_margin)
         self.rec = Recognizer(stock_dir, threads=1)
         self.kept = 0
         self.second = 0
@@ -166,11 +166,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--row-margin", type=float, default=0.0,
+                    help="extend each cut row by this fraction of its height at both ends (recorded "
+                    "in summary.json; train_recognizer.py copies it into the model's contract)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cv2.setNumThreads(1)
     rng = random.Random(args.seed)
-    cutter = Cutter(stock_models_dir(args.out / "stock"))
+    cutter = Cutter(stock_models_dir(args.out / "stock"), args.row_margin)
     images: list[np.ndarray] = []
     labels: list[str] = []
     sources: list[str] = []
@@ -222,7 +225,8 @@ def main() -> None:
     obj[:] = images
     np.savez(args.out / "lines.npz", images=obj, labels=np.array(labels), sources=np.array(sources),
              files=np.array(files))
-    summary = {"seed": args.seed, "jitters": JITTERS, "shift_x": SHIFT_X, "shift_y": SHIFT_Y,
+    summary = {"seed": args.seed, "row_margin": args.row_margin, "jitters": JITTERS,
+               "shift_x": SHIFT_X, "shift_y": SHIFT_Y,
                "scale_w": SCALE_W, "scale_h": SCALE_H, "per_source": stats, "samples": len(images),
                "second_line_used": cutter.second, "no_line": cutter.empty, "filtered_out": cutter.dropped,
                "seconds": round(time.monotonic() - t0, 1)}

@@ -362,14 +362,15 @@ def greedy(logits: np.ndarray) -> str:
     return "".join(out)
 
 
-def write_contract(onnx_path: Path, extra: dict[str, object]) -> dict[str, object]:
+def write_contract(onnx_path: Path, extra: dict[str, object], row_margin: float = 0.0) -> dict[str, object]:
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     contract: dict[str, object] = {
         "name": "plate_rec",
         "file": onnx_path.name,
         **extra,
         "input": {"layout": "NCHW", "color": "BGR", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-                  "height": HEIGHT, "min_width": MIN_WIDTH, "max_width": MAX_WIDTH},
+                  "height": HEIGHT, "min_width": MIN_WIDTH, "max_width": MAX_WIDTH,
+                  "row_margin": row_margin},
         "output": {"kind": "ctc", "blank": 0, "alphabet": ALPHABET},
         "sha256": digest,
     }
@@ -522,7 +523,9 @@ def main() -> None:
         + ("; synthetic plates are our own" if args.synthetic else ""),
         "trained_on": trained_on,
     }
-    write_contract(out, extra)
+    summary = args.data.parent / "summary.json"
+    row_margin = float(json.loads(summary.read_text()).get("row_margin", 0.0)) if summary.exists() else 0.0
+    write_contract(out, extra, row_margin)
     if args.install:
         install(out)
 
@@ -532,7 +535,8 @@ def install(onnx_path: Path) -> None:
     run_contract = json.loads(onnx_path.with_suffix(".json").read_text())
     extra = {k: run_contract[k] for k in ("source", "licence", "trained_on") if k in run_contract}
     shutil.copyfile(onnx_path, MODELS / "plate_rec.onnx")
-    contract = write_contract(MODELS / "plate_rec.onnx", extra)
+    row_margin = float(run_contract.get("input", {}).get("row_margin", 0.0))
+    contract = write_contract(MODELS / "plate_rec.onnx", extra, row_margin)
     print(f"installed models/plate_rec.onnx sha256 {contract['sha256']}")
 
 
