@@ -30,6 +30,16 @@ DATA = ROOT.parent / "shared" / "data" / "plates" / "us"
 sys.path.insert(0, str(ROOT / "tests"))
 
 
+def unit_environment() -> dict[str, str]:
+    """The `Environment=` settings of systemd/alprd.service: the daemon runs as the service would."""
+    env = {}
+    for line in (ROOT / "systemd" / "alprd.service").read_text(encoding="utf-8").splitlines():
+        if line.startswith("Environment="):
+            key, _, value = line.removeprefix("Environment=").partition("=")
+            env[key] = value
+    return env
+
+
 def make_video(
     path: Path, photos: list[Path], seconds_each: float = 1.0, still_s: float = 2.0, fps: int = 30
 ) -> int:
@@ -144,7 +154,7 @@ def main() -> int:
         with (tmp / "daemon.log").open("wb") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "alprd", "run", "--config", str(tmp / "alprd.yaml")],
-                stdout=subprocess.DEVNULL, stderr=err,
+                stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **unit_environment()},
             )
         hwm = rss = 0
         cpu = 0.0
