@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from .clock import Clock, SystemClock
-from .errors import HotListError
+from .errors import HotListError, StoreError
 from .publish import OutboxItem
 
 log = logging.getLogger(__name__)
@@ -153,9 +153,13 @@ class PrivacyServices:
         body = dict(self.summarizer.flush())
         if body.get("mode") == "tokens":
             # The token key was just ratcheted and the old one forgotten: an auditor can check that
-            # rotation happened on schedule (the key itself never leaves memory).
-            self.audit("summary.key_rotated",
-                       {"epoch": body.get("epoch"), "next_epoch": self.summarizer.epoch})
+            # rotation happened on schedule (the key itself never leaves memory). A full disk must
+            # not turn a done rotation into an error: the daemon's storage alarm reports the disk.
+            try:
+                self.audit("summary.key_rotated",
+                           {"epoch": body.get("epoch"), "next_epoch": self.summarizer.epoch})
+            except StoreError as e:
+                log.error("audit entry summary.key_rotated not written: %s", e)
         return body
 
     def housekeeping(self, now: float) -> None:

@@ -861,3 +861,23 @@ def test_services_bound_outbox_by_retention_rotate_token_key_audited_and_alarm_q
         assert rotations == [{"epoch": 0, "next_epoch": 1}]
     finally:
         services.close()
+
+
+def test_token_key_rotation_on_a_full_disk_still_gives_the_summary(tmp_path: Path) -> None:
+    from alprd.keys import load_list_key, load_signing_pub
+    from alprd.services import PrivacyServices
+
+    keys = agency(tmp_path)
+    disk = StoreDoubleDisk(tmp_path / "disk")
+    services = PrivacyServices(
+        disk.mountpoint / "state", "test-dev", disk.mountpoint / "state" / "hotlist.bundle",
+        load_signing_pub(keys / "signing.pub"), load_list_key(keys / "list.key"),
+        summary_mode="tokens", store=disk.store,
+    )
+    try:
+        disk.fill()
+        body = services.summary(float("inf"))  # the audit write fails; the summary must not
+        assert body is not None and body["mode"] == "tokens" and services.summarizer.epoch == 1
+        disk.free()
+    finally:
+        services.close()
