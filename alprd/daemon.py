@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from . import __version__
 from .capture import Clock, FrameSource, SystemClock
-from .config import Config, MatchingConfig
+from .config import Config, MatchingConfig, config_hash
 from .errors import AlprdError, HotListError, StoreError
 from .location import Locator
 from .motion import MotionGate
@@ -530,8 +530,6 @@ class Daemon:
     # --- start-up ---------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        from .config import config_hash
-
         policy = getattr(self.cfg, "policy", None)
         return {
             "v": 1,
@@ -554,8 +552,6 @@ class Daemon:
     def run(self, stop: threading.Event) -> int:
         """Loop until `stop` is set or a finite source ends; then drain and publish `stopped`."""
         self.announce()
-        from .config import config_hash
-
         # Which configuration and models ran is part of the record an auditor reads back.
         self._audit("start", {
             "session": self.publisher.session if self.publisher else 0, "version": __version__,

@@ -177,8 +177,7 @@ class PrivacyServices:
 
     @property
     def quarantined(self) -> Path | None:
-        q = getattr(self.store, "quarantined", None)
-        return Path(q) if q is not None else None
+        return self.store.quarantined
 
     def close(self) -> None:
         self.store.close()

@@ -85,6 +85,10 @@ class Graph:
                     n.input[k] = new
 
 
+def _is_scalar(v: np.ndarray | None, value: float) -> bool:
+    return v is not None and v.size == 1 and float(v.reshape(-1)[0]) == value
+
+
 def _per_channel(v: np.ndarray, channels: int) -> np.ndarray | None:
     """A scalar or a (C,) / (1, C, 1, 1)-shaped constant as a (C,) vector; None for anything else."""
     if v.size == 1:
@@ -152,14 +156,12 @@ def fuse_hardswish(gr: Graph) -> int:
         if add not in gr.g.node:
             continue
         for x in add.input:
-            three = gr.other_const(add, x)
-            if three is None or three.size != 1 or float(three.reshape(-1)[0]) != 3.0:
+            if not _is_scalar(gr.other_const(add, x), 3.0):
                 continue
             clip = gr.sole(add.output[0], "Clip")
             if clip is None or len(clip.input) != 3:
                 continue
-            lo, hi = gr.const(clip.input[1]), gr.const(clip.input[2])
-            if lo is None or hi is None or float(lo) != 0.0 or float(hi) != 6.0:
+            if not (_is_scalar(gr.const(clip.input[1]), 0.0) and _is_scalar(gr.const(clip.input[2]), 6.0)):
                 continue
             mul = gr.sole(clip.output[0], "Mul")
             if mul is None or set(mul.input) != {x, clip.output[0]}:
@@ -167,8 +169,7 @@ def fuse_hardswish(gr: Graph) -> int:
             div = gr.sole(mul.output[0], "Div")
             if div is None or div.input[0] != mul.output[0]:
                 continue
-            six = gr.const(div.input[1])
-            if six is None or six.size != 1 or float(six.reshape(-1)[0]) != 6.0:
+            if not _is_scalar(gr.const(div.input[1]), 6.0):
                 continue
             hs = helper.make_node("HardSwish", [x], [div.output[0]], name=div.name + "_hardswish")
             idx = list(gr.g.node).index(add)

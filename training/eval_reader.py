@@ -7,25 +7,20 @@ Both trained models split the photos by the same rule (`common.hash_split` and
 the train half of eu and br (never a US photo), the recognizer on the train half of all three. A
 whole-folder number therefore flatters both models; this script keeps each folder's "dev" half,
 runs the shipped reader over it exactly as `alprd bench` does, and prints one JSON line per folder.
-Needs only the runtime install (no torch): the rule is re-stated here.
+Needs only the runtime install: `common` imports torch for type checking only.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import sys
 from pathlib import Path
 
+from common import hash_split
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "plates"
-
-
-def unseen(name: str) -> bool:
-    """Same rule as `training/common.py:hash_split` (kept here: that module needs torch)."""
-    return hashlib.sha256(name.encode()).digest()[0] % 2 != 0
 
 
 def main() -> int:
@@ -37,7 +32,7 @@ def main() -> int:
     ap.add_argument("--detector", default="plate_det", choices=["plate_det", "plate_det_mit"])
     args = ap.parse_args()
 
-    from alprd.cli_reader import fold
+    from alprd.cli_reader import fold, load_labels
     from alprd.config import ReaderConfig
     from alprd.imageio import read_image
     from alprd.reader import PlateReader
@@ -45,11 +40,9 @@ def main() -> int:
     reader = PlateReader(ReaderConfig(detector_size=args.detector_size, retry_size=args.retry_size or None,
                                       detector_model=args.detector))
     for folder in args.folders:
-        with open(args.data / folder / "labels.csv", newline="", encoding="utf-8") as f:
-            labels: dict[str, set[str]] = {}
-            for row in csv.DictReader(f):
-                labels.setdefault(row["file"], set()).add(row["plate"])
-        names = sorted(n for n in labels if unseen(n))
+        labels = {name: {r["plate"] for r in rows}
+                  for name, rows in load_labels(args.data / folder).items()}
+        names = sorted(n for n in labels if hash_split(n) == "dev")
         exact = folded = 0
         misses = []
         for i, name in enumerate(names, 1):

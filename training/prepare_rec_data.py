@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 from alprd.lines import LineFinder  # noqa: E402
 from alprd.recognize import Recognizer  # noqa: E402
 from alprd.types import Box  # noqa: E402
+from training.common import hash_split  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "plates"
 MODELS = REPO / "models"
@@ -64,10 +65,10 @@ JITTERS = {"eu": 16, "br": 12, "us": 16, "us-crops": 6, "br-crops": 2}
 
 
 def rec_split(name: str) -> str:
-    """The project-wide train/dev split of a file name: the same rule as the detector's
-    (`common.hash_split`, first byte of the SHA-256), so a photo is dev for both models or for
-    neither. Recognizer runs up to r4 used SHA-1 mod 2, which disagreed on half the photos."""
-    return "train" if hashlib.sha256(name.encode()).digest()[0] % 2 == 0 else "dev"
+    """The project-wide train/dev split of a file name: the detector's (`common.hash_split`), so a
+    photo is dev for both models or for neither. Recognizer runs up to r4 used SHA-1 mod 2, which
+    disagreed with it on half the photos."""
+    return hash_split(name)
 
 
 def read_labels(folder: str) -> list[dict[str, str]]:
