@@ -33,7 +33,8 @@ MODEL_NAME = "plate_det"
 MAX_DETECTIONS = 32
 """More regions than this in one frame are noise (or a wall of text); the best-scoring are kept."""
 MIN_AREA = 12
-"""Regions smaller than this many map pixels cannot hold a readable plate."""
+"""Regions smaller than this many input pixels at the detector's scale (divided by the map's
+stride squared for a coarser map) cannot hold a readable plate."""
 DEFAULT_REFINE_WIDTH = 128
 """Second-look width when asked to refine and the contract names none."""
 REFINE_MAX_UPSCALE = 4.0
@@ -63,6 +64,9 @@ class PlateDetector:
         self.threshold = float(out["threshold"])
         self.min_score = float(out.get("min_score", 0.5) if min_score is None else min_score)
         self.pad_multiple = int(self.contract.input.get("pad_multiple", 32))
+        # A map coarser than the input (contract `output.stride`): one cell per stride x stride pixels.
+        self.stride = int(out.get("stride", 1))
+        self.min_area = max(1, MIN_AREA // (self.stride * self.stride))
         expand = out.get("expand", [0.0, 0.0])
         self._expand = (float(expand[0]), float(expand[1]))
         self.refine_width = int(out.get("refine_width", 0))
@@ -99,6 +103,11 @@ class PlateDetector:
             problems.append(f"output.kind {out.get('kind')!r} (expected 'plate_probability_map')")
         if not isinstance(out.get("threshold"), int | float) or not 0 < out["threshold"] < 1:
             problems.append(f"output.threshold {out.get('threshold')!r} (expected a number in (0, 1))")
+        stride = out.get("stride", 1)
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride not in (1, 2, 4, 8):
+            problems.append(f"output.stride {stride!r} (expected 1, 2, 4 or 8)")
+        elif int(inp.get("pad_multiple", 32)) % stride:
+            problems.append(f"input.pad_multiple {inp.get('pad_multiple')!r} is not a multiple of output.stride")
         if problems:
             raise ModelError(
                 f"model contract for {c.path} is not a plate detector's: " + "; ".join(problems)
@@ -129,11 +138,13 @@ class PlateDetector:
     def probability_map(
         self, image: Image, f: float | None = None
     ) -> tuple[npt.NDArray[np.float32], float]:
-        """The model's map over the resized image (padding cut off) and the resize factor."""
+        """The model's map over the resized image (padding cut off) and the factor from image
+        pixels to map cells (the resize factor over the map's stride)."""
         _check_image(image)
         x, f, (nh, nw) = self.prepare(image, f)
         prob = self._session.run(None, {self._input: x})[0]
-        return np.asarray(prob[0, 0, :nh, :nw], dtype=np.float32), f
+        s = self.stride
+        return np.asarray(prob[0, 0, : -(-nh // s), : -(-nw // s)], dtype=np.float32), f / s
 
     def detect(self, image: Image) -> list[Detection]:
         """Plate boxes in `image` pixels, clamped to the image, best score first."""
@@ -179,7 +190,8 @@ class PlateDetector:
         self, prob: npt.NDArray[np.float32], f: float, width: int, height: int, min_score: float
     ) -> list[Detection]:
         """Regions of the map above the threshold whose mean probability is at least `min_score`,
-        as boxes in the pixels of the (width x height) image the map was made from (scale f)."""
+        as boxes in the pixels of the (width x height) image the map was made from (f: map cells
+        per image pixel)."""
         mask = (prob >= self.threshold).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         if n <= 1:
@@ -190,7 +202,7 @@ class PlateDetector:
         fx, fy = self._expand
         for i in range(1, n):
             x, y, bw, bh, area = (int(v) for v in stats[i])
-            if area < MIN_AREA:
+            if area < self.min_area:
                 continue
             score = float(sums[i] / area)
             if score < min_score:

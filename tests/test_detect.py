@@ -161,3 +161,27 @@ def test_single_pass_without_refining(data_dir: Path) -> None:
     dets = det.detect(image)
     assert max((d.box.iou(want) for d in dets), default=0.0) >= 0.5
     assert all(d.score >= det.min_score for d in dets)
+
+
+@pytest.mark.parametrize("stride", [3, 0, "2", True])
+def test_contract_stride_must_be_a_power_of_two(models_copy: Path, stride: object) -> None:
+    cpath = models_copy / "plate_det.json"
+    contract = json.loads(cpath.read_text())
+    contract["output"]["stride"] = stride
+    cpath.write_text(json.dumps(contract))
+    with pytest.raises(ModelError, match=r"output\.stride"):
+        PlateDetector(models_copy)
+
+
+def test_map_cells_translate_to_image_pixels() -> None:
+    # The map of a coarse-stride model covers the image at f / stride: a box found on it must land
+    # where the plate is in image pixels, whatever the contract's stride.
+    det = PlateDetector(PACKAGE_MODELS_DIR, threads=1, size=640, refine=False)
+    image = np.zeros((360, 640, 3), np.uint8)
+    prob, f = det.probability_map(image)
+    assert prob.shape == (-(-360 // det.stride), 640 // det.stride)
+    assert f == pytest.approx(1.0 / det.stride)
+    prob[:] = 0
+    prob[50 // det.stride : 80 // det.stride, 100 // det.stride : 220 // det.stride] = 0.9
+    (box,) = det.boxes_from_map(prob, f, 640, 360, 0.5)
+    assert (box.box.x, box.box.y, box.box.w, box.box.h) == (100, 50, 120, 30)
