@@ -71,9 +71,17 @@ A read without a digit therefore ranks lower against other rows and other detect
 still reported when nothing better is found."""
 
 
+ALL_DIGIT_FACTOR = 0.5
+"""Likewise, none of the 330 labelled plates is digits only, while fleet numbers painted on trucks
+(205014) and cameras' burned-in date stamps (2014-04-28 read as 201404) are. All-digit plates
+exist (some US states, commercial series), so such a read only ranks lower; alone it is reported."""
+
+
 def likeness(text: str) -> float:
     """How much a read that fits (or not) the grammar looks like a plate rather than lettering."""
-    return 1.0 if any(c.isdigit() for c in text) else NO_DIGIT_FACTOR
+    if not any(c.isdigit() for c in text):
+        return NO_DIGIT_FACTOR
+    return ALL_DIGIT_FACTOR if text.isdigit() else 1.0
 
 
 MIN_ALTERNATIVE_RATIO = 0.05

@@ -51,3 +51,11 @@ def test_lettering_without_a_digit_ranks_below_a_plate_but_is_not_dropped() -> N
     assert GRAMMARS["us"].fits("PENSKE") and GRAMMARS["us"].fits("7ABC123")
     assert likeness("PENSKE") < likeness("7ABC123") == 1.0
     assert likeness("NEILDMND") > 0  # a vanity plate without digits still reads
+
+
+def test_digits_only_ranks_below_a_plate_but_is_not_dropped() -> None:
+    from alprd.grammar import likeness
+
+    # a truck's fleet number or a camera's date stamp against a real plate in the same frame
+    assert likeness("205014") < likeness("91A4ZA") == 1.0
+    assert likeness("1291164") > 0
