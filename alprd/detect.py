@@ -107,7 +107,9 @@ class PlateDetector:
         if not isinstance(stride, int) or isinstance(stride, bool) or stride not in (1, 2, 4, 8):
             problems.append(f"output.stride {stride!r} (expected 1, 2, 4 or 8)")
         elif int(inp.get("pad_multiple", 32)) % stride:
-            problems.append(f"input.pad_multiple {inp.get('pad_multiple')!r} is not a multiple of output.stride")
+            problems.append(
+                f"input.pad_multiple {inp.get('pad_multiple')!r} is not a multiple of output.stride"
+            )
         if problems:
             raise ModelError(
                 f"model contract for {c.path} is not a plate detector's: " + "; ".join(problems)

@@ -97,6 +97,10 @@ class LineFinder:
         lines.sort(key=lambda ln: ln.h * min(ln.w, 6 * ln.h), reverse=True)
         return lines
 
+    def box_row(self, x: int, y: int, w: int, h: int) -> TextLine:
+        """An upright row over the box (x, y, w, h) in crop pixels, extended like found rows."""
+        return TextLine(x + w / 2, y + h / 2, w + 2 * self.row_margin * h, float(h), 0.0, 0.0)
+
     @staticmethod
     def cut(crop: Image, line: TextLine) -> Image:
         """The line's pixels, rotated upright, as a w x h image."""

@@ -85,7 +85,12 @@ class PlateReader:
             return None
         crop = image[box.y : box.y + box.h, box.x : box.x + box.w]
         best: tuple[float, Recognition, Candidate, bool] | None = None
-        for line in self.lines.find(crop)[:LINES_TRIED]:
+        rows = self.lines.find(crop)[:LINES_TRIED]
+        if not rows:
+            # The line finder sees nothing in some small, soft crops (a 17-px-high plate): the
+            # detector's own box, which hugs the plate, is then the row to read.
+            rows = [self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h)]
+        for line in rows:
             rec = self.recognizer.recognize(LineFinder.cut(crop, line))
             if len(rec.text) < MIN_CHARS:
                 continue

@@ -14,7 +14,7 @@ import pytest
 
 from alprd.config import ReaderConfig
 from alprd.imageio import read_image
-from alprd.reader import PlateReader
+from alprd.reader import CROP_PAD, PlateReader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,3 +116,17 @@ def test_cli_help() -> None:
     proc = _cli("read", "--help")
     assert proc.returncode == 0 and "--region" in proc.stdout
     assert _cli().returncode == 2
+
+
+def test_a_plate_the_line_finder_misses_is_read_from_the_detector_box(
+    reader: PlateReader, data_dir: Path
+) -> None:
+    # A 17-px-high EU plate: the text-line model finds no row in its soft crop, so the reader reads
+    # the detector's own box (before this fallback the photo gave no read at all).
+    image, _ = read_image(data_dir / "eu" / "test_036.jpg")
+    (det,) = [d for d in reader.detector.detect(image) if d.box.y < 260 and d.box.x < 300]
+    box = det.box.pad(*CROP_PAD).clamp(image.shape[1], image.shape[0])
+    crop = image[box.y : box.y + box.h, box.x : box.x + box.w]
+    assert reader.lines.find(crop) == []
+    read = reader.read_plate(image, det, "eu")
+    assert read is not None and read.text == "RK708AI"
