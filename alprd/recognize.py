@@ -70,6 +70,14 @@ class Recognizer:
         self.max_width = int(self.contract.input.get("max_width", 480))
         # How far the rows this model was trained on extend past the line finder's row ends.
         self.row_margin = float(self.contract.input.get("row_margin", 0.0))
+        # Lines squeezed horizontally by this factor, as the model was trained (fewer columns,
+        # less time per line).
+        self.width_scale = float(self.contract.input.get("width_scale", 1.0))
+        if not 0.1 <= self.width_scale <= 2.0:
+            raise ModelError(
+                f"{self.contract.name}.json: input.width_scale {self.width_scale} is outside 0.1-2.0: "
+                "restore models/ from the release"
+            )
         self.input_name = check_input(self.session, self.contract, height=self.height)
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         alphabet = _alphabet(self.contract, meta)
@@ -86,7 +94,8 @@ class Recognizer:
     def probabilities(self, line: Image) -> npt.NDArray[np.float32]:
         """T x 37 probabilities over [blank, 0-9, A-Z] for an upright text-line image."""
         h, w = line.shape[:2]
-        width = int(np.clip(round(w * self.height / max(1, h)), self.min_width, self.max_width))
+        width = round(w * self.height / max(1, h) * self.width_scale)
+        width = int(np.clip(width, self.min_width, self.max_width))
         resized = cv2.resize(line, (width, self.height), interpolation=cv2.INTER_LINEAR)
         out = self.session.run(None, {self.input_name: normalise(resized, self.contract)})[0][0]
         folded: npt.NDArray[np.float32] = out @ self.fold

@@ -129,3 +129,26 @@ def test_missing_contract_is_refused(tmp_path: Path) -> None:
     (models / "plate_rec.json").unlink()
     with pytest.raises(ModelError, match=r"plate_rec\.json is missing"):
         Recognizer(models)
+
+
+def test_width_scale_out_of_range_is_refused(tmp_path: Path) -> None:
+    import json
+
+    models = _copy_models(tmp_path)
+    cpath = models / "plate_rec.json"
+    contract = json.loads(cpath.read_text())
+    contract["input"]["width_scale"] = 5
+    cpath.write_text(json.dumps(contract))
+    with pytest.raises(ModelError, match=r"width_scale"):
+        Recognizer(models)
+
+
+def test_lines_are_squeezed_as_the_contract_says(recognizer: Recognizer) -> None:
+    # The model's time axis follows its input width: a squeezed line gives proportionally fewer
+    # frames (a 48 x 200 row at scale s is fed about 200 * s wide, within the contract's bounds).
+    line = np.full((48, 200, 3), 255, np.uint8)
+    wide = np.full((48, 400, 3), 255, np.uint8)
+    t_line, t_wide = recognizer.probabilities(line).shape[0], recognizer.probabilities(wide).shape[0]
+    width = np.clip(round(200 * recognizer.width_scale), recognizer.min_width, recognizer.max_width)
+    assert t_line == pytest.approx(width / 8, abs=1)  # the network downsamples the width 8x
+    assert t_wide >= t_line

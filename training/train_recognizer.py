@@ -298,13 +298,20 @@ def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
     return img
 
 
-def target_width(img: np.ndarray) -> int:
+def width_bounds(scale: float) -> tuple[int, int]:
+    """Input width range for a width scale (multiples of 32, at least 32)."""
+    return max(32, round(MIN_WIDTH * scale / 32) * 32), max(32, round(MAX_WIDTH * scale / 32) * 32)
+
+
+def target_width(img: np.ndarray, scale: float = 1.0) -> int:
     h, w = img.shape[:2]
-    return int(np.clip(round(w * HEIGHT / max(1, h)), MIN_WIDTH, MAX_WIDTH))
+    lo, hi = width_bounds(scale)
+    return int(np.clip(round(w * HEIGHT / max(1, h) * scale), lo, hi))
 
 
-def bucket(width: int) -> int:
-    return int(np.clip(round(width / 32) * 32, MIN_WIDTH, MAX_WIDTH))
+def bucket(width: int, scale: float = 1.0) -> int:
+    lo, hi = width_bounds(scale)
+    return int(np.clip(round(width / 32) * 32, lo, hi))
 
 
 def to_tensor(img: np.ndarray, width: int) -> np.ndarray:
@@ -316,8 +323,9 @@ class Stream:
     """Endless batches: sources drawn by MIX, each batch from one width bucket."""
 
     def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
-                 seed: int) -> None:
+                 seed: int, width_scale: float = 1.0) -> None:
         self.rng = random.Random(seed)
+        self.width_scale = width_scale
         self.batch = batch
         self.images, self.labels = images, labels
         by_source: dict[str, list[int]] = {}
@@ -335,7 +343,7 @@ class Stream:
             src = self.rng.choices(self.sources, self.weights)[0]
             i = self.rng.choice(self.by_source[src])
             img = augment(self.images[i], self.rng)
-            b = bucket(target_width(img))
+            b = bucket(target_width(img, self.width_scale), self.width_scale)
             queue = self.pending.setdefault(b, [])
             queue.append((img, self.labels[i]))
             if len(queue) == self.batch:
@@ -362,14 +370,16 @@ def greedy(logits: np.ndarray) -> str:
     return "".join(out)
 
 
-def write_contract(onnx_path: Path, extra: dict[str, object], row_margin: float = 0.0) -> dict[str, object]:
+def write_contract(onnx_path: Path, extra: dict[str, object], row_margin: float = 0.0,
+                   width_scale: float = 1.0) -> dict[str, object]:
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    lo, hi = width_bounds(width_scale)
     contract: dict[str, object] = {
         "name": "plate_rec",
         "file": onnx_path.name,
         **extra,
         "input": {"layout": "NCHW", "color": "BGR", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
-                  "height": HEIGHT, "min_width": MIN_WIDTH, "max_width": MAX_WIDTH,
+                  "height": HEIGHT, "min_width": lo, "max_width": hi, "width_scale": width_scale,
                   "row_margin": row_margin},
         "output": {"kind": "ctc", "blank": 0, "alphabet": ALPHABET},
         "sha256": digest,
@@ -393,6 +403,9 @@ def main() -> None:
     ap.add_argument("--fold", action="store_true",
                     help="keep the stock a-z and separator rows, folded into A-Z and blank")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width-scale", type=float, default=1.0,
+                    help="squeeze lines horizontally by this factor (0.5: half the input width, about half "
+                         "the time per line); written into the contract, the runtime follows it")
     ap.add_argument("--install", action="store_true", help="after training, install into models/")
     ap.add_argument("--install-run", metavar="RUN", help="only install a finished run into models/")
     args = ap.parse_args()
@@ -457,7 +470,8 @@ def main() -> None:
     net.train()
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
-    for step, (x, labs) in enumerate(Stream(images, labels, sources, args.batch, args.seed), 1):
+    stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale)
+    for step, (x, labs) in enumerate(stream, 1):
         cosine = 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, args.steps - warm)))
         f = step / warm if step <= warm else cosine
         for g, b in zip(opt.param_groups, base, strict=True):
@@ -525,7 +539,7 @@ def main() -> None:
     }
     summary = args.data.parent / "summary.json"
     row_margin = float(json.loads(summary.read_text()).get("row_margin", 0.0)) if summary.exists() else 0.0
-    write_contract(out, extra, row_margin)
+    write_contract(out, extra, row_margin, args.width_scale)
     if args.install:
         install(out)
 
@@ -536,7 +550,8 @@ def install(onnx_path: Path) -> None:
     extra = {k: run_contract[k] for k in ("source", "licence", "trained_on") if k in run_contract}
     shutil.copyfile(onnx_path, MODELS / "plate_rec.onnx")
     row_margin = float(run_contract.get("input", {}).get("row_margin", 0.0))
-    contract = write_contract(MODELS / "plate_rec.onnx", extra, row_margin)
+    width_scale = float(run_contract.get("input", {}).get("width_scale", 1.0))
+    contract = write_contract(MODELS / "plate_rec.onnx", extra, row_margin, width_scale)
     print(f"installed models/plate_rec.onnx sha256 {contract['sha256']}")
 
 
