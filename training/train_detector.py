@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 
@@ -377,10 +378,73 @@ class PlateNet(torch.nn.Module):
         return self.body(x)
 
 
-def build_model(base: Path) -> tuple[PlateNet, dict[str, str]]:
-    import onnx
+ARCHS = ("dbnet", "slim")
+"""dbnet: the base network unchanged (map at the input's resolution). slim: its feature pyramid
+without the stride-4 level, the head on stride 8, so the map comes out at half resolution: the
+stride-4 level and the head's full-resolution layers were half of the detector's time on one core
+(plates at 640 px are 30+ px wide: a half-resolution map still outlines them)."""
+OUTPUT_STRIDE = {"dbnet": 1, "slim": 2}
 
-    m = onnx.load(str(base))
+
+def slim_fpn(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Cut the PP-OCR DBNet's stride-4 pyramid level (graph surgery on the rewritten base).
+
+    The head concatenates [p5 x8, p4 x4, p3 x2, p2] at stride 4; slim concatenates [p5 x4, p4 x2,
+    p3] at stride 8 and keeps the first 72 input channels of the head's first convolution (the
+    weights that read p5, p4, p3). Everything that only fed p2 is pruned.
+    """
+    from onnx import numpy_helper
+
+    g = model.graph
+    init = {i.name: i for i in g.initializer}
+    concat = [n for n in g.node if n.op_type == "Concat" and len(n.input) == 4]
+    if len(concat) != 1:
+        raise SystemExit("slim: expected one 4-input Concat (the DBNet pyramid)")
+    cat = concat[0]
+    resizes = {n.output[0]: n for n in g.node if n.op_type == "Resize"}
+    ups = [resizes[i] for i in cat.input[:3]]
+    for r, want in zip(ups, (8.0, 4.0, 2.0), strict=True):
+        scales = numpy_helper.to_array(init[r.input[2]]).astype(np.float32)
+        if list(scales) != [1.0, 1.0, want, want]:
+            raise SystemExit(f"slim: {r.name} scales {list(scales)}, expected x{want}")
+        name = r.input[2] + ".slim"
+        g.initializer.append(numpy_helper.from_array(scales * np.float32([1, 1, 0.5, 0.5]), name))
+        r.input[2] = name
+    # p3 needs no upsampling any more: read it directly.
+    new_inputs = [ups[0].output[0], ups[1].output[0], ups[2].input[0]]
+    del cat.input[:]
+    cat.input.extend(new_inputs)
+    conv = [n for n in g.node if n.op_type == "Conv" and n.input[0] == cat.output[0]]
+    if len(conv) != 1:
+        raise SystemExit("slim: expected one Conv after the pyramid Concat")
+    w = numpy_helper.to_array(init[conv[0].input[1]])
+    if w.shape[1] != 96:
+        raise SystemExit(f"slim: head conv has {w.shape[1]} input channels, expected 96")
+    g.initializer.remove(init[conv[0].input[1]])
+    g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, :72]), conv[0].input[1]))
+    live = {o.name for o in g.output}
+    keep = []
+    for n in reversed(list(g.node)):
+        if any(o in live for o in n.output):
+            keep.append(n)
+            live.update(n.input)
+    keep.reverse()
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    for i in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(i)
+    return model
+
+
+def base_graph(base: Path, arch: str) -> onnx.ModelProto:
+    """The base ONNX graph in trainable form (constants as initializers), cut to `arch`."""
+    model = rewrite_onnx(onnx.load(str(base)))
+    return slim_fpn(model) if arch == "slim" else model
+
+
+def build_model(base: Path, arch: str = "dbnet") -> tuple[PlateNet, dict[str, str]]:
+    m = base_graph(base, arch)
     g = m.graph
     out_name = g.output[0].name
     sig = [n for n in g.node if n.op_type == "Sigmoid" and n.output[0] == out_name]
@@ -388,12 +452,12 @@ def build_model(base: Path) -> tuple[PlateNet, dict[str, str]]:
         raise SystemExit(f"{base}: expected the output to come from a Sigmoid")
     g.output[0].name = sig[0].input[0]
     g.node.remove(sig[0])
-    tmp = Path("/tmp/plate_det_base_logits.onnx")
+    tmp = Path(f"/tmp/plate_det_base_logits_{arch}.onnx")
     onnx.save(m, str(tmp))
     body, names = onnx_to_torch(tmp)
     trainable = sum(p.numel() for p in body.parameters())
-    log.info("converted %s: %d trainable parameters, %d tensors mapped back to ONNX",
-             base.name, trainable, len(names))
+    log.info("converted %s (%s): %d trainable parameters, %d tensors mapped back to ONNX",
+             base.name, arch, trainable, len(names))
     return PlateNet(body), {f"body.{k}": v for k, v in names.items()}
 
 
@@ -413,13 +477,13 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return l_bce + dice
 
 
-def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract: dict[str, object]) -> None:
+def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract: dict[str, object],
+           arch: str = "dbnet") -> None:
     """Write the trained weights into the base ONNX graph (which ends in its Sigmoid), check it."""
-    import onnx
     import onnxruntime as ort
 
     net.eval()
-    model = export_weights(net, names, rewrite_onnx(onnx.load(str(base))))
+    model = export_weights(net, names, base_graph(base, arch))
     # The shipped graph is the fused one (a third faster on one core, same outputs): see the tool.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
     from fuse_onnx import fuse
@@ -475,6 +539,8 @@ def build_data(data_set: str) -> tuple[list[Photo], list[Photo], list[list[np.nd
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-set", choices=["full", "mit"], default="full")
+    ap.add_argument("--arch", choices=ARCHS, default="slim",
+                    help="slim: pyramid without its stride-4 level, map at half resolution (default)")
     ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=384)
@@ -517,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
                       composite=args.composite, crop=args.crop, sides=(args.min_side, args.max_side),
                       seed=args.seed, holder=args.holder)
 
-    net, names = build_model(args.base)
+    net, names = build_model(args.base, args.arch)
+    stride = OUTPUT_STRIDE[args.arch]
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     warm = max(1, args.steps // 20)
@@ -540,16 +607,18 @@ def main(argv: list[str] | None = None) -> int:
         "source": BASE_SOURCE,
         "trained_on": trained_on,
         "data_set": args.data_set,
-        "training": {"steps": args.steps, "batch": args.batch, "crop": args.crop, "seed": args.seed,
+        "training": {"arch": args.arch, "steps": args.steps, "batch": args.batch, "crop": args.crop,
+                     "seed": args.seed,
                      "sides": [args.min_side, args.max_side], "composite": args.composite,
                      "synth": 1.0 if args.data_set == "mit" else args.synth, "holder": args.holder,
-                     "log": f"training/logs/{run}.log"},
+                     "log": f"training/logs/{run}.log",
+                     "command": "training/train_detector.py " + " ".join(sys.argv[1:])},
         "input": {"size": 640, "sizes": [640, 960], "color": "BGR", "mean": list(MEAN), "std": list(STD),
                   "layout": "NCHW", "pad_multiple": 32},
         # Post-processing chosen on eu-dev, br-dev and ro-detect-dev (never on the US photos):
         # candidates down to 0.4 on the whole frame, each looked at again 128 px wide, kept at 0.7.
-        "output": {"kind": "plate_probability_map", "threshold": 0.5, "min_score": 0.7,
-                   "candidate_score": 0.4, "refine_width": 128},
+        "output": {"kind": "plate_probability_map", "stride": OUTPUT_STRIDE[args.arch], "threshold": 0.5,
+                   "min_score": 0.7, "candidate_score": 0.4, "refine_width": 128},
     }
 
     timer = Timer()
@@ -572,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
         x, y = sampler.batch(args.batch)
         t_data += timer() - t0
         logits = net(x)
+        if stride > 1:
+            # The map's cell covers stride x stride pixels: its target is their plate share.
+            y = F.avg_pool2d(y, stride)
         loss = loss_fn(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -588,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
             # A snapshot in the final place, so the reader can integrate before the run ends.
             snap = dict(contract, snapshot=f"step {step + 1} of {args.steps}")
             try:
-                export(net, names, args.base, out, snap)
+                export(net, names, args.base, out, snap, args.arch)
             except RuntimeError as e:
                 log.error("snapshot export failed: %s", e)
         if args.checkpoint_every and (step + 1) % args.checkpoint_every == 0:
@@ -603,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = Path("/tmp") / f"{run}.pt"
     torch.save(net.state_dict(), ckpt)  # to retry an export without retraining
     log.info("torch checkpoint %s", ckpt)
-    export(net, names, args.base, out, contract)
+    export(net, names, args.base, out, contract, args.arch)
     log.info("log: %s", logpath.relative_to(REPO))
     return 0
 
