@@ -184,6 +184,8 @@ def main() -> int:
             "hit_latency_ms_p50": round(lat[len(lat) // 2], 1) if lat else None,
             "hit_latency_ms_p95": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))], 1) if lat else None,
             "verified_hit_latency_ms": [round(x, 1) for x in early],
+            "hit_latency_ms_in_order": [round(1000 * (received[h["hit_id"]] - h["ts"]), 1) for h in hits
+                                        if h["hit_id"] in received],
             "rss_mb_peak": round(hwm / 1024, 1), "rss_mb_sampled_max": round(rss / 1024, 1),
             "daemon_cpu_s": round(cpu, 1),
             "ms": metrics["ms"], "reader": reader,
