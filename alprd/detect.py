@@ -39,6 +39,10 @@ DEFAULT_REFINE_WIDTH = 128
 """Second-look width when asked to refine and the contract names none."""
 REFINE_MAX_UPSCALE = 4.0
 """A candidate is never enlarged more than this for the second look."""
+MIN_CANDIDATE_WIDTH = 12
+"""Candidates narrower than this many pixels at the detector's input size get no second look
+(fewer than ~1.5 px per character: unreadable; the larger retry size sees them bigger). On the
+eu/br/ro-detect dev frames none of the 71 candidates under 10 px was a plate."""
 REFINE_PAD = (0.5, 1.0)
 """The second look sees the candidate padded by this fraction of its width and height (each side)."""
 
@@ -157,6 +161,8 @@ class PlateDetector:
             return self.boxes_from_map(prob, f, w, h, self.min_score)
         found: list[Detection] = []
         for cand in self.boxes_from_map(prob, f, w, h, min(self.candidate_score, self.min_score)):
+            if cand.box.w * f * self.stride < MIN_CANDIDATE_WIDTH:
+                continue
             r = self._refine(image, cand)
             # Two candidates on one plate refine to the same box: keep the better one.
             if r is not None and r.score >= self.min_score and all(r.box.iou(o.box) < 0.5 for o in found):

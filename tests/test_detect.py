@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from alprd.config import PACKAGE_MODELS_DIR
 from alprd.detect import PlateDetector
 from alprd.errors import ImageError, ModelError
-from alprd.types import Box
+from alprd.types import Box, Detection
 
 DATA_FILES = Path(__file__).resolve().parent / "data"
 
@@ -185,3 +186,34 @@ def test_map_cells_translate_to_image_pixels() -> None:
     prob[50 // det.stride : 80 // det.stride, 100 // det.stride : 220 // det.stride] = 0.9
     (box,) = det.boxes_from_map(prob, f, 640, 360, 0.5)
     assert (box.box.x, box.box.y, box.box.w, box.box.h) == (100, 50, 120, 30)
+
+
+class _LookCounting(PlateDetector):
+    """The real detector, recording which candidates it looks at a second time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.looked: list[Detection] = []
+        super().__init__(*args, **kwargs)
+
+    def _refine(self, image: np.ndarray, d: Detection) -> Detection | None:
+        self.looked.append(d)
+        return super()._refine(image, d)
+
+
+def test_no_second_look_at_candidates_too_narrow_to_read(data_dir: Path) -> None:
+    from alprd.detect import MIN_CANDIDATE_WIDTH
+
+    det = _LookCounting(PACKAGE_MODELS_DIR, threads=1, size=640)
+    # A street scene whose first pass also finds specks of text a few pixels wide.
+    name = "21d8c31d-3deb-494b-9c63-c0223306fd82.jpg"
+    image = cv2.imread(str(data_dir / "us" / name), cv2.IMREAD_COLOR)
+    h, w = image.shape[:2]
+    prob, f = det.probability_map(image)
+    candidates = det.boxes_from_map(prob, f, w, h, min(det.candidate_score, det.min_score))
+    wide = [c for c in candidates if c.box.w * f * det.stride >= MIN_CANDIDATE_WIDTH]
+    assert len(wide) < len(candidates)
+    det.looked = []
+    found = det.detect(image)
+    assert det.looked == wide
+    want = _labels(data_dir, "us")[name]
+    assert max(d.box.iou(want) for d in found) >= 0.5  # the plate itself is still found
