@@ -42,7 +42,8 @@ REFINE_MAX_UPSCALE = 4.0
 MIN_CANDIDATE_WIDTH = 12
 """Candidates narrower than this many pixels at the detector's input size get no second look
 (fewer than ~1.5 px per character: unreadable; the larger retry size sees them bigger). On the
-eu/br/ro-detect dev frames none of the 71 candidates under 10 px was a plate."""
+eu/br/ro-detect dev frames none of the 71 candidates under 10 px was a plate, and with the cut at
+12 px the detector's recall on every evaluation set was unchanged."""
 REFINE_PAD = (0.5, 1.0)
 """The second look sees the candidate padded by this fraction of its width and height (each side)."""
 
