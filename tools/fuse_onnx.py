@@ -12,7 +12,11 @@ the convolutions themselves took 46. The rewrites below change no arithmetic bey
 - x -> Add(3) -> Clip(0, 6) -> Mul(x, .) -> Div(6): one HardSwish node (opset 14);
 - HardSwish -> Mul(c) -> Add(c) -> 1x1 Conv without padding: folded into that Conv
   (conv(s*x + b) = conv'(x) with W' = s*W and B' = B + b * sum(W)); convolutions with padding are
-  left alone, since their zero border would see the shifted values.
+  left alone, since their zero border would see the shifted values;
+- HardSwish -> Mul(c) -> Add(c) before anything else (a padded depthwise convolution): one 1x1
+  depthwise Conv with weight c and bias c per channel. Same arithmetic, but onnxruntime keeps a
+  Conv in its blocked (NCHWc) layout, where a scalar Mul and Add each cost a layout change there
+  and back: on the slim plate detector (1x3x480x640, one thread) 51.4 -> 44.7 ms.
 
 `--check` runs both graphs on the given images (resized to 640 on the long side, as the detector
 does) and fails when any output differs by more than 1e-3. `--contract` records the new SHA-256
@@ -213,6 +217,34 @@ def fold_affine_into_pointwise(gr: Graph) -> int:
     return done
 
 
+def affine_to_depthwise(gr: Graph) -> int:
+    """Scalar Mul -> Add after a Conv -> HardSwish as a 1x1 depthwise Conv (channels from that Conv)."""
+    producer = {o: n for n in gr.g.node for o in n.output}
+    done = 0
+    for mul in [n for n in gr.g.node if n.op_type == "Mul"]:
+        data = next((i for i in mul.input if gr.const(i) is None), None)
+        hs = producer.get(data) if data is not None else None
+        conv = producer.get(hs.input[0]) if hs is not None and hs.op_type == "HardSwish" else None
+        w = gr.const(conv.input[1]) if conv is not None and conv.op_type == "Conv" else None
+        if data is None or w is None:
+            continue
+        s = gr.other_const(mul, data)
+        add = gr.sole(mul.output[0], "Add")
+        b = None if add is None else gr.other_const(add, mul.output[0])
+        if s is None or b is None or add is None or s.size != 1 or b.size != 1:
+            continue
+        c = int(w.shape[0])
+        w_name = _fresh(gr, mul.name + "_dw_weight", np.full((c, 1, 1, 1), float(s.reshape(-1)[0]), np.float32))
+        b_name = _fresh(gr, mul.name + "_dw_bias", np.full(c, float(b.reshape(-1)[0]), np.float32))
+        dw = helper.make_node("Conv", [data, w_name, b_name], [add.output[0]], name=mul.name + "_affine",
+                              group=c, kernel_shape=[1, 1])
+        idx = list(gr.g.node).index(mul)
+        gr.remove([mul, add])
+        gr.g.node.insert(idx, dw)
+        done += 1
+    return done
+
+
 def drop_unused(gr: Graph) -> None:
     used = {i for n in gr.g.node for i in n.input}
     for init in list(gr.g.initializer):
@@ -245,6 +277,7 @@ def fuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, int]]:
         "conv_affine": fold_conv_affine(gr),
         "hardswish": fuse_hardswish(gr),
         "affine_into_pointwise": fold_affine_into_pointwise(gr),
+        "affine_to_depthwise": affine_to_depthwise(gr),
     }
     drop_unused(gr)
     onnx.checker.check_model(model)
