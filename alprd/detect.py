@@ -162,9 +162,12 @@ class PlateDetector:
             return self.boxes_from_map(prob, f, w, h, self.min_score)
         found: list[Detection] = []
         for cand in self.boxes_from_map(prob, f, w, h, min(self.candidate_score, self.min_score)):
-            if cand.box.w * f * self.stride < MIN_CANDIDATE_WIDTH:
+            width = cand.box.w * f * self.stride  # at the detector's input scale
+            if width < MIN_CANDIDATE_WIDTH:
                 continue
-            r = self._refine(image, cand)
+            # A candidate already as wide as the second look would make it is seen no closer by
+            # looking again: the first map's box stands.
+            r = cand if width >= self.refine_width else self._refine(image, cand)
             # Two candidates on one plate refine to the same box: keep the better one.
             if r is not None and r.score >= self.min_score and all(r.box.iou(o.box) < 0.5 for o in found):
                 found.append(r)
