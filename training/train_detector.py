@@ -378,12 +378,13 @@ class PlateNet(torch.nn.Module):
         return self.body(x)
 
 
-ARCHS = ("dbnet", "slim")
+ARCHS = ("dbnet", "slim", "slim-early")
 """dbnet: the base network unchanged (map at the input's resolution). slim: its feature pyramid
 without the stride-4 level, the head on stride 8, so the map comes out at half resolution: the
 stride-4 level and the head's full-resolution layers were half of the detector's time on one core
-(plates at 640 px are 30+ px wide: a half-resolution map still outlines them)."""
-OUTPUT_STRIDE = {"dbnet": 1, "slim": 2}
+(plates at 640 px are 30+ px wide: a half-resolution map still outlines them). slim-early: slim,
+and the backbone's first block downsamples one layer earlier (see `early_stride`)."""
+OUTPUT_STRIDE = {"dbnet": 1, "slim": 2, "slim-early": 2}
 
 
 def slim_fpn(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -437,10 +438,45 @@ def slim_fpn(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def early_stride(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Move the backbone's second downsampling one depthwise convolution earlier.
+
+    PPLCNetV3 runs stem (3x3, stride 2) -> depthwise 3x3 -> pointwise 16 -> 32 -> depthwise 3x3
+    stride 2. On one core the two layers at stride 2 that follow the stem were ~40% of the slim
+    detector's time (the 16 -> 32 pointwise alone 11 of 64 ms, onnxruntime profile, 480 x 640):
+    with the first depthwise at stride 2 and the second at stride 1, the pointwise and everything
+    after it see a quarter of the pixels. Every tensor shape after that block, and so every weight,
+    is unchanged: the base weights load as they are and fine-tuning adapts them.
+    """
+    g = model.graph
+    convs = [n for n in g.node if n.op_type == "Conv"]
+
+    def attr(n: onnx.NodeProto, name: str) -> list[int] | int | None:
+        a = next((a for a in n.attribute if a.name == name), None)
+        return None if a is None else onnx.helper.get_attribute_value(a)
+
+    def set_strides(n: onnx.NodeProto, v: int) -> None:
+        for a in n.attribute:
+            if a.name == "strides":
+                del a.ints[:]
+                a.ints.extend([v, v])
+
+    depthwise = [n for n in convs[1:8] if (attr(n, "group") or 1) > 1]
+    if attr(convs[0], "strides") != [2, 2] or len(depthwise) < 2 \
+            or attr(depthwise[0], "strides") != [1, 1] or attr(depthwise[1], "strides") != [2, 2]:
+        raise SystemExit("slim-early: expected stem stride 2, then depthwise stride 1, then stride 2")
+    set_strides(depthwise[0], 2)
+    set_strides(depthwise[1], 1)
+    return model
+
+
 def base_graph(base: Path, arch: str) -> onnx.ModelProto:
     """The base ONNX graph in trainable form (constants as initializers), cut to `arch`."""
     model = rewrite_onnx(onnx.load(str(base)))
-    return slim_fpn(model) if arch == "slim" else model
+    if arch == "dbnet":
+        return model
+    model = slim_fpn(model)
+    return early_stride(model) if arch == "slim-early" else model
 
 
 def build_model(base: Path, arch: str = "dbnet") -> tuple[PlateNet, dict[str, str]]:
