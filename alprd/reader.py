@@ -88,7 +88,7 @@ class PlateReader:
         rows = self.lines.find(crop)[:LINES_TRIED]
         if not rows:
             # The line finder sees nothing in some small, soft crops (a 17-px-high plate): the
-            # detector's own box, which hugs the plate, is then the row to read.
+            # detector's own box, which hugs the plate, then says where the row is.
             rows = [self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h)]
         for line in rows:
             rec = self.recognizer.recognize(LineFinder.cut(crop, line))

@@ -130,3 +130,20 @@ def test_a_plate_the_line_finder_misses_is_read_from_the_detector_box(
     assert reader.lines.find(crop) == []
     read = reader.read_plate(image, det, "eu")
     assert read is not None and read.text == "RK708AI"
+
+
+def test_the_detector_box_row_is_the_middle_band_without_the_frame(
+    reader: PlateReader, data_dir: Path
+) -> None:
+    # A 45-px-high Texas plate in a low-resolution frame: no row found in the crop. Read over the
+    # box's whole height, the frame and the state banner became characters (`U425`); the middle
+    # band of the box reads the plate.
+    row = reader.lines.box_row(10, 20, 100, 50)
+    assert (row.cx, row.cy, row.w, row.angle) == (60, 45, 100, 0) and row.h == pytest.approx(30)
+    assert reader.lines.box_row(0, 0, 400, 100).h == pytest.approx(66)  # a wide (EU-type) plate
+    image, _ = read_image(data_dir / "us" / "wts-lg-000023.jpg")
+    det = max(reader.detector.detect(image), key=lambda d: d.box.w * d.box.h)
+    box = det.box.pad(*CROP_PAD).clamp(image.shape[1], image.shape[0])
+    assert reader.lines.find(image[box.y : box.y + box.h, box.x : box.x + box.w]) == []
+    read = reader.read_plate(image, det, "us")
+    assert read is not None and read.text == "AU41257"
