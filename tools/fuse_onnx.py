@@ -234,8 +234,9 @@ def affine_to_depthwise(gr: Graph) -> int:
         if s is None or b is None or add is None or s.size != 1 or b.size != 1:
             continue
         c = int(w.shape[0])
-        w_name = _fresh(gr, mul.name + "_dw_weight", np.full((c, 1, 1, 1), float(s.reshape(-1)[0]), np.float32))
-        b_name = _fresh(gr, mul.name + "_dw_bias", np.full(c, float(b.reshape(-1)[0]), np.float32))
+        scale, shift = float(s.reshape(-1)[0]), float(b.reshape(-1)[0])
+        w_name = _fresh(gr, mul.name + "_dw_weight", np.full((c, 1, 1, 1), scale, np.float32))
+        b_name = _fresh(gr, mul.name + "_dw_bias", np.full(c, shift, np.float32))
         dw = helper.make_node("Conv", [data, w_name, b_name], [add.output[0]], name=mul.name + "_affine",
                               group=c, kernel_shape=[1, 1])
         idx = list(gr.g.node).index(mul)
