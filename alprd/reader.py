@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 CROP_PAD = (0.15, 0.3)
 """Detector boxes are padded by this fraction of width and height (each side) before line finding."""
 LINES_TRIED = 2
+SHORT_ROW = 0.6
+"""A found row narrower than this share of the detector box is a piece of the plate's row."""
 MIN_CHARS = 2
 CONFIDENT = 0.5
 GRAMMAR_MISS_FACTOR = 0.25
@@ -90,6 +92,10 @@ class PlateReader:
             # The line finder sees nothing in some small, soft crops (a 17-px-high plate): the
             # detector's own box, which hugs the plate, then says where the row is.
             rows = [self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h)]
+        elif rows[0].w < SHORT_ROW * det.box.w:
+            # Only a piece of the row was found (an emblem or a wide gap split it): the box's
+            # middle band is read too, and the better read wins.
+            rows.insert(1, self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h))
         for line in rows:
             rec = self.recognizer.recognize(LineFinder.cut(crop, line))
             if len(rec.text) < MIN_CHARS:

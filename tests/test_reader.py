@@ -14,7 +14,7 @@ import pytest
 
 from alprd.config import ReaderConfig
 from alprd.imageio import read_image
-from alprd.reader import CROP_PAD, PlateReader
+from alprd.reader import CROP_PAD, SHORT_ROW, PlateReader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,3 +147,17 @@ def test_the_detector_box_row_is_the_middle_band_without_the_frame(
     assert reader.lines.find(image[box.y : box.y + box.h, box.x : box.x + box.w]) == []
     read = reader.read_plate(image, det, "us")
     assert read is not None and read.text == "AU41257"
+
+
+def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(
+    reader: PlateReader, data_dir: Path
+) -> None:
+    # A Slovak plate whose coat of arms splits the row: the line finder's best row is the `BB`
+    # piece alone; the box's middle band is read too and the whole plate wins.
+    image, _ = read_image(data_dir / "eu" / "test_016.jpg")
+    det = max(reader.detector.detect(image), key=lambda d: d.score)
+    box = det.box.pad(*CROP_PAD).clamp(image.shape[1], image.shape[0])
+    rows = reader.lines.find(image[box.y : box.y + box.h, box.x : box.x + box.w])
+    assert rows and rows[0].w < SHORT_ROW * det.box.w
+    read = reader.read_plate(image, det, "eu")
+    assert read is not None and read.text == "BB751BH"
