@@ -88,14 +88,15 @@ class PlateReader:
         crop = image[box.y : box.y + box.h, box.x : box.x + box.w]
         best: tuple[float, Recognition, Candidate, bool] | None = None
         rows = self.lines.find(crop)[:LINES_TRIED]
+        band = self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h)
         if not rows:
             # The line finder sees nothing in some small, soft crops (a 17-px-high plate): the
             # detector's own box, which hugs the plate, then says where the row is.
-            rows = [self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h)]
+            rows = [band]
         elif rows[0].w < SHORT_ROW * det.box.w:
             # Only a piece of the row was found (an emblem or a wide gap split it): the box's
             # middle band is read too, and the better read wins.
-            rows.insert(1, self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h))
+            rows.insert(1, band)
         for line in rows:
             rec = self.recognizer.recognize(LineFinder.cut(crop, line))
             if len(rec.text) < MIN_CHARS:
