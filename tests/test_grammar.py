@@ -59,3 +59,12 @@ def test_digits_only_ranks_below_a_plate_but_is_not_dropped() -> None:
     # a truck's fleet number or a camera's date stamp against a real plate in the same frame
     assert likeness("205014") < likeness("91A4ZA") == 1.0
     assert likeness("1291164") > 0
+
+
+def test_a_short_read_ranks_below_a_full_length_plate_but_is_not_dropped() -> None:
+    from alprd.grammar import SHORT_LEN, likeness
+
+    # a car badge (S300) or a sticker fragment against the plate of the same frame
+    assert likeness("S300") < likeness("DK2Z5S") == 1.0
+    assert likeness("A" + "1" * SHORT_LEN) == 1.0 and likeness("A" + "1" * (SHORT_LEN - 1)) < 1.0
+    assert likeness("ABC") < likeness("AB12") and likeness("ABC") > 0  # the factors stack

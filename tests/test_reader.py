@@ -161,3 +161,11 @@ def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(
     assert rows and rows[0].w < SHORT_ROW * det.box.w
     read = reader.read_plate(image, det, "eu")
     assert read is not None and read.text == "BB751BH"
+
+
+def test_a_car_badge_does_not_outrank_the_plate(reader: PlateReader, data_dir: Path) -> None:
+    # The boot lid's S300 badge reads cleanly and its box scores higher than the plate's; a read
+    # of four characters or fewer ranks lower (`grammar.SHORT_LEN`), and both are still reported.
+    image, _ = read_image(data_dir / "us" / "wts-lg-000061.jpg")
+    texts = [r.text for r in reader.read(image, "us").reads]
+    assert texts[:2] == ["DK2Z5S", "S300"]
