@@ -116,6 +116,53 @@ def _stock_graph(stock: Path, fold: bool):  # type: ignore[no-untyped-def]
     return model
 
 
+def _load_weights(model, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Start from an earlier run's weights: its ONNX is the same stock graph (same initializer
+    names and shapes, `RecNet.export`)."""
+    import onnx
+
+    trained = {i.name: i for i in onnx.load(str(path)).graph.initializer}
+    for init in model.graph.initializer:
+        t = trained.get(init.name)
+        if t is None or list(t.dims) != list(init.dims):
+            raise SystemExit(f"--init {path}: no tensor {init.name} of shape {list(init.dims)}")
+        init.CopyFrom(t)
+
+
+def drop_blocks(model, adds: list[str]):  # type: ignore[no-untyped-def]
+    """Bypass residual blocks: each named Add (block input + block branch) is replaced by its first
+    input and every node left without a consumer is removed.
+
+    The backbone's middle stage (48 x W input: 6 x W/4 cells, 192 -> 384 -> 192 channels) runs six
+    such blocks, over a third of a line's time on one core; the network is fine-tuned after.
+    """
+    g = model.graph
+    nodes = {n.name: n for n in g.node}
+    alias: dict[str, str] = {}
+    for name in adds:
+        n = nodes.get(name)
+        if n is None or n.op_type != "Add" or len(n.input) != 2:
+            raise SystemExit(f"--drop-blocks: {name} is not a two-input Add of the stock graph")
+        alias[n.output[0]] = n.input[0]
+    for n in g.node:
+        for i, x in enumerate(n.input):
+            while x in alias:
+                x = alias[x]
+            n.input[i] = x
+    live = {o.name for o in g.output}
+    keep = []
+    for n in reversed(list(g.node)):
+        if any(o in live for o in n.output):
+            keep.append(n)
+            live.update(n.input)
+    keep.reverse()
+    del g.node[:]
+    g.node.extend(keep)
+    for init in [i for i in g.initializer if i.name not in live]:
+        g.initializer.remove(init)
+    return model
+
+
 def _for_torch(model):  # type: ignore[no-untyped-def]
     """Graph for onnx2torch: explicit pads (stride-1 SAME MaxPool too) and logits out, no Softmax."""
     import onnx
@@ -151,7 +198,8 @@ def torch_parameter() -> type:
 class RecNet:
     """The converted network plus the map from its tensors back to ONNX initializer names."""
 
-    def __init__(self, stock: Path, fold: bool = False) -> None:
+    def __init__(self, stock: Path, fold: bool = False, drop: list[str] | None = None,
+                 init: Path | None = None) -> None:
         import torch
 
         _stub_torchvision()
@@ -159,6 +207,10 @@ class RecNet:
         from onnx2torch.onnx_graph import OnnxGraph, ValueType
 
         self.export_graph = _stock_graph(stock, fold)
+        if init is not None:
+            _load_weights(self.export_graph, init)
+        if drop:
+            self.export_graph = drop_blocks(self.export_graph, drop)
         self.fold = fold_matrix(fold)
         self.n_rows = self.fold.shape[0]
         tmodel = _for_torch(self.export_graph)
@@ -406,6 +458,11 @@ def main() -> None:
     ap.add_argument("--width-scale", type=float, default=1.0,
                     help="squeeze lines horizontally by this factor (0.5: half the input width, about half "
                          "the time per line); written into the contract, the runtime follows it")
+    ap.add_argument("--drop-blocks", default="",
+                    help="comma-separated residual Add nodes of the stock graph whose blocks are bypassed "
+                         "(e.g. Add.74,Add.98,Add.122: every other block of the middle stage)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this earlier run's plate_rec.onnx instead of the stock weights")
     ap.add_argument("--install", action="store_true", help="after training, install into models/")
     ap.add_argument("--install-run", metavar="RUN", help="only install a finished run into models/")
     args = ap.parse_args()
@@ -429,7 +486,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     log.info("args %s", vars(args))
 
-    rec = RecNet(STOCK_REC, args.fold)
+    rec = RecNet(STOCK_REC, args.fold, [a for a in args.drop_blocks.split(",") if a], args.init)
     log_fold = torch.from_numpy(np.log(rec.fold))  # 0 where a head row feeds a class, -inf elsewhere
 
     def log_probs(logits: torch.Tensor) -> torch.Tensor:
