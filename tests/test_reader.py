@@ -14,7 +14,7 @@ import pytest
 
 from alprd.config import ReaderConfig
 from alprd.imageio import read_image
-from alprd.reader import CROP_PAD, SHORT_ROW, PlateReader
+from alprd.reader import CROP_PAD, MIN_PLATE_ASPECT, SHORT_ROW, PlateReader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,3 +169,13 @@ def test_a_car_badge_does_not_outrank_the_plate(reader: PlateReader, data_dir: P
     image, _ = read_image(data_dir / "us" / "wts-lg-000061.jpg")
     texts = [r.text for r in reader.read(image, "us").reads]
     assert texts[:2] == ["DK2Z5S", "S300"]
+
+
+def test_a_square_sign_does_not_outrank_the_plate(reader: PlateReader, data_dir: Path) -> None:
+    # A PROPERTY sign reads as a clean seven-character `PR0PERT` in a box about as tall as wide;
+    # a car plate's box is at least `MIN_PLATE_ASPECT` times as wide as tall, so the sign ranks lower.
+    image, _ = read_image(data_dir / "us" / "wts-lg-000062.jpg")
+    reads = reader.read(image, "us").reads
+    assert reads[0].text == "GT679A" and reads[0].box.w >= MIN_PLATE_ASPECT * reads[0].box.h
+    sign = next(r for r in reads if r.text == "PR0PERT")
+    assert sign.box.w < MIN_PLATE_ASPECT * sign.box.h
