@@ -111,6 +111,24 @@ def rewrite_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def prune_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the nodes no graph output depends on, and the initializers no kept node reads
+    (after graph surgery cut a branch off)."""
+    g = model.graph
+    live = {o.name for o in g.output}
+    keep = []
+    for n in reversed(list(g.node)):
+        if any(o in live for o in n.output):
+            keep.append(n)
+            live.update(n.input)
+    keep.reverse()
+    del g.node[:]
+    g.node.extend(keep)
+    for init in [i for i in g.initializer if i.name not in live]:
+        g.initializer.remove(init)
+    return model
+
+
 def onnx_to_torch(path: Path) -> tuple[torch.nn.Module, dict[str, str]]:
     """Convert an ONNX file to a trainable torch module.
 

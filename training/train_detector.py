@@ -36,6 +36,7 @@ from common import (
     export_weights,
     onnx_to_torch,
     photo_split,
+    prune_dead_nodes,
     rewrite_onnx,
     ro_detect_split,
     seed_everything,
@@ -424,19 +425,7 @@ def slim_fpn(model: onnx.ModelProto) -> onnx.ModelProto:
         raise SystemExit(f"slim: head conv has {w.shape[1]} input channels, expected 96")
     g.initializer.remove(init[conv[0].input[1]])
     g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w[:, :72]), conv[0].input[1]))
-    live = {o.name for o in g.output}
-    keep = []
-    for n in reversed(list(g.node)):
-        if any(o in live for o in n.output):
-            keep.append(n)
-            live.update(n.input)
-    keep.reverse()
-    del g.node[:]
-    g.node.extend(keep)
-    used = {i for n in keep for i in n.input}
-    for i in [i for i in g.initializer if i.name not in used]:
-        g.initializer.remove(i)
-    return model
+    return prune_dead_nodes(model)
 
 
 def early_stride(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -38,7 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training.common import _stub_torchvision, rewrite_onnx  # noqa: E402
+from training.common import _stub_torchvision, prune_dead_nodes, rewrite_onnx  # noqa: E402
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 STOCK_REC = Path("/work/tmp/wheels/rapidocr/rapidocr/models/PP-OCRv6_rec_small.onnx")
@@ -149,18 +149,7 @@ def drop_blocks(model, adds: list[str]):  # type: ignore[no-untyped-def]
             while x in alias:
                 x = alias[x]
             n.input[i] = x
-    live = {o.name for o in g.output}
-    keep = []
-    for n in reversed(list(g.node)):
-        if any(o in live for o in n.output):
-            keep.append(n)
-            live.update(n.input)
-    keep.reverse()
-    del g.node[:]
-    g.node.extend(keep)
-    for init in [i for i in g.initializer if i.name not in live]:
-        g.initializer.remove(init)
-    return model
+    return prune_dead_nodes(model)
 
 
 def _for_torch(model):  # type: ignore[no-untyped-def]
