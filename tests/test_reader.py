@@ -165,7 +165,8 @@ def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(
 
 def test_a_car_badge_does_not_outrank_the_plate(reader: PlateReader, data_dir: Path) -> None:
     # The boot lid's S300 badge reads cleanly and its box scores higher than the plate's; a read
-    # of four characters or fewer ranks lower (`grammar.SHORT_LEN`), and both are still reported.
+    # of four characters or fewer (`grammar.SHORT_LEN`) ranks lower, and so does one in a box
+    # squarer than a plate's (`MIN_PLATE_ASPECT`): this badge is both. Both are still reported.
     image, _ = read_image(data_dir / "us" / "wts-lg-000061.jpg")
     texts = [r.text for r in reader.read(image, "us").reads]
     assert texts[:2] == ["DK2Z5S", "S300"]
