@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from .errors import ModelError
 from .onnx import check_input, load_contract, normalise, open_session
 from .types import Image
 
@@ -55,7 +56,16 @@ class LineFinder:
         # Added at each end of a row, as a fraction of its height: the recognizer's contract says
         # how the rows it was trained on were framed (train on what you read).
         self.row_margin = row_margin
-        self.join = round(height * 0.15) | 1
+        # A map coarser than the input (contract `output.stride`): one cell per stride x stride pixels.
+        stride = self.contract.output.get("stride", 1)
+        if isinstance(stride, bool) or stride not in (1, 2, 4) or height % stride:
+            raise ModelError(
+                f"{self.contract.name}.json: output.stride {stride!r} is not 1, 2 or 4 dividing "
+                f"the input height {height}: restore models/ from the release"
+            )
+        self.stride = int(stride)
+        self.join = round(height * 0.15 / self.stride) | 1
+        self.min_side = 3 / self.stride
         self.threshold = float(self.contract.output.get("threshold", 0.3))
         self.sha256 = self.contract.sha256
         self.find(np.full((40, 120, 3), 255, np.uint8))  # warm-up: first run allocates
@@ -70,7 +80,7 @@ class LineFinder:
         sx, sy = new_w / w, self.height / h
         resized = cv2.resize(crop, (new_w, self.height), interpolation=cv2.INTER_LINEAR)
         prob = self.session.run(None, {self.input_name: normalise(resized, self.contract)})[0][0, 0]
-        return self._lines(prob, sx, sy)
+        return self._lines(prob, sx / self.stride, sy / self.stride)
 
     def _lines(self, prob: npt.NDArray[np.float32], sx: float, sy: float) -> list[TextLine]:
         mask = (prob > self.threshold).astype(np.uint8)
@@ -84,7 +94,7 @@ class LineFinder:
             if len(c) < 4:
                 continue
             (cx, cy), (rw, rh), angle = cv2.minAreaRect(c)
-            if min(rw, rh) < 3:
+            if min(rw, rh) < self.min_side:
                 continue
             x, y, bw, bh = cv2.boundingRect(c)
             region = mask[y : y + bh, x : x + bw]

@@ -124,6 +124,19 @@ def test_wrong_hash_model_is_refused(tmp_path: Path) -> None:
         LineFinder(models)
 
 
+@pytest.mark.parametrize("stride", [3, 0, "2", True])
+def test_line_finder_stride_must_divide_its_input(tmp_path: Path, stride: object) -> None:
+    import json
+
+    models = _copy_models(tmp_path)
+    cpath = models / "line_det.json"
+    contract = json.loads(cpath.read_text())
+    contract["output"]["stride"] = stride
+    cpath.write_text(json.dumps(contract))
+    with pytest.raises(ModelError, match=r"line_det\.json: output\.stride"):
+        LineFinder(models)
+
+
 def test_missing_contract_is_refused(tmp_path: Path) -> None:
     models = _copy_models(tmp_path)
     (models / "plate_rec.json").unlink()

@@ -30,6 +30,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--folders", nargs="*", default=["us", "eu", "br"])
     ap.add_argument("--detector", default="plate_det", choices=["plate_det", "plate_det_mit"])
+    ap.add_argument("--models-dir", type=Path, default=None, help="candidate models (default: shipped)")
     args = ap.parse_args()
 
     from alprd.cli_reader import fold, load_labels
@@ -37,8 +38,9 @@ def main() -> int:
     from alprd.imageio import read_image
     from alprd.reader import PlateReader
 
+    extra = {"models_dir": args.models_dir} if args.models_dir else {}
     reader = PlateReader(ReaderConfig(detector_size=args.detector_size, retry_size=args.retry_size or None,
-                                      detector_model=args.detector))
+                                      detector_model=args.detector, **extra))
     for folder in args.folders:
         labels = {name: {r["plate"] for r in rows}
                   for name, rows in load_labels(args.data / folder).items()}
