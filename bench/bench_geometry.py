@@ -15,16 +15,21 @@ Usage: .venv/bin/python bench/bench_geometry.py [--data ../shared/data/plates]
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from alprd.cli_reader import load_labels
 from alprd.config import ReaderConfig
+from alprd.detect import MIN_CANDIDATE_WIDTH, REFINE_MAX_UPSCALE
 from alprd.imageio import read_image
 from alprd.reader import CROP_PAD, PlateReader
 from alprd.types import Box
+
+# The models' train/dev split (needs only numpy at run time, as training/eval_reader.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from common import hash_split
 
 REGIONS = ("us", "eu", "br")
 WIDTH_BINS = ((12, 40), (40, 80), (80, 110), (110, 128), (128, 10_000))
@@ -32,16 +37,8 @@ ASPECT_BINS = ((0.0, 2.5), (2.5, 3.3), (3.3, 100.0))
 
 
 def labelled(folder: Path) -> dict[str, list[Box]]:
-    boxes: dict[str, list[Box]] = {}
-    with open(folder / "labels.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            boxes.setdefault(r["file"], []).append(Box(int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"])))
-    return boxes
-
-
-def train_half(name: str) -> bool:
-    """The detector's and recognizer's split (training/common.py hash_split)."""
-    return hashlib.sha256(name.encode()).digest()[0] % 2 == 0
+    return {name: [Box(*(int(r[k]) for k in ("x", "y", "w", "h"))) for r in rows]
+            for name, rows in load_labels(folder).items()}
 
 
 def main() -> int:
@@ -60,10 +57,10 @@ def main() -> int:
             prob, f = det.probability_map(image)
             for cand in det.boxes_from_map(prob, f, w, h, min(det.candidate_score, det.min_score)):
                 width = cand.box.w * f * det.stride
-                if width < 12:
+                if width < MIN_CANDIDATE_WIDTH:
                     continue
                 second = det._refine(image, cand)
-                scale = min(det.refine_width / max(cand.box.w, 1), 4.0) / (f * det.stride)
+                scale = min(det.refine_width / max(cand.box.w, 1), REFINE_MAX_UPSCALE) / (f * det.stride)
                 looks.append((width, scale, cand.box.iou(second.box) if second else 0.0))
             for read in reader.read(image, region).reads:
                 if not any(read.box.iou(b) >= 0.5 for b in boxes):
@@ -72,7 +69,8 @@ def main() -> int:
                 crop = image[crop_box.y : crop_box.y + crop_box.h, crop_box.x : crop_box.x + crop_box.w]
                 rows = reader.lines.find(crop)
                 if rows:
-                    shares.append((region, train_half(name), read.box.w / read.box.h, rows[0].h / read.box.h))
+                    train = hash_split(name) == "train"
+                    shares.append((region, train, read.box.w / read.box.h, rows[0].h / read.box.h))
     a = np.array(looks)
     print("second looks by candidate width at the detector input (us, eu, br photos):")
     for lo, hi in WIDTH_BINS:

@@ -18,6 +18,7 @@ import logging
 import math
 import string
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -84,10 +85,11 @@ def load_photo(s: Sample) -> Photo:
     return Photo(img, boxes, f"{s.folder}/{s.path.name}")
 
 
-def load_crops(folder: str) -> list[np.ndarray]:
+def load_crops(folder: str, keep: Callable[[str], bool] = lambda name: True) -> list[np.ndarray]:
+    """The folder's images (sorted by name) whose file name `keep` accepts."""
     out = []
     for p in sorted((DATA / folder).iterdir()):
-        if p.suffix.lower() in (".jpg", ".png"):
+        if p.suffix.lower() in (".jpg", ".png") and keep(p.name):
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if img is not None:
                 out.append(img)
@@ -428,6 +430,11 @@ def slim_fpn(model: onnx.ModelProto) -> onnx.ModelProto:
     return prune_dead_nodes(model)
 
 
+def _attr(n: onnx.NodeProto, name: str) -> list[int] | int | None:
+    a = next((a for a in n.attribute if a.name == name), None)
+    return None if a is None else onnx.helper.get_attribute_value(a)
+
+
 def early_stride(model: onnx.ModelProto) -> onnx.ModelProto:
     """Move the backbone's second downsampling one depthwise convolution earlier.
 
@@ -441,19 +448,15 @@ def early_stride(model: onnx.ModelProto) -> onnx.ModelProto:
     g = model.graph
     convs = [n for n in g.node if n.op_type == "Conv"]
 
-    def attr(n: onnx.NodeProto, name: str) -> list[int] | int | None:
-        a = next((a for a in n.attribute if a.name == name), None)
-        return None if a is None else onnx.helper.get_attribute_value(a)
-
     def set_strides(n: onnx.NodeProto, v: int) -> None:
         for a in n.attribute:
             if a.name == "strides":
                 del a.ints[:]
                 a.ints.extend([v, v])
 
-    depthwise = [n for n in convs[1:8] if (attr(n, "group") or 1) > 1]
-    if attr(convs[0], "strides") != [2, 2] or len(depthwise) < 2 \
-            or attr(depthwise[0], "strides") != [1, 1] or attr(depthwise[1], "strides") != [2, 2]:
+    depthwise = [n for n in convs[1:8] if (_attr(n, "group") or 1) > 1]
+    if _attr(convs[0], "strides") != [2, 2] or len(depthwise) < 2 \
+            or _attr(depthwise[0], "strides") != [1, 1] or _attr(depthwise[1], "strides") != [2, 2]:
         raise SystemExit("slim-early: expected stem stride 2, then depthwise stride 1, then stride 2")
     set_strides(depthwise[0], 2)
     set_strides(depthwise[1], 1)
@@ -486,17 +489,23 @@ def narrow_stem(model: onnx.ModelProto, keep: float = 0.5) -> onnx.ModelProto:
         g.initializer.append(init[name])
 
     def group(n: onnx.NodeProto) -> int:
-        a = next((a for a in n.attribute if a.name == "group"), None)
-        return 1 if a is None else int(onnx.helper.get_attribute_value(a))
+        g = _attr(n, "group")
+        return g if isinstance(g, int) else 1
 
-    def set_group(n: onnx.NodeProto, v: int) -> None:
-        for a in n.attribute:
-            if a.name == "group":
-                a.i = v
+    def keep_outputs(conv: onnx.NodeProto, idx: np.ndarray) -> None:
+        """Keep the output channels `idx` of `conv` (weight and bias; a depthwise one's groups too)."""
+        depthwise = group(conv) > 1
+        put(conv.input[1], arr(conv.input[1])[idx])
+        if len(conv.input) > 2:
+            put(conv.input[2], arr(conv.input[2])[idx])
+        if depthwise:
+            for a in conv.attribute:
+                if a.name == "group":
+                    a.i = len(idx)
 
     w_stem, w_dw1, w_pw, w_dw2, w_nxt = (arr(n.input[1]) for n in (stem, dw1, pw, dw2, nxt))
-    if (w_stem.shape[0] != w_dw1.shape[0] != w_pw.shape[1] or group(dw1) != w_dw1.shape[0]
-            or group(dw2) != w_dw2.shape[0] or w_pw.shape[0] != w_dw2.shape[0] != w_nxt.shape[1]
+    if (not w_stem.shape[0] == w_dw1.shape[0] == w_pw.shape[1] == group(dw1)
+            or not w_pw.shape[0] == w_dw2.shape[0] == w_nxt.shape[1] == group(dw2)
             or group(nxt) != 1 or len(stem.input) != 2):
         raise SystemExit("slim-narrow: unexpected layers after the stem")
 
@@ -508,20 +517,13 @@ def narrow_stem(model: onnx.ModelProto, keep: float = 0.5) -> onnx.ModelProto:
     b_score = norm(w_pw, 0) * norm(w_dw2, 0) * norm(w_nxt, 1)
     a = np.sort(np.argsort(a_score)[::-1][: max(1, round(len(a_score) * keep))])
     b = np.sort(np.argsort(b_score)[::-1][: max(1, round(len(b_score) * keep))])
-    put(stem.input[1], w_stem[a])
+    keep_outputs(stem, a)
     for name in bn.input[1:5]:
         put(name, arr(name)[a])
-    put(dw1.input[1], w_dw1[a])
-    if len(dw1.input) > 2:
-        put(dw1.input[2], arr(dw1.input[2])[a])
-    set_group(dw1, len(a))
-    put(pw.input[1], w_pw[b][:, a])
-    if len(pw.input) > 2:
-        put(pw.input[2], arr(pw.input[2])[b])
-    put(dw2.input[1], w_dw2[b])
-    if len(dw2.input) > 2:
-        put(dw2.input[2], arr(dw2.input[2])[b])
-    set_group(dw2, len(b))
+    keep_outputs(dw1, a)
+    keep_outputs(pw, b)
+    put(pw.input[1], arr(pw.input[1])[:, a])
+    keep_outputs(dw2, b)
     put(nxt.input[1], w_nxt[:, b])
     return model
 
@@ -586,6 +588,7 @@ def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract
     model.producer_name = "alprd training/train_detector.py"
     del model.metadata_props[:]
     tmp = out.with_suffix(".tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(tmp))
     # The exported graph must reproduce the torch model (a non-square input, like real photos).
     x = torch.randn(1, 3, 320, 480)

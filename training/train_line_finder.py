@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, Timer, hash_split, photo_split, ro_detect_split, seed_everything, setup_logging
+from common import Timer, hash_split, photo_split, ro_detect_split, seed_everything, setup_logging
 from train_detector import BASE_MODEL, build_model, export, load_crops, load_photo
 
 log = logging.getLogger("training.line_finder")
@@ -69,16 +69,10 @@ def framed_crops(rng: np.random.Generator, jitter: int) -> tuple[list[np.ndarray
                 if x1 - x0 >= 8 and y1 - y0 >= 4:
                     crops.append(p.image[y0:y1, x0:x1])
         counts[s.folder] = counts.get(s.folder, 0) + len(p.boxes) * jitter
-    us = [c for c, name in zip(load_crops("us-crops"), sorted_names("us-crops"), strict=True)
-          if hash_split(name) == "train"]
+    us = load_crops("us-crops", keep=lambda name: hash_split(name) == "train")
     br = load_crops("br-crops")
     counts["us-crops-train"], counts["br-crops"] = len(us), len(br)
     return crops + us + br, counts
-
-
-def sorted_names(folder: str) -> list[str]:
-    """File names in the order `load_crops` reads them (it skips unreadable files: none here)."""
-    return [p.name for p in sorted((DATA / folder).iterdir()) if p.suffix.lower() in (".jpg", ".png")]
 
 
 def soften(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -189,7 +183,6 @@ def main(argv: list[str] | None = None) -> int:
         "input": {"layout": "NCHW", "color": "BGR", "mean": [MEAN] * 3, "std": [STD] * 3, "pad_multiple": 32},
         "output": {"kind": "text_probability_map", "threshold": 0.3, "stride": STRIDE},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     export(net, names, BASE_MODEL, args.out, contract, "slim")
     log.info("contract %s", json.dumps(contract["output"]))
     return 0
