@@ -7,6 +7,10 @@ map (alprd/detect.py), so training and production share one post-processing.
     /work/train-venv/bin/python training/train_detector.py --data-set full --steps 1400
     /work/train-venv/bin/python training/train_detector.py --data-set mit --out models/plate_det_mit.onnx
 
+On a lent GPU (training/gpu_detector_sweep.sh): `--write-pack` puts the loaded training data in
+one file that travels with the call, `--pack` trains on it, `--device cuda --workers N` trains on
+the GPU with N processes making batches, `--export-from RUN.pt` exports the weights here.
+
 See training/README.md for the data manifest (which folders, which split, which licence).
 """
 
@@ -16,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import pickle
 import string
 import sys
 from collections.abc import Callable
@@ -360,11 +365,61 @@ class Sampler:
                 x = cv2.imdecode(enc, cv2.IMREAD_COLOR)
         return x
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_arrays(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n samples as (images NCHW float32, normalised; masks N1HW float32)."""
         xs, ms = zip(*(self.sample() for _ in range(n)), strict=True)
         x = np.stack(xs).astype(np.float32) / 255.0
         x = (x - np.float32(MEAN)) / np.float32(STD)
-        return torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(np.stack(ms)[:, None])
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), np.stack(ms)[:, None]
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, m = self.batch_arrays(n)
+        return torch.from_numpy(x), torch.from_numpy(m)
+
+
+# Data workers (`--workers`): forked processes that share the loaded photos copy-on-write. Batch
+# k is drawn from a generator seeded with (seed, k), so a run gives the same batches whatever the
+# number of workers or their timing.
+_WORKER: tuple[Sampler, int, int] | None = None
+
+
+def _worker_init(sampler: Sampler, n: int, seed: int) -> None:
+    global _WORKER
+    cv2.setNumThreads(1)
+    _WORKER = (sampler, n, seed)
+
+
+def _worker_batch(step: int) -> tuple[np.ndarray, np.ndarray]:
+    assert _WORKER is not None
+    sampler, n, seed = _WORKER
+    sampler.rng = np.random.default_rng([seed, step])
+    return sampler.batch_arrays(n)
+
+
+class Batches:
+    """Batches for steps start..end-1 in order, made by `workers` processes, a few steps ahead."""
+
+    def __init__(self, sampler: Sampler, n: int, seed: int, workers: int, start: int, end: int) -> None:
+        import multiprocessing
+
+        # fork, before any CUDA call: the workers inherit the photos without pickling them.
+        self.pool = multiprocessing.get_context("fork").Pool(
+            workers, initializer=_worker_init, initargs=(sampler, n, seed))
+        self.ahead = 2 * workers
+        self.end = end
+        self.pending = [self.pool.apply_async(_worker_batch, (k,))
+                        for k in range(start, min(end, start + self.ahead))]
+        self.next = start + len(self.pending)
+
+    def get(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, m = self.pending.pop(0).get()
+        if self.next < self.end:
+            self.pending.append(self.pool.apply_async(_worker_batch, (self.next,)))
+            self.next += 1
+        return torch.from_numpy(x), torch.from_numpy(m)
+
+    def close(self) -> None:
+        self.pool.terminate()
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -578,6 +633,8 @@ def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract
     """Write the trained weights into the base ONNX graph (which ends in its Sigmoid), check it."""
     import onnxruntime as ort
 
+    device = next(net.parameters()).device
+    net.cpu()
     net.eval()
     model = export_weights(net, names, base_graph(base, arch))
     # The shipped graph is the fused one (a third faster on one core, same outputs): see the tool.
@@ -607,6 +664,7 @@ def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract
     log.info("exported %s (%.1f MB, sha256 %s, max |onnx - torch| %.2e)", out,
              out.stat().st_size / 1e6, contract["sha256"], err)
     net.train()
+    net.to(device)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -633,6 +691,55 @@ def build_data(data_set: str) -> tuple[list[Photo], list[Photo], list[list[np.nd
     return photos, backgrounds, crops, counts
 
 
+PACK_SIDE = 1120  # the largest simulated detector size (--max-side): no draw needs more pixels
+PACK_QUALITY = 85  # WebP; a lent GPU takes 64 MiB with the repo, and training adds JPEG noise anyway
+
+
+def save_pack(path: Path, photos: list[Photo], crops: list[list[np.ndarray]], counts: dict[str, int]) -> None:
+    """The loaded training data in one file, so a machine without ../shared/data (a lent GPU) can
+    train on the same photos: each at most PACK_SIDE pixels long, re-encoded as WebP."""
+    def enc(img: np.ndarray) -> bytes:
+        ok, buf = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, PACK_QUALITY])
+        if not ok:
+            raise SystemExit("cannot encode a training image")
+        return buf.tobytes()
+
+    def shrink(p: Photo) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
+        h, w = p.image.shape[:2]
+        f = min(1.0, PACK_SIDE / max(h, w))
+        if f == 1.0:
+            return p.image, p.boxes
+        img = cv2.resize(p.image, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+        return img, [(x * f, y * f, bw * f, bh * f) for x, y, bw, bh in p.boxes]
+
+    pack = {"photos": [(p.name, enc(img), boxes) for p in photos for img, boxes in [shrink(p)]],
+            "crops": [[enc(c) for c in folder] for folder in crops], "counts": counts}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(pack, f, protocol=pickle.HIGHEST_PROTOCOL)
+    log.info("wrote %s (%.1f MB): %s", path, path.stat().st_size / 1e6, counts)
+
+
+def load_pack(path: Path, data_set: str) -> tuple[list[Photo], list[Photo], list[list[np.ndarray]],
+                                                  dict[str, int]]:
+    """A pack's data; for the mit data set only its ro-detect frames (a pack of the full set
+    holds them first, and the AGPL photos and crops are left out)."""
+    def dec(b: bytes) -> np.ndarray:
+        img = cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise SystemExit(f"{path}: corrupt image in pack")
+        return img
+
+    with open(path, "rb") as f:
+        pack = pickle.load(f)  # our own file, written by save_pack
+    mit = data_set == "mit"
+    photos = [Photo(dec(b), list(boxes), name) for name, b, boxes in pack["photos"]
+              if not mit or name.startswith("ro-detect/")]
+    crops = [] if mit else [[dec(b) for b in folder] for folder in pack["crops"]]
+    counts = {"ro-detect-train": len(photos)} if mit else dict(pack["counts"])
+    return photos, photos, crops, counts
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-set", choices=["full", "mit"], default="full")
@@ -651,6 +758,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of pasted plates put into a synthetic holder / dealer frame first")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="torch device (cuda on a lent GPU)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="data worker processes (0: make batches in the training process)")
+    ap.add_argument("--pack", type=Path, default=None,
+                    help="train on a data pack written by --write-pack instead of ../shared/data")
+    ap.add_argument("--write-pack", type=Path, default=None,
+                    help="write the loaded training data to this file and stop")
+    ap.add_argument("--export-from", type=Path, default=None,
+                    help="skip training: export the weights saved by an earlier run (its .pt)")
+    ap.add_argument("--max-minutes", type=float, default=0,
+                    help="stop early after this many minutes of training (0: never; logged)")
     ap.add_argument("--base", type=Path, default=BASE_MODEL)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--run", default=None, help="log name (training/logs/<run>.log)")
@@ -674,14 +792,22 @@ def main(argv: list[str] | None = None) -> int:
     log.info("args %s", vars(args))
 
     timer = Timer()
-    photos, backgrounds, crops, counts = build_data(args.data_set)
+    if args.pack:
+        photos, backgrounds, crops, counts = load_pack(args.pack, args.data_set)
+    else:
+        photos, backgrounds, crops, counts = build_data(args.data_set)
     log.info("data loaded in %.0f s: %s", timer(), counts)
+    if args.write_pack:
+        save_pack(args.write_pack, photos, crops, counts)
+        return 0
     sampler = Sampler(photos, backgrounds, crops, synth=1.0 if args.data_set == "mit" else args.synth,
                       composite=args.composite, crop=args.crop, sides=(args.min_side, args.max_side),
                       seed=args.seed, holder=args.holder)
 
     net, names = build_model(args.base, args.arch)
     stride = OUTPUT_STRIDE[args.arch]
+    if args.export_from:
+        net.load_state_dict(torch.load(args.export_from, map_location="cpu"))
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     warm = max(1, args.steps // 20)
@@ -718,6 +844,11 @@ def main(argv: list[str] | None = None) -> int:
                    "min_score": 0.7, "candidate_score": 0.4, "refine_width": 128},
     }
 
+    if args.export_from:
+        log.info("exporting the weights of %s (no training)", args.export_from)
+        export(net, names, args.base, out, contract, args.arch)
+        return 0
+
     timer = Timer()
     t_data = 0.0
     ema: float | None = None
@@ -731,12 +862,28 @@ def main(argv: list[str] | None = None) -> int:
         start, ema, before, t_data = ck["step"], ck["ema"], ck["elapsed"], ck["t_data"]
         log.info("resumed from %s at step %d", ckpt_path, start)
     timer.t0 -= before
+    batches = None
+    if args.workers:
+        batches = Batches(sampler, args.batch, args.seed, args.workers, start, args.steps)
+    device = torch.device(args.device)
+    net.to(device)
+    for state in opt.state.values():  # a resumed optimiser's moments follow the weights
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                state[k] = v.to(device)
+    done = args.steps
     for step in range(start, args.steps):
+        if args.max_minutes and timer() > 60 * args.max_minutes:
+            log.warning("stopping at step %d of %d: --max-minutes %.1f reached", step, args.steps,
+                        args.max_minutes)
+            done = step
+            break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         t0 = timer()
-        x, y = sampler.batch(args.batch)
+        x, y = batches.get() if batches else sampler.batch(args.batch)
         t_data += timer() - t0
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = net(x)
         if stride > 1:
             # The map's cell covers stride x stride pixels: its target is their plate share.
@@ -767,10 +914,15 @@ def main(argv: list[str] | None = None) -> int:
                         "rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                         "ema": ema, "elapsed": timer(), "t_data": t_data}, tmp)
             tmp.replace(ckpt_path)
-    log.info("trained %d steps in %.1f min", args.steps, timer() / 60)
+    if batches:
+        batches.close()
+    net.cpu()
+    log.info("trained %d steps in %.1f min", done, timer() / 60)
     contract["training"]["minutes"] = round(timer() / 60, 1)  # type: ignore[index]
+    if done < args.steps:
+        contract["training"]["stopped_at_step"] = done  # type: ignore[index]
     ckpt = Path("/tmp") / f"{run}.pt"
-    torch.save(net.state_dict(), ckpt)  # to retry an export without retraining
+    torch.save(net.state_dict(), ckpt)  # to retry an export without retraining (--export-from)
     log.info("torch checkpoint %s", ckpt)
     export(net, names, args.base, out, contract, args.arch)
     log.info("log: %s", logpath.relative_to(REPO))
