@@ -204,16 +204,24 @@ def test_no_second_look_at_candidates_too_narrow_to_read(data_dir: Path) -> None
     from alprd.detect import MIN_CANDIDATE_WIDTH
 
     det = _LookCounting(PACKAGE_MODELS_DIR, threads=1, size=640)
-    # A street scene whose first pass also finds specks of text a few pixels wide.
-    name = "21d8c31d-3deb-494b-9c63-c0223306fd82.jpg"
-    image = cv2.imread(str(data_dir / "us" / name), cv2.IMREAD_COLOR)
-    h, w = image.shape[:2]
-    prob, f = det.probability_map(image)
-    candidates = det.boxes_from_map(prob, f, w, h, min(det.candidate_score, det.min_score))
-    wide = [c for c in candidates if c.box.w * f * det.stride >= MIN_CANDIDATE_WIDTH]
-    assert len(wide) < len(candidates)
+    # The first US photo (file order) whose first pass also finds specks a few pixels wide: which
+    # photo that is depends on the model's weights, not on what the test checks.
+    for path in sorted((data_dir / "us").glob("*.jpg")):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        h, w = image.shape[:2]
+        prob, f = det.probability_map(image)
+        candidates = det.boxes_from_map(prob, f, w, h, min(det.candidate_score, det.min_score))
+        widths = [c.box.w * f * det.stride for c in candidates]
+        if min(widths, default=MIN_CANDIDATE_WIDTH) < MIN_CANDIDATE_WIDTH:
+            name = path.name
+            break
+    else:
+        pytest.fail("no US photo gives a candidate narrower than MIN_CANDIDATE_WIDTH")
     det.looked = []
     found = det.detect(image)
-    assert det.looked == wide
+    # Looked at again: the candidates wide enough to read that the first pass did not already
+    # see as wide as a second look would (`refine_width`).
+    assert det.looked == [c for c, cw in zip(candidates, widths, strict=True)
+                          if MIN_CANDIDATE_WIDTH <= cw < det.refine_width]
     want = _labels(data_dir, "us")[name]
     assert max(d.box.iou(want) for d in found) >= 0.5  # the plate itself is still found
