@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import math
 import random
 import sys
 import time
@@ -313,6 +314,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def warmup_cosine(step: int, steps: int, peak: float) -> float:
+    """Learning rate at `step` of `steps`: linear warm-up over the first 5%, then a cosine down to
+    2% of `peak` (the detectors' schedule)."""
+    warm = max(1, steps // 20)
+    if step < warm:
+        return peak * (step + 1) / warm
+    t = (step - warm) / max(1, steps - warm)
+    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def setup_logging(run: str, append: bool = False) -> Path:

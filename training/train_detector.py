@@ -48,6 +48,7 @@ from common import (
     seed_everything,
     setup_logging,
     sha256_file,
+    warmup_cosine,
 )
 
 log = logging.getLogger("training.detector")
@@ -810,13 +811,9 @@ def main(argv: list[str] | None = None) -> int:
         net.load_state_dict(torch.load(args.export_from, map_location="cpu"))
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    warm = max(1, args.steps // 20)
 
     def lr_at(step: int) -> float:
-        if step < warm:
-            return args.lr * (step + 1) / warm
-        t = (step - warm) / max(1, args.steps - warm)
-        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+        return warmup_cosine(step, args.steps, args.lr)
 
     trained_on = {
         "full": "ro-detect train part (MIT) + eu/br photo train halves (AGPL-3.0 test data) + us-crops and "

@@ -10,8 +10,9 @@ unlabelled plates in training photos and says how sure a plate-like region is.
 
 Several students train at once on the same batches (the crops are the costly part):
 
-    python3 training/train_tiny_detector.py --pack .gpu/pack-full.pkl --base .gpu/ch_PP-OCRv4_det_infer.onnx \\
-        --teacher .gpu/detector-full-slim-g1.pt --device cuda --workers 14 --steps 5000 --out-dir /tmp/tiny
+    python3 training/train_tiny_detector.py --pack .gpu/pack-full.pkl \\
+        --base .gpu/ch_PP-OCRv4_det_infer.onnx --teacher .gpu/detector-full-slim-g1.pt \\
+        --device cuda --workers 14 --steps 4000 --out-dir /tmp/tiny
 
 Each student is exported to DIR/NAME/plate_det.onnx + .json (output stride 4), its weights to
 DIR/NAME.pt. Evaluate with training/eval_detector.py --models-dir DIR/NAME.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, seed_everything, setup_logging, sha256_file
+from common import Timer, seed_everything, setup_logging, sha256_file, warmup_cosine
 from train_detector import (
     BASE_MODEL,
     MEAN,
@@ -183,13 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     for n, s in students.items():
         s.to(device).train()
         opts[n] = torch.optim.AdamW(s.parameters(), lr=args.lr, weight_decay=1e-4)
-    warm = max(1, args.steps // 20)
 
     def lr_at(step: int) -> float:
-        if step < warm:
-            return args.lr * (step + 1) / warm
-        t = (step - warm) / max(1, args.steps - warm)
-        return args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+        return warmup_cosine(step, args.steps, args.lr)
 
     timer = Timer()
     ema: dict[str, float] = {}
@@ -232,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(s.state_dict(), args.out_dir / f"{n}.pt")
         contract = {
             "name": "plate_det",
-            "licence": "Apache-2.0 (architecture and training ours; teacher fine-tuned from PP-OCRv4, see models/README.md)",
+            "licence": "Apache-2.0 (architecture and training ours; the teacher is fine-tuned from "
+                       "PP-OCRv4, see models/README.md)",
             "source": f"training/train_tiny_detector.py student {n}, distilled from plate_det g1",
             "trained_on": "as plate_det: ro-detect train part (MIT) + eu/br photo train halves and us-crops/"
                           "br-crops (AGPL-3.0) + rendered plates; never the US photos",
