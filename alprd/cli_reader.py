@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .config import ReaderConfig
+from .config import DETECTOR_MODELS, ReaderConfig
 from .errors import AlprdError, ModelError
 from .imageio import read_image
 from .types import Box, PhotoResult, Read
@@ -43,7 +43,7 @@ def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", choices=["us", "eu", "br", "auto"], default="auto",
                    help="plate grammar used to rank candidates (default: auto)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default: 1)")
-    p.add_argument("--detector", choices=["plate_det", "plate_det_mit"], default="plate_det",
+    p.add_argument("--detector", choices=DETECTOR_MODELS, default="plate_det",
                    help="plate detector model (default: plate_det; see models/README.md)")
     p.add_argument("--detector-size", type=int, default=640, help="detector input long side (640 or 960)")
     p.add_argument("--retry-size", type=int, default=960,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -27,6 +27,8 @@ PACKAGE_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 """Where the shipped models live in a source checkout (and on an installed Pi: the clone)."""
 
 Region = Literal["us", "eu", "br", "auto"]
+DetectorModel = Literal["plate_det", "plate_det_mit", "plate_det_fast"]
+DETECTOR_MODELS: tuple[str, ...] = get_args(DetectorModel)
 
 
 class Section(BaseModel):
@@ -39,11 +41,12 @@ class ReaderConfig(Section):
     )
     region: Region = Field("auto", description="Plate grammar used to rank candidates; auto = any region.")
     threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per model.")
-    detector_model: Literal["plate_det", "plate_det_mit"] = Field(
+    detector_model: DetectorModel = Field(
         "plate_det",
         description="Plate detector in models_dir: plate_det (default, trained partly on AGPL-3.0 "
-        "test photos) or plate_det_mit (MIT dash-cam frames and rendered plates only; lower recall). "
-        "See models/README.md.",
+        "test photos), plate_det_mit (MIT dash-cam frames and rendered plates only; lower recall) "
+        "or plate_det_fast (a small network, a third of the detector's time; lower recall on "
+        "small plates). See models/README.md.",
     )
     detector_size: Annotated[int, Field(ge=320, le=1920, multiple_of=32)] = Field(
         640, description="Long side of the image fed to the plate detector (640 near, 960 distant)."

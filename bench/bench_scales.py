@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 
 from alprd.cli_reader import load_labels
-from alprd.config import ReaderConfig
+from alprd.config import DETECTOR_MODELS, ReaderConfig
 from alprd.imageio import read_image
 from alprd.reader import PlateReader
 
@@ -28,7 +28,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/plates")
     ap.add_argument("--models-dir", type=Path, default=None, help="candidate models (default: shipped)")
-    ap.add_argument("--detector", default="plate_det", choices=["plate_det", "plate_det_mit"])
+    ap.add_argument("--detector", default="plate_det", choices=DETECTOR_MODELS)
     ap.add_argument("--scales", default="0.8,0.9,1.1")
     ap.add_argument("--folders", default="us,eu,br")
     args = ap.parse_args()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alprd.config import ReaderConfig
+from alprd.config import DetectorModel, ReaderConfig
 from alprd.imageio import read_image
 from alprd.lines import BOX_ROW_SHARES
 from alprd.reader import CROP_PAD, MIN_PLATE_ASPECT, SHORT_ROW, SQUARE_FACTOR, PlateReader
@@ -50,15 +50,16 @@ def test_reads_real_photos(reader: PlateReader, data_dir: Path, region: str) -> 
     assert right >= 0.6 * len(rows), f"{region}: {right}/{len(rows)}"
 
 
-def test_mit_only_detector_variant_is_selectable_and_reads(data_dir: Path) -> None:
-    mit = PlateReader(ReaderConfig(detector_model="plate_det_mit"))
-    assert set(mit.model_hashes) == {"plate_det_mit", "line_det", "plate_rec"}
-    assert mit.detector.contract.sha256 != PlateReader(ReaderConfig()).detector.contract.sha256
+@pytest.mark.parametrize("name", ["plate_det_mit", "plate_det_fast"])
+def test_detector_variants_are_selectable_and_read(data_dir: Path, name: DetectorModel) -> None:
+    variant = PlateReader(ReaderConfig(detector_model=name))
+    assert set(variant.model_hashes) == {name, "line_det", "plate_rec"}
+    assert variant.detector.contract.sha256 != PlateReader(ReaderConfig()).detector.contract.sha256
     rows = _sample(data_dir / "br", 12)
     right = 0
     for row in rows:
         image, _ = read_image(data_dir / "br" / row["file"])
-        reads = mit.read(image, "br").reads
+        reads = variant.read(image, "br").reads
         right += bool(reads) and reads[0].text == row["plate"]
     assert right >= 0.6 * len(rows), f"{right}/{len(rows)}"
 

@@ -24,12 +24,14 @@ DATA = ROOT.parent / "shared" / "data" / "plates"
 
 
 def main() -> int:
+    from alprd.config import DETECTOR_MODELS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--detector-size", type=int, default=640)
     ap.add_argument("--retry-size", type=int, default=960)
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--folders", nargs="*", default=["us", "eu", "br"])
-    ap.add_argument("--detector", default="plate_det", choices=["plate_det", "plate_det_mit"])
+    ap.add_argument("--detector", default="plate_det", choices=DETECTOR_MODELS)
     ap.add_argument("--models-dir", type=Path, default=None, help="candidate models (default: shipped)")
     args = ap.parse_args()
 
