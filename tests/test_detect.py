@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from contract_support import set_contract_key
 
 from alprd.config import PACKAGE_MODELS_DIR
 from alprd.detect import PlateDetector
@@ -117,10 +117,7 @@ def test_truncated_model_file(models_copy: Path) -> None:
 
 
 def test_wrong_hash_in_contract(models_copy: Path) -> None:
-    cpath = models_copy / "plate_det.json"
-    contract = json.loads(cpath.read_text())
-    contract["sha256"] = "0" * 64
-    cpath.write_text(json.dumps(contract))
+    set_contract_key(models_copy / "plate_det.json", "sha256", "0" * 64)
     with pytest.raises(ModelError, match=r"plate_det\.onnx has SHA-256"):
         PlateDetector(models_copy)
 
@@ -129,21 +126,15 @@ def test_wrong_input_shape(models_copy: Path) -> None:
     # A valid ONNX file whose input is 1 x 1 x 64 x 64 (grey, fixed size) where 3 channels are needed.
     wrong = models_copy / "plate_det.onnx"
     shutil.copy(DATA_FILES / "detector_wrong_input.onnx", wrong)
-    cpath = models_copy / "plate_det.json"
-    contract = json.loads(cpath.read_text())
     from alprd.onnx import file_sha256
 
-    contract["sha256"] = file_sha256(wrong)
-    cpath.write_text(json.dumps(contract))
+    set_contract_key(models_copy / "plate_det.json", "sha256", file_sha256(wrong))
     with pytest.raises(ModelError, match=r"plate_det\.onnx takes input \[1, 1, 64, 64\]"):
         PlateDetector(models_copy)
 
 
 def test_contract_of_another_kind_of_model(models_copy: Path) -> None:
-    cpath = models_copy / "plate_det.json"
-    contract = json.loads(cpath.read_text())
-    contract["output"]["kind"] = "text_probability_map"
-    cpath.write_text(json.dumps(contract))
+    set_contract_key(models_copy / "plate_det.json", "output.kind", "text_probability_map")
     with pytest.raises(ModelError, match="not a plate detector's"):
         PlateDetector(models_copy)
 
@@ -166,10 +157,7 @@ def test_single_pass_without_refining(data_dir: Path) -> None:
 
 @pytest.mark.parametrize("stride", [3, 0, "2", True])
 def test_contract_stride_must_be_a_power_of_two(models_copy: Path, stride: object) -> None:
-    cpath = models_copy / "plate_det.json"
-    contract = json.loads(cpath.read_text())
-    contract["output"]["stride"] = stride
-    cpath.write_text(json.dumps(contract))
+    set_contract_key(models_copy / "plate_det.json", "output.stride", stride)
     with pytest.raises(ModelError, match=r"output\.stride"):
         PlateDetector(models_copy)
 

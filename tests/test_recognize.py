@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from contract_support import set_contract_key
 
 from alprd.config import PACKAGE_MODELS_DIR
 from alprd.errors import ModelError
@@ -126,13 +127,8 @@ def test_wrong_hash_model_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("stride", [3, 0, "2", True])
 def test_line_finder_stride_must_divide_its_input(tmp_path: Path, stride: object) -> None:
-    import json
-
     models = _copy_models(tmp_path)
-    cpath = models / "line_det.json"
-    contract = json.loads(cpath.read_text())
-    contract["output"]["stride"] = stride
-    cpath.write_text(json.dumps(contract))
+    set_contract_key(models / "line_det.json", "output.stride", stride)
     with pytest.raises(ModelError, match=r"line_det\.json: output\.stride"):
         LineFinder(models)
 
@@ -145,13 +141,8 @@ def test_missing_contract_is_refused(tmp_path: Path) -> None:
 
 
 def test_width_scale_out_of_range_is_refused(tmp_path: Path) -> None:
-    import json
-
     models = _copy_models(tmp_path)
-    cpath = models / "plate_rec.json"
-    contract = json.loads(cpath.read_text())
-    contract["input"]["width_scale"] = 5
-    cpath.write_text(json.dumps(contract))
+    set_contract_key(models / "plate_rec.json", "input.width_scale", 5)
     with pytest.raises(ModelError, match=r"width_scale"):
         Recognizer(models)
 
