@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import math
 import random
@@ -243,6 +244,26 @@ class Sample:
     path: Path
     boxes: tuple[tuple[int, int, int, int], ...]  # x, y, w, h
     folder: str
+
+
+def publish_checked(tmp: Path, out: Path, net: torch.nn.Module, x: torch.Tensor,
+                    contract: dict[str, object]) -> tuple[dict[str, object], float]:
+    """Move an exported detector graph `tmp` to `out` once it reproduces sigmoid(net(x)), and write
+    its contract beside it (file name and SHA-256 filled in). Returns the contract and the largest
+    difference; raises RuntimeError (and leaves `out` alone) above 1e-3."""
+    import onnxruntime as ort
+    import torch
+
+    with torch.no_grad():
+        want = torch.sigmoid(net(x)).numpy()
+    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    err = float(np.abs(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0] - want).max())
+    if err > 1e-3:
+        raise RuntimeError(f"exported ONNX differs from torch by {err}")
+    tmp.replace(out)
+    contract = dict(contract, file=out.name, sha256=sha256_file(out))
+    out.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n")
+    return contract, err
 
 
 def hash_split(name: str) -> str:

@@ -17,7 +17,6 @@ See training/README.md for the data manifest (which folders, which split, which 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import pickle
@@ -43,11 +42,11 @@ from common import (
     onnx_to_torch,
     photo_split,
     prune_dead_nodes,
+    publish_checked,
     rewrite_onnx,
     ro_detect_split,
     seed_everything,
     setup_logging,
-    sha256_file,
     warmup_cosine,
 )
 
@@ -632,8 +631,6 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract: dict[str, object],
            arch: str = "dbnet") -> None:
     """Write the trained weights into the base ONNX graph (which ends in its Sigmoid), check it."""
-    import onnxruntime as ort
-
     device = next(net.parameters()).device
     net.cpu()
     net.eval()
@@ -649,19 +646,7 @@ def export(net: PlateNet, names: dict[str, str], base: Path, out: Path, contract
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(tmp))
     # The exported graph must reproduce the torch model (a non-square input, like real photos).
-    x = torch.randn(1, 3, 320, 480)
-    with torch.no_grad():
-        want = torch.sigmoid(net(x)).numpy()
-    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    err = float(np.abs(got - want).max())
-    if err > 1e-3:
-        raise RuntimeError(f"exported ONNX differs from torch by {err}")
-    tmp.replace(out)
-    contract = dict(contract)
-    contract["file"] = out.name
-    contract["sha256"] = sha256_file(out)
-    out.with_suffix(".json").write_text(json.dumps(contract, indent=2) + "\n")
+    contract, err = publish_checked(tmp, out, net, torch.randn(1, 3, 320, 480), contract)
     log.info("exported %s (%.1f MB, sha256 %s, max |onnx - torch| %.2e)", out,
              out.stat().st_size / 1e6, contract["sha256"], err)
     net.train()
