@@ -106,18 +106,26 @@ class Subscriber:
 
         self.topic = topic
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.subscriptions = 0  # SUBACKs seen: one per (re)connection
         self._lock = threading.Lock()
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(1, 1)
         self.client.connect(broker.host, broker.port, keepalive=10)
         self.client.loop_start()
 
     def _on_connect(self, client: object, userdata: object, flags: object, rc: object, props: object) -> None:
         self.client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(
+        self, client: object, userdata: object, mid: object, codes: object, props: object
+    ) -> None:
+        with self._lock:
+            self.subscriptions += 1
 
     def _on_message(self, client: object, userdata: object, msg: object) -> None:
         with self._lock:
