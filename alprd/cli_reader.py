@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .config import DETECTOR_MODELS, ReaderConfig
+from .config import DETECTOR_MODELS, PHOTO_READER, ReaderConfig
 from .errors import AlprdError, ModelError
 from .imageio import read_image
 from .types import Box, PhotoResult, Read
@@ -43,11 +43,15 @@ def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", choices=["us", "eu", "br", "auto"], default="auto",
                    help="plate grammar used to rank candidates (default: auto)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default: 1)")
-    p.add_argument("--detector", choices=DETECTOR_MODELS, default="plate_det",
-                   help="plate detector model (default: plate_det; see models/README.md)")
+    p.add_argument("--detector", choices=DETECTOR_MODELS, default=PHOTO_READER["detector_model"],
+                   help="first plate detector (default: %(default)s; see models/README.md)")
+    p.add_argument("--fallback", choices=(*DETECTOR_MODELS, "none"), default=PHOTO_READER["fallback_model"],
+                   help="detector that reads the photo again when the first reads no plate well, "
+                        "or several (default: %(default)s; none: no fallback)")
     p.add_argument("--detector-size", type=int, default=640, help="detector input long side (640 or 960)")
-    p.add_argument("--retry-size", type=int, default=960,
-                   help="detector size of the second look when no confident plate is found (0: none)")
+    p.add_argument("--retry-size", type=int, default=PHOTO_READER["retry_size"],
+                   help="detector size of a last, closer look when still no confident plate is found "
+                        "(default: %(default)s; 0: none)")
     p.add_argument("--models-dir", type=Path, default=None, help="folder with the models (default: shipped)")
 
 
@@ -57,6 +61,7 @@ def _make_reader(args: argparse.Namespace) -> Any:
     kwargs: dict[str, Any] = {
         "region": args.region, "threads": args.threads, "detector_size": args.detector_size,
         "retry_size": args.retry_size or None, "detector_model": args.detector,
+        "fallback_model": None if args.fallback == "none" else args.fallback,
     }
     if args.models_dir is not None:
         kwargs["models_dir"] = args.models_dir

@@ -48,6 +48,14 @@ class ReaderConfig(Section):
         "or plate_det_fast (a small network, a third of the detector's time; lower recall on "
         "small plates). See models/README.md.",
     )
+    fallback_model: DetectorModel | None = Field(
+        None,
+        description="When the first detector reads no plate that is confident and fits the "
+        "region's grammar, or reads several, this detector reads the frame again at "
+        "detector_size (and does the retry_size look); its reads stand, the first's stay for "
+        "plates it did not find. Pairs a fast first detector with an accurate one; null: none. "
+        "`alprd read`/`bench` use plate_det_fast first and plate_det as the fallback.",
+    )
     detector_size: Annotated[int, Field(ge=320, le=1920, multiple_of=32)] = Field(
         640, description="Long side of the image fed to the plate detector (640 near, 960 distant)."
     )
@@ -66,6 +74,14 @@ class ReaderConfig(Section):
     min_confidence: float = Field(
         0.0, ge=0.0, le=1.0, description="Reads below this confidence are dropped."
     )
+
+
+PHOTO_READER: dict[str, Any] = {
+    "detector_model": "plate_det_fast", "fallback_model": "plate_det", "retry_size": 960,
+}
+"""How `alprd read` and `alprd bench` read a photo (one chance per photo): the fast detector
+first, the accurate one where that reads nothing well, then a closer look. The daemon's defaults
+(ReaderConfig) suit a stream, which sees each car over many frames."""
 
 
 # --- daemon sections (capture, motion, tracking, matching, mqtt, location, metrics, service) ---------

@@ -38,6 +38,9 @@ badges, signs and stickers are often squarer (on the eu/br train halves and ro-d
 frames, 8 of 41 reads that were not plates and none of 509 plates). Motorcycle and two-row
 plates are square too: they rank lower, and are still reported."""
 
+OVERLAP = 0.3
+"""Boxes of two passes that overlap this much (IoU) are the same plate."""
+
 
 class PlateReader:
     """Loads the three models once (SHA-256 checked, warmed up) and reads photos."""
@@ -46,9 +49,15 @@ class PlateReader:
         self.cfg = cfg
         self.detector = PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score,
                                       name=cfg.detector_model)
+        fallback = cfg.fallback_model if cfg.fallback_model != cfg.detector_model else None
+        self.fallback = (
+            PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score,
+                          name=fallback)
+            if fallback else None
+        )
         self.retry = (
             PlateDetector(cfg.models_dir, cfg.threads, cfg.retry_size, cfg.min_detection_score,
-                          name=cfg.detector_model)
+                          name=fallback or cfg.detector_model)
             if cfg.retry_size and cfg.retry_size > cfg.detector_size
             else None
         )
@@ -59,6 +68,8 @@ class PlateReader:
             "line_det": self.lines.sha256,
             "plate_rec": self.recognizer.sha256,
         }
+        if self.fallback is not None:
+            self.model_hashes[self.fallback.contract.name] = self.fallback.contract.sha256
 
     def read(self, image: Image, region: str | None = None) -> PhotoResult:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -68,11 +79,23 @@ class PlateReader:
         detections = self.detector.detect(image)[: self.cfg.max_plates]
         t1 = time.perf_counter()
         reads = [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
-        if self.retry is not None and not any(r.grammar_ok and r.confidence >= CONFIDENT for r in reads):
+        if self.fallback is not None and _confident(reads) != 1:
+            # The first detector is the fast one. Where it reads no plate well, or reads several
+            # (its scores, less reliable than the accurate detector's, would decide their order),
+            # the accurate detector reads the frame again; its reads stand, and the first pass's
+            # stay for the plates it did not find.
+            t = time.perf_counter()
+            more = self.fallback.detect(image)[: self.cfg.max_plates]
+            t1 += time.perf_counter() - t
+            reads = [r for d in more if (r := self.read_plate(image, d, region)) is not None] + [
+                r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in more)
+            ]
+            detections = more + [d for d in detections if all(d.box.iou(o.box) < OVERLAP for o in more)]
+        if self.retry is not None and not _confident(reads):
             # Distant plates are a few dozen pixels wide at the first size: look closer, once.
             t = time.perf_counter()
             again = [d for d in self.retry.detect(image)[: self.cfg.max_plates]
-                     if all(d.box.iou(o.box) < 0.3 for o in detections)]
+                     if all(d.box.iou(o.box) < OVERLAP for o in detections)]
             t1 += time.perf_counter() - t
             detections += again
             reads += [r for d in again if (r := self.read_plate(image, d, region)) is not None]
@@ -129,6 +152,11 @@ class PlateReader:
             region=region,
             grammar_ok=fits,
         )
+
+
+def _confident(reads: list[Read]) -> int:
+    """How many reads are confident and fit the region's grammar."""
+    return sum(r.grammar_ok and r.confidence >= CONFIDENT for r in reads)
 
 
 def _chars_for(text: str, rec: Recognition) -> tuple[float, ...]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from alprd.cli_reader import load_labels
-from alprd.config import PACKAGE_MODELS_DIR, ReaderConfig
+from alprd.config import PACKAGE_MODELS_DIR, PHOTO_READER, ReaderConfig
 from alprd.imageio import read_image
 from alprd.reader import PlateReader
 
@@ -31,7 +31,7 @@ RECORDED = {"exact": recorded_accuracy()}
 
 @pytest.fixture(scope="module")
 def reader() -> PlateReader:
-    return PlateReader(ReaderConfig(retry_size=960))  # as `alprd read` and `alprd bench`
+    return PlateReader(ReaderConfig(**PHOTO_READER))  # as `alprd read` and `alprd bench`
 
 
 @pytest.mark.parametrize("region", sorted(RECORDED["exact"]))

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alprd.config import DetectorModel, ReaderConfig
+from alprd.config import PHOTO_READER, DetectorModel, ReaderConfig
 from alprd.imageio import read_image
 from alprd.lines import BOX_ROW_SHARES
-from alprd.reader import CROP_PAD, MIN_PLATE_ASPECT, SHORT_ROW, SQUARE_FACTOR, PlateReader
+from alprd.reader import CONFIDENT, CROP_PAD, MIN_PLATE_ASPECT, SHORT_ROW, SQUARE_FACTOR, PlateReader
 from alprd.types import Box, Detection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def reader() -> PlateReader:
-    return PlateReader(ReaderConfig(retry_size=960))  # as `alprd read` and `alprd bench`
+    return PlateReader(ReaderConfig(**PHOTO_READER))  # as `alprd read` and `alprd bench`
+
+
+@pytest.fixture(scope="module")
+def accurate() -> PlateReader:
+    """plate_det alone: the detector whose boxes the geometry rules below were measured on."""
+    return PlateReader(ReaderConfig())
 
 
 def _sample(folder: Path, step: int) -> list[dict[str, str]]:
@@ -62,6 +68,33 @@ def test_detector_variants_are_selectable_and_read(data_dir: Path, name: Detecto
         reads = variant.read(image, "br").reads
         right += bool(reads) and reads[0].text == row["plate"]
     assert right >= 0.6 * len(rows), f"{right}/{len(rows)}"
+
+
+def test_fallback_reads_again_where_the_first_detector_reads_no_plate_or_several_well(
+    data_dir: Path,
+) -> None:
+    fast = PlateReader(ReaderConfig(detector_model="plate_det_fast"))
+    strong = PlateReader(ReaderConfig(detector_model="plate_det"))
+    paired = PlateReader(ReaderConfig(detector_model="plate_det_fast", fallback_model="plate_det"))
+    assert set(paired.model_hashes) == {"plate_det_fast", "plate_det", "line_det", "plate_rec"}
+    fell_back = right_fast = right_paired = 0
+    for folder in ("us", "br"):
+        for row in _sample(data_dir / folder, 3):
+            image, _ = read_image(data_dir / folder / row["file"])
+            first, result = fast.read(image, folder), paired.read(image, folder)
+            if sum(r.grammar_ok and r.confidence >= CONFIDENT for r in first.reads) == 1:
+                assert result.reads == first.reads and result.detections == first.detections
+            else:
+                fell_back += 1
+                second = strong.read(image, folder)
+                # the accurate detector's reads stand; the first's stay for plates it did not find
+                kept = [r for r in first.reads if all(r.box.iou(d.box) < 0.3 for d in second.detections)]
+                assert sorted(map(repr, result.reads)) == sorted(map(repr, second.reads + tuple(kept)))
+                assert all(d in result.detections for d in second.detections)
+            right_fast += bool(first.reads) and first.reads[0].text == row["plate"]
+            right_paired += bool(result.reads) and result.reads[0].text == row["plate"]
+    assert fell_back >= 1
+    assert right_paired >= right_fast
 
 
 def test_degenerate_images(reader: PlateReader) -> None:
@@ -122,49 +155,49 @@ def test_cli_help() -> None:
 
 
 def test_a_plate_the_line_finder_misses_is_read_from_the_detector_box(
-    reader: PlateReader, data_dir: Path
+    accurate: PlateReader, data_dir: Path
 ) -> None:
     # A 17-px-high EU plate: the text-line model finds no row in its soft crop, so the reader reads
     # the detector's own box (before this fallback the photo gave no read at all).
     image, _ = read_image(data_dir / "eu" / "test_036.jpg")
-    (det,) = [d for d in reader.detector.detect(image) if d.box.y < 260 and d.box.x < 300]
+    (det,) = [d for d in accurate.detector.detect(image) if d.box.y < 260 and d.box.x < 300]
     box = det.box.pad(*CROP_PAD).clamp(image.shape[1], image.shape[0])
     crop = image[box.y : box.y + box.h, box.x : box.x + box.w]
-    assert reader.lines.find(crop) == []
-    read = reader.read_plate(image, det, "eu")
+    assert accurate.lines.find(crop) == []
+    read = accurate.read_plate(image, det, "eu")
     assert read is not None and read.text == "RK708AI"
 
 
 def test_the_detector_box_row_is_the_middle_band_without_the_frame(
-    reader: PlateReader, data_dir: Path
+    accurate: PlateReader, data_dir: Path
 ) -> None:
     # A 45-px-high Texas plate in a low-resolution frame: no row found in the crop. Read over the
     # box's whole height, the frame and the state banner became characters (`U425`); the middle
     # band of the box reads the plate.
     (_, wide_share), (_, share) = BOX_ROW_SHARES
     assert wide_share > share
-    row = reader.lines.box_row(10, 20, 100, 50)
+    row = accurate.lines.box_row(10, 20, 100, 50)
     assert (row.cx, row.cy, row.w, row.angle) == (60, 45, 100, 0) and row.h == pytest.approx(50 * share)
-    assert reader.lines.box_row(0, 0, 400, 100).h == pytest.approx(100 * wide_share)  # EU-type plate
+    assert accurate.lines.box_row(0, 0, 400, 100).h == pytest.approx(100 * wide_share)  # EU-type plate
     image, _ = read_image(data_dir / "us" / "wts-lg-000023.jpg")
-    det = max(reader.detector.detect(image), key=lambda d: d.box.w * d.box.h)
+    det = max(accurate.detector.detect(image), key=lambda d: d.box.w * d.box.h)
     box = det.box.pad(*CROP_PAD).clamp(image.shape[1], image.shape[0])
-    assert reader.lines.find(image[box.y : box.y + box.h, box.x : box.x + box.w]) == []
-    read = reader.read_plate(image, det, "us")
+    assert accurate.lines.find(image[box.y : box.y + box.h, box.x : box.x + box.w]) == []
+    read = accurate.read_plate(image, det, "us")
     assert read is not None and read.text == "AU41257"
 
 
 def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(
-    reader: PlateReader, data_dir: Path
+    accurate: PlateReader, data_dir: Path
 ) -> None:
     # A Slovak plate whose coat of arms splits the row: the line finder's best row is the `BB`
     # piece alone; the box's middle band is read too and the whole plate wins.
     image, _ = read_image(data_dir / "eu" / "test_016.jpg")
-    det = max(reader.detector.detect(image), key=lambda d: d.score)
+    det = max(accurate.detector.detect(image), key=lambda d: d.score)
     box = det.box.pad(*CROP_PAD).clamp(image.shape[1], image.shape[0])
-    rows = reader.lines.find(image[box.y : box.y + box.h, box.x : box.x + box.w])
+    rows = accurate.lines.find(image[box.y : box.y + box.h, box.x : box.x + box.w])
     assert rows and rows[0].w < SHORT_ROW * det.box.w
-    read = reader.read_plate(image, det, "eu")
+    read = accurate.read_plate(image, det, "eu")
     assert read is not None and read.text == "BB751BH"
 
 
