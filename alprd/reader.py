@@ -43,7 +43,7 @@ OVERLAP = 0.3
 
 
 class PlateReader:
-    """Loads the three models once (SHA-256 checked, warmed up) and reads photos."""
+    """Loads its models once (SHA-256 checked, warmed up) and reads photos."""
 
     def __init__(self, cfg: ReaderConfig) -> None:
         self.cfg = cfg
@@ -80,10 +80,10 @@ class PlateReader:
         t1 = time.perf_counter()
         reads = [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
         if self.fallback is not None and _confident(reads) != 1:
-            # The first detector is the fast one. Where it reads no plate well, or reads several
-            # (its scores, less reliable than the accurate detector's, would decide their order),
-            # the accurate detector reads the frame again; its reads stand, and the first pass's
-            # stay for the plates it did not find.
+            # The first detector is the fast one, the fallback the accurate one. Where the first
+            # reads no plate well, or several (its scores, less even than the accurate one's,
+            # would decide their order), the accurate detector reads the frame again; its reads
+            # stand, and the first pass's stay for the plates it did not find.
             t = time.perf_counter()
             more = self.fallback.detect(image)[: self.cfg.max_plates]
             t1 += time.perf_counter() - t
