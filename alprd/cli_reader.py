@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("read", help="read plates in photos; one JSON object per image per line",
                        description="Read licence plates in IMAGE files and print one JSON line per image.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
-    _reader_args(p)
+    add_reader_args(p)
     p.set_defaults(handler=cmd_read)
 
     b = sub.add_parser("bench", help="accuracy and speed over a labelled folder",
@@ -35,11 +35,13 @@ def register(sub: Any) -> None:
     b.add_argument("dir", type=Path, metavar="DIR")
     b.add_argument("--json", action="store_true", help="print one final JSON object instead of text")
     b.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
-    _reader_args(b)
+    add_reader_args(b)
     b.set_defaults(handler=cmd_bench)
 
 
-def _reader_args(p: argparse.ArgumentParser) -> None:
+def add_reader_args(p: argparse.ArgumentParser) -> None:
+    """The reader's options, with `alprd read`'s defaults (also used by the bench/ and training/
+    scripts that read photos, so that they read as `alprd bench` does)."""
     p.add_argument("--region", choices=["us", "eu", "br", "auto"], default="auto",
                    help="plate grammar used to rank candidates (default: auto)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default: 1)")
@@ -55,9 +57,8 @@ def _reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, default=None, help="folder with the models (default: shipped)")
 
 
-def _make_reader(args: argparse.Namespace) -> Any:
-    from .reader import PlateReader
-
+def reader_config(args: argparse.Namespace) -> ReaderConfig:
+    """The ReaderConfig that `add_reader_args`' options describe."""
     kwargs: dict[str, Any] = {
         "region": args.region, "threads": args.threads, "detector_size": args.detector_size,
         "retry_size": args.retry_size or None, "detector_model": args.detector,
@@ -65,7 +66,13 @@ def _make_reader(args: argparse.Namespace) -> Any:
     }
     if args.models_dir is not None:
         kwargs["models_dir"] = args.models_dir
-    return PlateReader(ReaderConfig(**kwargs))
+    return ReaderConfig(**kwargs)
+
+
+def _make_reader(args: argparse.Namespace) -> Any:
+    from .reader import PlateReader
+
+    return PlateReader(reader_config(args))
 
 
 def plate_json(read: Read, scale: float = 1.0) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 `alprd bench` gives one folder's median; issue 2's "median <= 60 ms per photo" can be read per
 folder or over all the photos, so this prints both. Timing as `alprd bench` (file read, JPEG
-decoding and `PlateReader.read`, reader settings `config.PHOTO_READER`, one thread, models warm).
+decoding and `PlateReader.read`; reader options and defaults as `alprd bench`'s, models warm).
 
     .venv/bin/python bench/bench_pooled.py [--folders us,eu,br] [--runs 1]
 
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alprd.cli_reader import load_labels
-from alprd.config import PHOTO_READER, ReaderConfig
+from alprd.cli_reader import add_reader_args, load_labels, reader_config
 from alprd.imageio import read_image
 from alprd.reader import PlateReader
 
@@ -29,8 +28,9 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/plates")
     ap.add_argument("--folders", default="us,eu,br")
     ap.add_argument("--runs", type=int, default=1)
+    add_reader_args(ap)  # as `alprd bench`; each folder is read with its own region
     args = ap.parse_args()
-    reader = PlateReader(ReaderConfig(**PHOTO_READER))
+    reader = PlateReader(reader_config(args))
     for _ in range(args.runs):
         pooled: list[float] = []
         folders: dict[str, float] = {}

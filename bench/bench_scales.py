@@ -2,7 +2,7 @@
 
 A plate read right at a photo's own size can be read wrong one or two pixels of framing later:
 the same folder at a few scales says how much of a difference between two model sets is that
-kind of luck. Reader settings as `alprd bench` (`config.PHOTO_READER`, one thread).
+kind of luck. Reader options and defaults as `alprd bench`'s.
 
     .venv/bin/python bench/bench_scales.py [--models-dir DIR] [--detector plate_det_mit] [--fallback none]
         [--scales 0.8,0.9,1.1] [--folders us,eu,br]
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import cv2
 
-from alprd.cli_reader import load_labels
-from alprd.config import DETECTOR_MODELS, PHOTO_READER, ReaderConfig
+from alprd.cli_reader import add_reader_args, load_labels, reader_config
 from alprd.imageio import read_image
 from alprd.reader import PlateReader
 
@@ -27,17 +26,12 @@ from alprd.reader import PlateReader
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/plates")
-    ap.add_argument("--models-dir", type=Path, default=None, help="candidate models (default: shipped)")
-    ap.add_argument("--detector", default=PHOTO_READER["detector_model"], choices=DETECTOR_MODELS)
-    ap.add_argument("--fallback", default=PHOTO_READER["fallback_model"], choices=(*DETECTOR_MODELS, "none"))
     ap.add_argument("--scales", default="0.8,0.9,1.1")
     ap.add_argument("--folders", default="us,eu,br")
+    add_reader_args(ap)  # as `alprd bench`; each folder is read with its own region
     args = ap.parse_args()
 
-    extra = {"models_dir": args.models_dir} if args.models_dir else {}
-    config = ReaderConfig(detector_size=640, retry_size=960, detector_model=args.detector,
-                          fallback_model=None if args.fallback == "none" else args.fallback, **extra)
-    reader = PlateReader(config)
+    reader = PlateReader(reader_config(args))
     for folder in args.folders.split(","):
         labels = {n: {r["plate"] for r in rows} for n, rows in load_labels(args.data / folder).items()}
         for scale in (float(s) for s in args.scales.split(",")):

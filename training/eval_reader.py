@@ -24,28 +24,17 @@ DATA = ROOT.parent / "shared" / "data" / "plates"
 
 
 def main() -> int:
-    from alprd.config import DETECTOR_MODELS, PHOTO_READER
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--detector-size", type=int, default=640)
-    ap.add_argument("--retry-size", type=int, default=PHOTO_READER["retry_size"])
-    ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--folders", nargs="*", default=["us", "eu", "br"])
-    ap.add_argument("--detector", default=PHOTO_READER["detector_model"], choices=DETECTOR_MODELS)
-    ap.add_argument("--fallback", default=PHOTO_READER["fallback_model"], choices=(*DETECTOR_MODELS, "none"))
-    ap.add_argument("--models-dir", type=Path, default=None, help="candidate models (default: shipped)")
-    args = ap.parse_args()
-
-    from alprd.cli_reader import fold, load_labels
-    from alprd.config import ReaderConfig
+    from alprd.cli_reader import add_reader_args, fold, load_labels, reader_config
     from alprd.imageio import read_image
     from alprd.reader import PlateReader
 
-    extra = {"models_dir": args.models_dir} if args.models_dir else {}
-    reader = PlateReader(ReaderConfig(detector_size=args.detector_size, retry_size=args.retry_size or None,
-                                      detector_model=args.detector,
-                                      fallback_model=None if args.fallback == "none" else args.fallback,
-                                      **extra))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--folders", nargs="*", default=["us", "eu", "br"])
+    add_reader_args(ap)  # as `alprd bench`; each folder is read with its own region
+    args = ap.parse_args()
+
+    reader = PlateReader(reader_config(args))
     for folder in args.folders:
         labels = {name: {r["plate"] for r in rows}
                   for name, rows in load_labels(args.data / folder).items()}
