@@ -373,3 +373,10 @@ class Timer:
 
     def __call__(self) -> float:
         return time.monotonic() - self.t0
+
+    def past(self, max_minutes: float, step: int, steps: int) -> bool:
+        """True once `--max-minutes` (0: no limit) is spent; logs where the run stops."""
+        if not max_minutes or self() <= 60 * max_minutes:
+            return False
+        log.warning("stopping at step %d of %d: --max-minutes %.1f reached", step, steps, max_minutes)
+        return True

@@ -178,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ema: dict[str, float] = {}
     done = args.steps
     for step in range(args.steps):
-        if args.max_minutes and timer() > 60 * args.max_minutes:
-            log.warning("stopping at step %d of %d: --max-minutes %.1f reached", step, args.steps,
-                        args.max_minutes)
+        if timer.past(args.max_minutes, step, args.steps):
             done = step
             break
         x, y = batches.get()
