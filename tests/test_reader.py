@@ -57,10 +57,12 @@ def test_reads_real_photos(reader: PlateReader, data_dir: Path, region: str) -> 
 
 
 @pytest.mark.parametrize("name", ["plate_det_mit", "plate_det_fast"])
-def test_detector_variants_are_selectable_and_read(data_dir: Path, name: DetectorModel) -> None:
+def test_detector_variants_are_selectable_and_read(
+    accurate: PlateReader, data_dir: Path, name: DetectorModel
+) -> None:
     variant = PlateReader(ReaderConfig(detector_model=name))
     assert set(variant.model_hashes) == {name, "line_det", "plate_rec"}
-    assert variant.detector.contract.sha256 != PlateReader(ReaderConfig()).detector.contract.sha256
+    assert variant.detector.contract.sha256 != accurate.detector.contract.sha256
     rows = _sample(data_dir / "br", 12)
     right = 0
     for row in rows:
@@ -71,10 +73,10 @@ def test_detector_variants_are_selectable_and_read(data_dir: Path, name: Detecto
 
 
 def test_fallback_reads_again_where_the_first_detector_reads_no_plate_or_several_well(
-    data_dir: Path,
+    accurate: PlateReader, data_dir: Path,
 ) -> None:
     fast = PlateReader(ReaderConfig(detector_model="plate_det_fast"))
-    strong = PlateReader(ReaderConfig(detector_model="plate_det"))
+    strong = accurate  # plate_det alone
     paired = PlateReader(ReaderConfig(detector_model="plate_det_fast", fallback_model="plate_det"))
     assert set(paired.model_hashes) == {"plate_det_fast", "plate_det", "line_det", "plate_rec"}
     fell_back = right_fast = right_paired = 0
