@@ -66,18 +66,34 @@ class Block(nn.Module):
 
 
 class Tiny(nn.Module):
-    """Plate-probability logits at stride 4."""
+    """Plate-probability logits at stride 4.
 
-    def __init__(self, c: tuple[int, int, int, int, int] = (16, 32, 64, 96, 128), f: int = 48) -> None:
+    `stem="patch"` reaches stride 4 in one 4 x 4 convolution of stride 4 instead of a 3 x 3
+    stride-2 stem and a stride-2 block: the full-resolution layers were half of a 640-px pass
+    (onnxruntime's convolution on 3 input channels is slow), and the map is at stride 4 anyway.
+    `head="dw"` ends with depthwise + pointwise layers instead of a full 3 x 3 convolution, which
+    alone was 15% of a pass at stride 4.
+    """
+
+    def __init__(self, c: tuple[int, int, int, int, int] = (16, 32, 64, 96, 128), f: int = 48,
+                 stem: str = "conv", head: str = "conv") -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = c
-        self.stem = cbr(3, c1, 3, 2)
-        self.s4 = nn.Sequential(Block(c1, c2, 2), Block(c2, c2))
+        if stem == "patch":
+            self.stem = cbr(3, c1, 4, 4)
+            self.stem[0].padding = (0, 0)
+            self.s4 = nn.Sequential(Block(c1, c2), Block(c2, c2))
+        else:
+            self.stem = cbr(3, c1, 3, 2)
+            self.s4 = nn.Sequential(Block(c1, c2, 2), Block(c2, c2))
         self.s8 = nn.Sequential(Block(c2, c3, 2), Block(c3, c3), Block(c3, c3))
         self.s16 = nn.Sequential(Block(c3, c4, 2), Block(c4, c4, k=5), Block(c4, c4, k=5))
         self.s32 = nn.Sequential(Block(c4, c5, 2), Block(c5, c5, k=5))
         self.l4, self.l8, self.l16, self.l32 = (nn.Conv2d(ch, f, 1) for ch in (c2, c3, c4, c5))
-        self.head = nn.Sequential(cbr(f, f // 2, 3), nn.Conv2d(f // 2, 1, 1))
+        if head == "dw":
+            self.head = nn.Sequential(cbr(f, f, 3, g=f), cbr(f, f // 2, 1), nn.Conv2d(f // 2, 1, 1))
+        else:
+            self.head = nn.Sequential(cbr(f, f // 2, 3), nn.Conv2d(f // 2, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.s4(self.stem(x))
@@ -91,9 +107,13 @@ class Tiny(nn.Module):
         return self.head(p)
 
 
-STUDENTS = {
+STUDENTS: dict[str, dict[str, object]] = {
     "tiny": {"c": (16, 32, 64, 96, 128), "f": 48},
     "tiny-s": {"c": (16, 24, 48, 80, 112), "f": 32},
+    "tiny-h": {"c": (8, 24, 48, 80, 112), "f": 32, "head": "dw"},
+    "tiny-p": {"c": (24, 24, 48, 80, 112), "f": 24, "stem": "patch", "head": "dw"},
+    "tiny-p16": {"c": (16, 16, 48, 80, 112), "f": 16, "stem": "patch", "head": "dw"},
+    "tiny-p32": {"c": (32, 32, 48, 80, 112), "f": 32, "stem": "patch", "head": "dw"},
 }
 
 
