@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ from . import grammar
 from .config import ReaderConfig
 from .detect import PlateDetector
 from .errors import ImageError
-from .lines import LineFinder
+from .lines import LineFinder, TextLine
 from .recognize import Recognition, Recognizer
 from .types import Candidate, Detection, Image, PhotoResult, Read
 
@@ -40,6 +41,13 @@ plates are square too: they rank lower, and are still reported."""
 
 OVERLAP = 0.3
 """Boxes of two passes that overlap this much (IoU) are the same plate."""
+
+WIDE_PAD = 0.5
+"""Width padding (each side) of the second crop taken when the best row runs into the first
+crop's side: the detector's box ended inside the plate (the fast detector's coarse map frames
+small plates short), and the row would be read without its first or last character."""
+EDGE_TOLERANCE = 0.02
+"""A row ending within this share of the crop's width (plus a pixel) of its side touches it."""
 
 
 class PlateReader:
@@ -118,6 +126,11 @@ class PlateReader:
         crop = image[box.y : box.y + box.h, box.x : box.x + box.w]
         best: tuple[float, Recognition, Candidate, bool] | None = None
         rows = self.lines.find(crop)[:LINES_TRIED]
+        if rows and runs_into_side(rows[0], box.w, self.lines.row_margin):
+            wide = det.box.pad(WIDE_PAD, CROP_PAD[1]).clamp(w, h)
+            if wide.w > box.w:
+                box, crop = wide, image[wide.y : wide.y + wide.h, wide.x : wide.x + wide.w]
+                rows = self.lines.find(crop)[:LINES_TRIED]
         band = self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h)
         if not rows:
             # The line finder sees nothing in some small, soft crops (a 17-px-high plate): the
@@ -152,6 +165,14 @@ class PlateReader:
             region=region,
             grammar_ok=fits,
         )
+
+
+def runs_into_side(line: TextLine, crop_width: int, row_margin: float) -> bool:
+    """Whether the found row (without the margin the line finder adds at its ends) reaches the
+    left or right side of a crop `crop_width` pixels wide."""
+    half = abs((line.w - 2 * row_margin * line.h) / 2 * math.cos(math.radians(line.angle)))
+    tolerance = EDGE_TOLERANCE * crop_width + 1
+    return line.cx - half < tolerance or line.cx + half > crop_width - tolerance
 
 
 def _confident(reads: list[Read]) -> int:

@@ -14,8 +14,16 @@ import pytest
 
 from alprd.config import PHOTO_READER, DetectorModel, ReaderConfig
 from alprd.imageio import read_image
-from alprd.lines import BOX_ROW_SHARES
-from alprd.reader import CONFIDENT, CROP_PAD, MIN_PLATE_ASPECT, SHORT_ROW, SQUARE_FACTOR, PlateReader
+from alprd.lines import BOX_ROW_SHARES, LineFinder, TextLine
+from alprd.reader import (
+    CONFIDENT,
+    CROP_PAD,
+    MIN_PLATE_ASPECT,
+    SHORT_ROW,
+    SQUARE_FACTOR,
+    PlateReader,
+    runs_into_side,
+)
 from alprd.types import Box, Detection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,6 +105,52 @@ def test_fallback_reads_again_where_the_first_detector_reads_no_plate_or_several
             right_paired += bool(result.reads) and result.reads[0].text == row["plate"]
     assert fell_back >= 1
     assert right_paired >= right_fast
+
+
+def test_runs_into_side_ignores_the_row_margin_and_follows_the_angle() -> None:
+    # 100-px crop; rows 20 px high, the line finder's 15% margin adds 3 px at each end
+    assert runs_into_side(TextLine(50, 20, 104, 20, 0.0, 1.0), 100, 0.15)  # 1..99 without margin
+    assert runs_into_side(TextLine(42, 20, 86, 20, 0.0, 1.0), 100, 0.15)  # 2..82 without margin
+    assert not runs_into_side(TextLine(50, 20, 86, 20, 0.0, 1.0), 100, 0.15)  # 10..90
+    assert not runs_into_side(TextLine(50, 20, 96, 20, 0.0, 1.0), 100, 0.5)  # 12..88
+    assert runs_into_side(TextLine(50, 20, 96, 20, 0.0, 1.0), 100, 0.0)
+    assert not runs_into_side(TextLine(50, 20, 106, 20, 40.0, 1.0), 100, 0.15)  # tilted: 15..85
+
+
+def _edits(a: str, b: str) -> int:
+    """Levenshtein distance."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def test_a_row_cut_by_the_box_is_read_from_a_wider_crop(reader: PlateReader, data_dir: Path) -> None:
+    """Where the fast detector's box ends inside the plate, the row found in the padded crop runs
+    into the crop's side and loses its end characters: the reader reads a wider crop instead."""
+    cut = edits_narrow = edits_wide = 0
+    for row in _sample(data_dir / "us", 1):
+        image, scale = read_image(data_dir / "us" / row["file"])
+        h, w = image.shape[:2]
+        label = Box(*(round(int(row[k]) * scale) for k in ("x", "y", "w", "h")))
+        for det in reader.detector.detect(image):
+            if det.box.iou(label) < 0.3:  # a box cut short overlaps its plate less
+                continue
+            box = det.box.pad(*CROP_PAD).clamp(w, h)
+            crop = image[box.y : box.y + box.h, box.x : box.x + box.w]
+            rows = reader.lines.find(crop)
+            if not rows or not runs_into_side(rows[0], box.w, reader.lines.row_margin):
+                continue
+            cut += 1
+            narrow = reader.recognizer.recognize(LineFinder.cut(crop, rows[0])).text
+            edits_narrow += _edits(narrow, row["plate"])
+            read = reader.read_plate(image, det, "us")
+            edits_wide += _edits(read.text if read else "", row["plate"])
+    assert cut >= 1
+    assert edits_wide < edits_narrow, (cut, edits_narrow, edits_wide)
 
 
 def test_degenerate_images(reader: PlateReader) -> None:
