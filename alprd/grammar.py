@@ -117,6 +117,17 @@ def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]
     return best, False
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
 def reorder(candidates: Sequence[Candidate], chosen: Candidate) -> tuple[Candidate, ...]:
     """Candidates with the chosen one first, the rest in their order."""
     return (chosen, *[c for c in candidates if c.text != chosen.text])

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .config import TrackingConfig
+from .grammar import edit_distance
 from .types import Box, Candidate, Frame, Image, Read
 
 MAX_CANDIDATES = 10
@@ -48,13 +49,7 @@ def similarity(a: str, b: str) -> float:
     """1 - Levenshtein distance / longer length (1.0 = equal; empty strings are unlike anything)."""
     if not a or not b:
         return 1.0 if a == b and a else 0.0
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return 1.0 - prev[-1] / max(len(a), len(b))
+    return 1.0 - edit_distance(a, b) / max(len(a), len(b))
 
 
 @dataclass

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from alprd.config import PHOTO_READER, DetectorModel, ReaderConfig
+from alprd.grammar import edit_distance
 from alprd.imageio import read_image
 from alprd.lines import BOX_ROW_SHARES, LineFinder, TextLine
 from alprd.reader import (
@@ -117,17 +118,6 @@ def test_runs_into_side_ignores_the_row_margin_and_follows_the_angle() -> None:
     assert not runs_into_side(TextLine(50, 20, 106, 20, 40.0, 1.0), 100, 0.15)  # tilted: 15..85
 
 
-def _edits(a: str, b: str) -> int:
-    """Levenshtein distance."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def test_a_row_cut_by_the_box_is_read_from_a_wider_crop(reader: PlateReader, data_dir: Path) -> None:
     """Where the fast detector's box ends inside the plate, the row found in the padded crop runs
     into the crop's side and loses its end characters: the reader reads a wider crop instead."""
@@ -146,9 +136,9 @@ def test_a_row_cut_by_the_box_is_read_from_a_wider_crop(reader: PlateReader, dat
                 continue
             cut += 1
             narrow = reader.recognizer.recognize(LineFinder.cut(crop, rows[0])).text
-            edits_narrow += _edits(narrow, row["plate"])
+            edits_narrow += edit_distance(narrow, row["plate"])
             read = reader.read_plate(image, det, "us")
-            edits_wide += _edits(read.text if read else "", row["plate"])
+            edits_wide += edit_distance(read.text if read else "", row["plate"])
     assert cut >= 1
     assert edits_wide < edits_narrow, (cut, edits_narrow, edits_wide)
 

@@ -45,6 +45,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from alprd.grammar import edit_distance  # noqa: E402
 from alprd.lines import LineFinder  # noqa: E402
 from alprd.recognize import Recognizer  # noqa: E402
 from alprd.types import Box  # noqa: E402
@@ -100,16 +101,6 @@ def crop_window(img: np.ndarray, rng: random.Random) -> np.ndarray:
     return img[y0:y1, x0:x1]
 
 
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def fold(s: str) -> str:
     return s.replace("O", "0").replace("I", "1")
 
@@ -137,7 +128,7 @@ class Cutter:
         for rank, ln in enumerate(lines[:2]):
             cut = LineFinder.cut(crop, ln)
             read = self.rec.recognize(cut).text
-            if levenshtein(fold(read), fold(label)) <= len(label) // 2:
+            if edit_distance(fold(read), fold(label)) <= len(label) // 2:
                 self.kept += 1
                 self.second += rank
                 return to_height(cut)
