@@ -80,8 +80,8 @@ class Tiny(nn.Module):
         super().__init__()
         c1, c2, c3, c4, c5 = c
         if stem == "patch":
-            self.stem = cbr(3, c1, 4, 4)
-            self.stem[0].padding = (0, 0)
+            self.stem = nn.Sequential(nn.Conv2d(3, c1, 4, 4, bias=False), nn.BatchNorm2d(c1),
+                                      nn.ReLU(inplace=True))
             self.s4 = nn.Sequential(Block(c1, c2), Block(c2, c2))
         else:
             self.stem = cbr(3, c1, 3, 2)
