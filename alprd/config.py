@@ -45,7 +45,7 @@ class ReaderConfig(Section):
         "plate_det",
         description="Plate detector in models_dir: plate_det (default, trained partly on AGPL-3.0 "
         "test photos), plate_det_mit (MIT dash-cam frames and rendered plates only; lower recall) "
-        "or plate_det_fast (a small network, a third of the detector's time; lower recall on "
+        "or plate_det_fast (a small network, a seventh of the detector's time; lower recall on "
         "small plates). See models/README.md.",
     )
     fallback_model: DetectorModel | None = Field(
