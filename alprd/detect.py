@@ -153,11 +153,12 @@ class PlateDetector:
         s = self.stride
         return np.asarray(prob[0, 0, : -(-nh // s), : -(-nw // s)], dtype=np.float32), f / s
 
-    def detect(self, image: Image) -> list[Detection]:
-        """Plate boxes in `image` pixels, clamped to the image, best score first."""
+    def detect(self, image: Image, size: int | None = None) -> list[Detection]:
+        """Plate boxes in `image` pixels, clamped to the image, best score first; `size` (default:
+        the detector's own) is the long side the image is resized to for the first pass."""
         _check_image(image)
         h, w = image.shape[:2]
-        prob, f = self.probability_map(image)
+        prob, f = self.probability_map(image, None if size is None else size / max(h, w))
         if not self.refine_width:
             return self.boxes_from_map(prob, f, w, h, self.min_score)
         found: list[Detection] = []

@@ -63,12 +63,9 @@ class PlateReader:
                           name=fallback)
             if fallback else None
         )
-        self.retry = (
-            PlateDetector(cfg.models_dir, cfg.threads, cfg.retry_size, cfg.min_detection_score,
-                          name=fallback or cfg.detector_model)
-            if cfg.retry_size and cfg.retry_size > cfg.detector_size
-            else None
-        )
+        # The closer look reuses the accurate detector's session at a larger input size.
+        self.retry = self.fallback or self.detector
+        self.retry_size = cfg.retry_size if cfg.retry_size and cfg.retry_size > cfg.detector_size else None
         self.recognizer = Recognizer(cfg.models_dir, cfg.threads)
         self.lines = LineFinder(cfg.models_dir, cfg.threads, row_margin=self.recognizer.row_margin)
         self.model_hashes = {
@@ -99,10 +96,10 @@ class PlateReader:
                 r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in more)
             ]
             detections = more + [d for d in detections if all(d.box.iou(o.box) < OVERLAP for o in more)]
-        if self.retry is not None and not _confident(reads):
+        if self.retry_size is not None and not _confident(reads):
             # Distant plates are a few dozen pixels wide at the first size: look closer, once.
             t = time.perf_counter()
-            again = [d for d in self.retry.detect(image)[: self.cfg.max_plates]
+            again = [d for d in self.retry.detect(image, self.retry_size)[: self.cfg.max_plates]
                      if all(d.box.iou(o.box) < OVERLAP for o in detections)]
             t1 += time.perf_counter() - t
             detections += again

@@ -62,6 +62,15 @@ def test_distant_camera_size_also_finds_it(data_dir: Path) -> None:
     assert max((d.box.iou(want) for d in det.detect(image)), default=0.0) >= 0.5
 
 
+def test_one_session_looks_at_another_size(detector: PlateDetector, data_dir: Path) -> None:
+    # the reader's closer look reuses the 640-px detector's session at 960 px
+    det = PlateDetector(PACKAGE_MODELS_DIR, threads=1, size=960)
+    image = cv2.imread(str(data_dir / "us" / PHOTOS["us"][0]), cv2.IMREAD_COLOR)
+    assert detector.size == 640
+    assert detector.detect(image, 960) == det.detect(image)
+    assert detector.detect(image, 640) == detector.detect(image)
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 5, 3), (7, 1), (3, 2, 4), (40, 3000, 3)])
 def test_tiny_and_odd_images(detector: PlateDetector, shape: tuple[int, ...]) -> None:
     image = np.full(shape, 128, np.uint8)
