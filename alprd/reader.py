@@ -83,7 +83,7 @@ class PlateReader:
         t0 = time.perf_counter()
         detections = self.detector.detect(image)[: self.cfg.max_plates]
         t1 = time.perf_counter()
-        reads = [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
+        reads = self._read_all(image, detections, region)
         if self.fallback is not None and _confident(reads) != 1:
             # The first detector is the fast one, the fallback the accurate one. Where the first
             # reads no plate well, or several (its scores, less even than the accurate one's,
@@ -92,7 +92,7 @@ class PlateReader:
             t = time.perf_counter()
             more = self.fallback.detect(image)[: self.cfg.max_plates]
             t1 += time.perf_counter() - t
-            reads = [r for d in more if (r := self.read_plate(image, d, region)) is not None] + [
+            reads = self._read_all(image, more, region) + [
                 r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in more)
             ]
             detections = more + [d for d in detections if all(d.box.iou(o.box) < OVERLAP for o in more)]
@@ -103,7 +103,7 @@ class PlateReader:
                      if all(d.box.iou(o.box) < OVERLAP for o in detections)]
             t1 += time.perf_counter() - t
             detections += again
-            reads += [r for d in again if (r := self.read_plate(image, d, region)) is not None]
+            reads += self._read_all(image, again, region)
         reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
         reads.sort(key=lambda r: r.confidence, reverse=True)
         t2 = time.perf_counter()
@@ -113,6 +113,9 @@ class PlateReader:
             ms=(t2 - t0) * 1000,
             stage_ms={"detect": (t1 - t0) * 1000, "recognize": (t2 - t1) * 1000},
         )
+
+    def _read_all(self, image: Image, detections: list[Detection], region: str) -> list[Read]:
+        return [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
 
     def read_plate(self, image: Image, det: Detection, region: str) -> Read | None:
         """Read one detected plate; None if no character row is found."""

@@ -20,6 +20,7 @@ from alprd.reader import (
     CONFIDENT,
     CROP_PAD,
     MIN_PLATE_ASPECT,
+    OVERLAP,
     SHORT_ROW,
     SQUARE_FACTOR,
     PlateReader,
@@ -99,7 +100,7 @@ def test_fallback_reads_again_where_the_first_detector_reads_no_plate_or_several
                 fell_back += 1
                 second = strong.read(image, folder)
                 # the accurate detector's reads stand; the first's stay for plates it did not find
-                kept = [r for r in first.reads if all(r.box.iou(d.box) < 0.3 for d in second.detections)]
+                kept = [r for r in first.reads if all(r.box.iou(d.box) < OVERLAP for d in second.detections)]
                 assert sorted(map(repr, result.reads)) == sorted(map(repr, second.reads + tuple(kept)))
                 assert all(d in result.detections for d in second.detections)
             right_fast += bool(first.reads) and first.reads[0].text == row["plate"]
