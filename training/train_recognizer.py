@@ -48,6 +48,7 @@ LOGS = REPO / "training" / "logs"
 MODELS = REPO / "models"
 HEIGHT = 48
 MIN_WIDTH = 64
+MIN_INPUT = 0  # --min-width: no line narrower than this at the input (0: MIN_WIDTH at the width scale)
 MAX_WIDTH = 320
 
 log = logging.getLogger("train_recognizer")
@@ -79,11 +80,15 @@ def fold_matrix(fold: bool) -> np.ndarray:
     return matrix
 
 
-def _stock_graph(stock: Path, fold: bool, height: int = 48):  # type: ignore[no-untyped-def]
+def _stock_graph(stock: Path, fold: bool, height: int = 48, halve_width_at: str = ""):  # type: ignore[no-untyped-def]
     """The stock ONNX with a [blank, 0-9, A-Z] head and no metadata charset.
 
     `height` other than the stock 48 changes the input's fixed height and the pooling that folds
     the last stage's rows (height / 16 of them) into one: the convolutions do not depend on it.
+
+    `halve_width_at` names a row-only downsampling convolution (stride 2 x 1) that then also halves
+    the width, and the final pooling stops halving it: the output keeps its time steps (one per 8
+    input columns) while every stage after that convolution runs on half the columns.
 
     With `fold`, the head keeps the a-z and separator rows too, and a MatMul after the Softmax
     adds them to their capital or to blank (`fold_matrix`), so that before training the model reads
@@ -119,6 +124,8 @@ def _stock_graph(stock: Path, fold: bool, height: int = 48):  # type: ignore[no-
             if a.name in ("kernel_shape", "strides"):
                 assert list(a.ints) == [3, 2], list(a.ints)
                 a.ints[:] = [height // 16, 2]
+    if halve_width_at:
+        _halve_width(g, halve_width_at)
     if fold:
         g.initializer.append(numpy_helper.from_array(fold_matrix(True), "plate_fold"))
         final.output[0] = "head_probs"
@@ -126,6 +133,22 @@ def _stock_graph(stock: Path, fold: bool, height: int = 48):  # type: ignore[no-
     del g.value_info[:]  # stale 18,710-class shapes; onnxruntime infers them again
     del model.metadata_props[:]
     return model
+
+
+def _halve_width(g, conv_name: str) -> None:  # type: ignore[no-untyped-def]
+    """Move the width halving of the final pooling forward to the convolution `conv_name`."""
+    convs = [n for n in g.node if n.name == conv_name and n.op_type == "Conv"]
+    if len(convs) != 1:
+        raise SystemExit(f"--halve-width-at: no convolution {conv_name} in the stock graph")
+    (stride,) = [a for a in convs[0].attribute if a.name == "strides"]
+    if list(stride.ints) != [2, 1]:
+        raise SystemExit(f"--halve-width-at {conv_name}: strides {list(stride.ints)}, not a row-only [2, 1]")
+    stride.ints[:] = [2, 2]
+    (pool,) = [n for n in g.node if n.op_type == "AveragePool"]
+    for a in pool.attribute:
+        if a.name in ("kernel_shape", "strides"):
+            assert a.ints[1] == 2, list(a.ints)
+            a.ints[1] = 1
 
 
 def _load_weights(model, path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -200,14 +223,14 @@ class RecNet:
     """The converted network plus the map from its tensors back to ONNX initializer names."""
 
     def __init__(self, stock: Path, fold: bool = False, drop: list[str] | None = None,
-                 init: Path | None = None, height: int = 48) -> None:
+                 init: Path | None = None, height: int = 48, halve_width_at: str = "") -> None:
         import torch
 
         _stub_torchvision()
         from onnx2torch import convert
         from onnx2torch.onnx_graph import OnnxGraph, ValueType
 
-        self.export_graph = _stock_graph(stock, fold, height)
+        self.export_graph = _stock_graph(stock, fold, height, halve_width_at)
         if init is not None:
             _load_weights(self.export_graph, init)
         if drop:
@@ -354,7 +377,8 @@ def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
 def width_bounds(scale: float) -> tuple[int, int]:
     """Input width range for a width scale (multiples of 32, at least 32), in proportion to the height."""
     scale *= HEIGHT / 48
-    return max(32, round(MIN_WIDTH * scale / 32) * 32), max(32, round(MAX_WIDTH * scale / 32) * 32)
+    lo = max(32, MIN_INPUT, round(MIN_WIDTH * scale / 32) * 32)
+    return lo, max(lo, round(MAX_WIDTH * scale / 32) * 32)
 
 
 def target_width(img: np.ndarray, scale: float = 1.0) -> int:
@@ -467,13 +491,25 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=48,
                     help="input height (multiple of 16; the stock model's is 48): 32 takes about half the "
                          "time per line at the same width scale")
+    ap.add_argument("--halve-width-at", default="", metavar="CONV",
+                    help="a row-only downsampling convolution of the stock graph that also halves the width "
+                         "(Conv.16: the middle and last stages on half the columns, a third less time per "
+                         "line, same output steps)")
+    ap.add_argument("--min-width", type=int, default=0, metavar="PX",
+                    help="stretch lines narrower than this at the input (with --halve-width-at, short "
+                         "rows keep enough columns per character); written into the contract")
+    ap.add_argument("--teacher", type=Path, default=None, metavar="ONNX",
+                    help="an earlier run's plate_rec.onnx with the same output steps: its per-step "
+                         "probabilities join the CTC loss (KL divergence, weight --distill)")
+    ap.add_argument("--distill", type=float, default=1.0, help="weight of the teacher's KL term")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this earlier run's plate_rec.onnx instead of the stock weights")
     ap.add_argument("--install", action="store_true", help="after training, install into models/")
     ap.add_argument("--install-run", metavar="RUN", help="only install a finished run into models/")
     args = ap.parse_args()
-    global HEIGHT
+    global HEIGHT, MIN_INPUT
     HEIGHT = args.height
+    MIN_INPUT = args.min_width
     if args.install_run:
         install(RUNS / args.install_run / "plate_rec.onnx")
         return
@@ -494,7 +530,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     log.info("args %s", vars(args))
 
-    rec = RecNet(STOCK_REC, args.fold, [a for a in args.drop_blocks.split(",") if a], args.init, args.height)
+    rec = RecNet(STOCK_REC, args.fold, [a for a in args.drop_blocks.split(",") if a], args.init, args.height,
+                 args.halve_width_at)
     log_fold = torch.from_numpy(np.log(rec.fold))  # 0 where a head row feeds a class, -inf elsewhere
 
     def log_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -532,6 +569,15 @@ def main() -> None:
     base = [g["lr"] for g in opt.param_groups]
     warm = max(1, args.steps // 20)
 
+    teacher = None
+    if args.teacher is not None:
+        import onnxruntime as ort
+
+        topts = ort.SessionOptions()
+        topts.intra_op_num_threads = args.threads
+        teacher = ort.InferenceSession(str(args.teacher), topts, providers=["CPUExecutionProvider"])
+        log.info("teacher %s, KL weight %.2f", args.teacher, args.distill)
+
     net.train()
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
@@ -548,6 +594,14 @@ def main() -> None:
         lengths = torch.tensor([len(lab) for lab in labs], dtype=torch.long)
         in_len = torch.full((len(labs),), logp.shape[0], dtype=torch.long)
         loss = F.ctc_loss(logp, targets, in_len, lengths, blank=0, zero_infinity=True)
+        if teacher is not None:
+            # The teacher's folded probabilities per step, the same steps as the student's: the
+            # frames between characters and the runner-up classes carry what CTC labels do not.
+            soft = torch.from_numpy(teacher.run(None, {teacher.get_inputs()[0].name: x})[0]).clamp_min(1e-8)
+            if soft.shape != logp37.shape:
+                raise SystemExit(f"--teacher: {tuple(soft.shape)}, the student {tuple(logp37.shape)}")
+            kl = (soft * (soft.log() - logp37)).sum(-1).mean()
+            loss = loss + args.distill * kl
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -588,6 +642,8 @@ def main() -> None:
         + (", synthetic plates rendered with OpenCV Hershey fonts" if args.synthetic else ""),
         "steps": args.steps, "batch": args.batch, "seed": args.seed, "folded_head": args.fold,
         "height": args.height,
+        "halve_width_at": args.halve_width_at or None,
+        "teacher": str(args.teacher) if args.teacher else None,
         "minutes_2core_cpu": round(minutes, 1),
         "command": "training/prepare_rec_data.py && training/train_recognizer.py " + " ".join(sys.argv[1:]),
     }
@@ -612,9 +668,10 @@ def main() -> None:
 
 def install(onnx_path: Path) -> None:
     """Copy a run's model into models/ and rewrite its contract there (SHA-256 of the copy)."""
-    global HEIGHT
+    global HEIGHT, MIN_INPUT
     run_contract = json.loads(onnx_path.with_suffix(".json").read_text())
     HEIGHT = int(run_contract.get("input", {}).get("height", 48))
+    MIN_INPUT = int(run_contract.get("input", {}).get("min_width", 0))
     extra = {k: run_contract[k] for k in ("source", "licence", "trained_on") if k in run_contract}
     shutil.copyfile(onnx_path, MODELS / "plate_rec.onnx")
     row_margin = float(run_contract.get("input", {}).get("row_margin", 0.0))
