@@ -26,24 +26,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = REPO / "models"
-HEIGHT, CALIB_WIDTH = 48, 160
+sys.path.insert(0, str(REPO))
+
+from training.train_recognizer import MODELS, greedy, load_lines, target_width, to_tensor  # noqa: E402
+
+CALIB_WIDTH = 160
 MIN_CHANNELS = 192
 
 
-def rows(path: Path, n: int, seed: int) -> list[np.ndarray]:
-    images = np.load(path, allow_pickle=True)["images"]
-    pick = random.Random(seed).sample(range(len(images)), n)
-    return [np.asarray(images[i]) for i in pick]
+def rows(images: list[np.ndarray], n: int, seed: int) -> list[np.ndarray]:
+    return [images[i] for i in random.Random(seed).sample(range(len(images)), n)]
 
 
 def tensor(img: np.ndarray, width: int) -> np.ndarray:
-    x = cv2.resize(img, (width, HEIGHT), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    return ((x / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None]
+    return to_tensor(img, width)[None]
 
 
 def heavy_convs(model) -> list[str]:  # type: ignore[no-untyped-def]
@@ -85,17 +84,8 @@ def quantize(src: Path, dst: Path, calib: list[np.ndarray]) -> int:
     return len(nodes)
 
 
-def greedy(probs: np.ndarray) -> tuple[int, ...]:
-    best = probs.argmax(-1)
-    out, prev = [], 0
-    for k in best:
-        if k and k != prev:
-            out.append(int(k))
-        prev = int(k)
-    return tuple(out)
-
-
-def check(float_path: Path, int8_path: Path, samples: list[np.ndarray]) -> tuple[int, float]:
+def check(float_path: Path, int8_path: Path, samples: list[np.ndarray],
+          width_scale: float) -> tuple[int, float]:
     """(rows whose greedy reading differs, mean over rows of the largest probability change)."""
     import onnxruntime as ort
 
@@ -107,8 +97,7 @@ def check(float_path: Path, int8_path: Path, samples: list[np.ndarray]) -> tuple
     a, b = session(float_path), session(int8_path)
     changed, largest = 0, []
     for img in samples:
-        h, w = img.shape[:2]
-        x = tensor(img, int(np.clip(round(w * HEIGHT / max(1, h) * 0.7), 32, 224)))
+        x = tensor(img, target_width(img, width_scale))  # as the runtime sizes the row
         pa = a.run(None, {a.get_inputs()[0].name: x})[0][0]
         pb = b.run(None, {b.get_inputs()[0].name: x})[0][0]
         changed += greedy(pa) != greedy(pb)
@@ -128,8 +117,10 @@ def main() -> int:
     contract = json.loads(args.float_model.with_suffix(".json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "plate_rec.onnx"
-        count = quantize(args.float_model, staged, rows(args.data, 300, args.seed))
-        changed, largest = check(args.float_model, staged, rows(args.data, 600, args.seed + 123))
+        images = load_lines(args.data)[0]
+        count = quantize(args.float_model, staged, rows(images, 300, args.seed))
+        width_scale = float(contract["input"]["width_scale"])
+        changed, largest = check(args.float_model, staged, rows(images, 600, args.seed + 123), width_scale)
         print(f"{count} convolutions in int8; 600 training rows: {changed} readings differ from the float "
               f"model, largest probability change {largest:.3f} on average")
         args.out.parent.mkdir(parents=True, exist_ok=True)
