@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from .config import SourceConfig
-from .errors import CaptureError
+from .errors import CaptureError, ImageError
+from .imageio import read_image
 from .types import Frame, Image
 
 log = logging.getLogger(__name__)
@@ -369,12 +370,12 @@ class ImageDirSource:
                     return None
             path = self._files[self._next]
             self._next += 1
-            raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            image = None if raw is None else np.asarray(raw, dtype=np.uint8)
-            if image is None or image.size == 0:
+            try:
+                image, _ = read_image(path)
+            except ImageError as e:
                 self.stats.errors += 1
                 self.stats.last_error = f"cannot decode {path.name}"
-                log.warning("skipping %s: not an image OpenCV can decode", path)
+                log.warning("skipping %s: %s", path, e)
                 continue
             self._seq += 1
             self.stats.frames_in += 1

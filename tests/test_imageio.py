@@ -55,3 +55,52 @@ def test_huge_jpeg_is_decoded_reduced(tmp_path: Path) -> None:
     img, scale = decode_image(jpg.tobytes())
     assert img.shape[0] * img.shape[1] <= MAX_DECODE_PIXELS
     assert scale == pytest.approx(img.shape[1] / 20000)
+
+
+def _exif_orientation_segment(value: int, order: str = "<") -> bytes:
+    """An APP1 Exif segment whose IFD0 holds only the orientation tag."""
+    import struct
+
+    mark = b"II" if order == "<" else b"MM"
+    tiff = mark + struct.pack(order + "HI", 42, 8) + struct.pack(order + "H", 1)
+    tiff += struct.pack(order + "HHI", 0x0112, 3, 1) + struct.pack(order + "HH", value, 0)
+    tiff += struct.pack(order + "I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def test_jpeg_pixels_match_opencv(data_dir: Path) -> None:
+    # The fast JPEG path must give exactly the pixels OpenCV gives (models were measured on them).
+    for folder in ("us", "eu", "br", "ro-detect"):
+        for path in sorted((data_dir / folder).glob("*.jpg"))[:3]:
+            data = path.read_bytes()
+            img, scale = decode_image(data, path.name)
+            ref = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            assert scale == 1.0 and img.shape == ref.shape and np.array_equal(img, ref), path
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_exif_rotated_jpeg_decodes_as_opencv(orientation: int, order: str) -> None:
+    # A phone photo taken sideways stores landscape pixels and an EXIF tag: it reads upright.
+    rng = np.random.default_rng(orientation)
+    ok, jpg = cv2.imencode(".jpg", rng.integers(0, 255, (40, 64, 3), dtype=np.uint8))
+    assert ok
+    data = jpg.tobytes()
+    data = data[:2] + _exif_orientation_segment(orientation, order) + data[2:]
+    img, _ = decode_image(data)
+    ref = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == ref.shape and np.array_equal(img, ref)
+    assert img.shape[:2] == ((64, 40) if orientation in (6, 8) else (40, 64))
+
+
+def test_grey_and_damaged_jpegs_decode_as_opencv(data_dir: Path) -> None:
+    ok, grey = cv2.imencode(".jpg", np.tile(np.arange(64, dtype=np.uint8), (32, 1)))
+    assert ok
+    img, _ = decode_image(grey.tobytes())
+    assert img.shape == (32, 64, 3)
+    assert np.array_equal(img, cv2.imdecode(grey, cv2.IMREAD_COLOR))
+    # Cut at two thirds: OpenCV refuses it, and so does the fast path (no half-grey photo).
+    src = sorted((data_dir / "us").glob("*.jpg"))[0].read_bytes()
+    with pytest.raises(ImageError, match=r"cut\.jpg"):
+        decode_image(src[: len(src) * 2 // 3], "cut.jpg")
