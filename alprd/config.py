@@ -70,6 +70,12 @@ class ReaderConfig(Section):
         None, ge=0.0, le=1.0,
         description="Plate-detector boxes below this score are ignored (null: the model contract's value).",
     )
+    tall_row_px: int = Field(
+        40, ge=0, le=4096,
+        description="Character rows at least this many pixels high in the frame are read by "
+        "plate_rec_tall (the recognizer at 32 px instead of 48, two thirds of the time); where it "
+        "is unsure, plate_rec reads the row again. 0: every row by plate_rec. See models/README.md.",
+    )
     max_plates: int = Field(8, ge=1, le=64, description="At most this many plates are read per frame.")
     min_confidence: float = Field(
         0.0, ge=0.0, le=1.0, description="Reads below this confidence are dropped."

@@ -62,8 +62,8 @@ def _fold_matrix(alphabet: list[str]) -> npt.NDArray[np.float32]:
 
 
 class Recognizer:
-    def __init__(self, models_dir: Path, threads: int = 1) -> None:
-        self.contract = load_contract(models_dir, "plate_rec")
+    def __init__(self, models_dir: Path, threads: int = 1, name: str = "plate_rec") -> None:
+        self.contract = load_contract(models_dir, name)
         self.session = open_session(self.contract, threads)
         self.height = int(self.contract.input.get("height", 48))
         self.min_width = int(self.contract.input.get("min_width", 64))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -23,6 +24,7 @@ from alprd.reader import (
     OVERLAP,
     SHORT_ROW,
     SQUARE_FACTOR,
+    TALL_SURE,
     PlateReader,
     runs_into_side,
 )
@@ -40,6 +42,13 @@ def reader() -> PlateReader:
 def accurate() -> PlateReader:
     """plate_det alone: the detector whose boxes the geometry rules below were measured on."""
     return PlateReader(ReaderConfig())
+
+
+@pytest.fixture(scope="module")
+def single_rec() -> PlateReader:
+    """The photo reader with every row read by plate_rec (48 px): the sign and badge rows below are
+    tall enough for plate_rec_tall, but the texts the ranking rules were measured on are plate_rec's."""
+    return PlateReader(ReaderConfig(**{**PHOTO_READER, "tall_row_px": 0}))
 
 
 def _sample(folder: Path, step: int) -> list[dict[str, str]]:
@@ -71,7 +80,7 @@ def test_detector_variants_are_selectable_and_read(
     accurate: PlateReader, data_dir: Path, name: DetectorModel
 ) -> None:
     variant = PlateReader(ReaderConfig(detector_model=name))
-    assert set(variant.model_hashes) == {name, "line_det", "plate_rec"}
+    assert set(variant.model_hashes) == {name, "line_det", "plate_rec", "plate_rec_tall"}
     assert variant.detector.contract.sha256 != accurate.detector.contract.sha256
     rows = _sample(data_dir / "br", 12)
     right = 0
@@ -88,7 +97,8 @@ def test_fallback_reads_again_where_the_first_detector_reads_no_plate_or_several
     fast = PlateReader(ReaderConfig(detector_model="plate_det_fast"))
     strong = accurate  # plate_det alone
     paired = PlateReader(ReaderConfig(detector_model="plate_det_fast", fallback_model="plate_det"))
-    assert set(paired.model_hashes) == {"plate_det_fast", "plate_det", "line_det", "plate_rec"}
+    assert set(paired.model_hashes) == {
+        "plate_det_fast", "plate_det", "line_det", "plate_rec", "plate_rec_tall"}
     fell_back = right_fast = right_paired = 0
     for folder in ("us", "br"):
         for row in _sample(data_dir / folder, 3):
@@ -107,6 +117,42 @@ def test_fallback_reads_again_where_the_first_detector_reads_no_plate_or_several
             right_paired += bool(result.reads) and result.reads[0].text == row["plate"]
     assert fell_back >= 1
     assert right_paired >= right_fast
+
+
+def test_tall_rows_are_read_by_the_32_px_recognizer_as_by_the_48_px_one(
+    reader: PlateReader, data_dir: Path,
+) -> None:
+    """Rows at least `tall_row_px` high in the photo go to plate_rec_tall (32 px, fewer columns);
+    on the large Brazilian plates the top reads are those of plate_rec alone."""
+    assert reader.tall is not None and (reader.tall.height, reader.recognizer.height) == (32, 48)
+    px = reader.cfg.tall_row_px
+    for label in _sample(data_dir / "br", 12):  # the first photo whose plate row is tall
+        image, _ = read_image(data_dir / "br" / label["file"])
+        det = max(reader.detector.detect(image), key=lambda d: d.score)
+        box = det.box.pad(*CROP_PAD).clamp(image.shape[1], image.shape[0])
+        crop = image[box.y : box.y + box.h, box.x : box.x + box.w]
+        row = LineFinder.cut(crop, reader.lines.find(crop)[0])
+        if row.shape[0] >= px:
+            break
+    assert row.shape[0] >= px
+    tall = reader.tall.recognize(row)
+    assert tall.text == label["plate"] and tall.confidence >= TALL_SURE
+    assert reader.recognize_row(row) == tall
+    small = cv2.resize(row, (row.shape[1] * (px - 1) // row.shape[0], px - 1))
+    assert reader.recognize_row(small) == reader.recognizer.recognize(small)
+    # A tall row the 32-px model is unsure of is read by plate_rec.
+    blur = cv2.GaussianBlur(row, (0, 0), 6)
+    unsure = reader.tall.recognize(blur)
+    assert unsure.confidence < TALL_SURE and reader.recognize_row(blur) == reader.recognizer.recognize(blur)
+    single = PlateReader(ReaderConfig(**{**PHOTO_READER, "tall_row_px": 0}))
+    assert single.tall is None and "plate_rec_tall" not in single.model_hashes
+    agree = 0
+    rows = _sample(data_dir / "br", 12)
+    for row in rows:
+        image, _ = read_image(data_dir / "br" / row["file"])
+        both, one = reader.read(image, "br").reads, single.read(image, "br").reads
+        agree += bool(both) and bool(one) and both[0].text == one[0].text
+    assert agree >= len(rows) - 1, f"{agree}/{len(rows)}"
 
 
 def test_runs_into_side_ignores_the_row_margin_and_follows_the_angle() -> None:
@@ -248,25 +294,32 @@ def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(
     assert read is not None and read.text == "BB751BH"
 
 
-def test_a_car_badge_does_not_outrank_the_plate(reader: PlateReader, data_dir: Path) -> None:
+def test_a_car_badge_does_not_outrank_the_plate(
+    reader: PlateReader, single_rec: PlateReader, data_dir: Path,
+) -> None:
     # The boot lid's S300 badge reads cleanly and its box scores about as high as the plate's; a read
     # of four characters or fewer (`grammar.SHORT_LEN`) ranks lower, and so does one in a box
     # squarer than a plate's (`MIN_PLATE_ASPECT`): this badge is both. Both are still reported.
     # What ranks first is checked by place (the labelled plate box), not by how well it reads.
     image, _ = read_image(data_dir / "us" / "wts-lg-000061.jpg")
-    reads = reader.read(image, "us").reads
+    reads = single_rec.read(image, "us").reads
     assert reads[0].box.iou(Box(307, 155, 73, 36)) >= 0.5  # labels.csv: DK2Z5S
     assert reads[1].text == "S300"
+    reads = reader.read(image, "us").reads  # the badge's row read by plate_rec_tall
+    assert reads[0].box.iou(Box(307, 155, 73, 36)) >= 0.5
+    assert len(reads) == 2 and reads[1].box.iou(Box(307, 155, 73, 36)) == 0
 
 
-def test_a_square_sign_does_not_outrank_the_plate(reader: PlateReader, data_dir: Path) -> None:
+def test_a_square_sign_does_not_outrank_the_plate(
+    reader: PlateReader, single_rec: PlateReader, data_dir: Path,
+) -> None:
     # A PROPERTY sign reads as a clean seven-character `PR0PERT` in a box about as tall as wide;
     # a car plate's box is at least `MIN_PLATE_ASPECT` times as wide as tall, so the sign ranks lower.
     # The boxes are fixed (the sign as an earlier detector framed it, 147 x 115 px, and the
     # labelled plate) so that the rule, not the detector's framing of the day, is what is tested.
     image, _ = read_image(data_dir / "us" / "wts-lg-000062.jpg")
-    sign = reader.read_plate(image, Detection(Box(1133, 583, 147, 115), 0.94), "us")
-    plate = reader.read_plate(image, Detection(Box(662, 520, 82, 41), 0.92), "us")
+    sign = single_rec.read_plate(image, Detection(Box(1133, 583, 147, 115), 0.94), "us")
+    plate = single_rec.read_plate(image, Detection(Box(662, 520, 82, 41), 0.92), "us")
     assert sign is not None and plate is not None
     assert sign.text.startswith("PR0PERT") and plate.text == "GT679A"
     assert sign.box.w < MIN_PLATE_ASPECT * sign.box.h and plate.box.w >= MIN_PLATE_ASPECT * plate.box.h

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from contract_support import set_contract_key
 
-from alprd.config import PACKAGE_MODELS_DIR
+from alprd.config import PACKAGE_MODELS_DIR, ReaderConfig
 from alprd.errors import ModelError
 from alprd.lines import LineFinder
+from alprd.reader import PlateReader
 from alprd.recognize import ALPHABET, Recognizer, decode
 
 
@@ -145,6 +146,17 @@ def test_width_scale_out_of_range_is_refused(tmp_path: Path) -> None:
     set_contract_key(models / "plate_rec.json", "input.width_scale", 5)
     with pytest.raises(ModelError, match=r"width_scale"):
         Recognizer(models)
+
+
+def test_tall_row_recognizer_must_share_the_row_cut(tmp_path: Path) -> None:
+    # One line finder cuts the rows for both recognizers: a contract trained on another cut is refused.
+    models = _copy_models(tmp_path)
+    set_contract_key(models / "plate_rec_tall.json", "input.row_margin", 0.3)
+    with pytest.raises(ModelError, match=r"plate_rec_tall\.json: input\.row_margin"):
+        PlateReader(ReaderConfig(models_dir=models))
+    # Not loaded at all where it is switched off.
+    (models / "plate_rec_tall.onnx").unlink()
+    assert PlateReader(ReaderConfig(models_dir=models, tall_row_px=0)).tall is None
 
 
 def test_lines_are_squeezed_as_the_contract_says(recognizer: Recognizer) -> None:

@@ -7,13 +7,18 @@ squeeze-excite convolutions, the sequence neck, the head) stays float: all 57 co
 quantized (MinMax ranges) changed the greedy reading of 59 of 600 training rows, these 19 change 2.
 
 Activation ranges come from 300 training rows (seeded sample of the recognizer's `lines.npz`, the
-train halves only), each resized to 48 x 160, with the 99.99th percentile of each tensor's values:
+train halves only), each resized to 48 x 160 (32 x 96 for a 32-px model), with the 99.99th
+percentile of each tensor's values:
 of MinMax, Percentile and Entropy calibration it moved the float model's per-step probabilities
 least on another 600 training rows (`--check`). No dev or test photo is used.
 
 Usage (training venv: needs onnx and onnxruntime.quantization):
   /work/train-venv/bin/python training/quantize_recognizer.py \
       --float /work/tmp/alprd-rec-runs/r10/plate_rec.onnx --data /work/tmp/alprd-rec-data-m/lines.npz
+  # the recognizer for tall rows (run r16, 32 px high):
+  /work/train-venv/bin/python training/quantize_recognizer.py \
+      --float /work/tmp/alprd-rec-runs/r16/plate_rec.onnx --data /work/tmp/alprd-rec-data-m/lines.npz \
+      --out models/plate_rec_tall.onnx
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import training.train_recognizer as tr  # noqa: E402
 from training.train_recognizer import MODELS, greedy, load_lines, target_width, to_tensor  # noqa: E402
 
 CALIB_WIDTH = 160
@@ -43,6 +49,11 @@ def rows(images: list[np.ndarray], n: int, seed: int) -> list[np.ndarray]:
 
 def tensor(img: np.ndarray, width: int) -> np.ndarray:
     return to_tensor(img, width)[None]
+
+
+def calib_width() -> int:
+    """CALIB_WIDTH at a 48-px height, in proportion at another (a multiple of 32)."""
+    return max(32, round(CALIB_WIDTH * tr.HEIGHT / 48 / 32) * 32)
 
 
 def heavy_convs(model) -> list[str]:  # type: ignore[no-untyped-def]
@@ -72,7 +83,7 @@ def quantize(src: Path, dst: Path, calib: list[np.ndarray]) -> int:
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
-            self.it = iter([{name: tensor(img, CALIB_WIDTH)} for img in calib])
+            self.it = iter([{name: tensor(img, calib_width())} for img in calib])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
@@ -115,6 +126,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     contract = json.loads(args.float_model.with_suffix(".json").read_text())
+    # The training script's row sizing follows the model's input height and narrowest width.
+    tr.HEIGHT = int(contract["input"].get("height", 48))
+    tr.MIN_INPUT = int(contract["input"].get("min_width", 0))
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "plate_rec.onnx"
         images = load_lines(args.data)[0]
@@ -126,7 +140,7 @@ def main() -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_bytes(staged.read_bytes())
     float_sha = hashlib.sha256(args.float_model.read_bytes()).hexdigest()
-    contract["file"] = args.out.name
+    contract["name"], contract["file"] = args.out.stem, args.out.name
     contract["source"] += (f"; its {count} 1x1 convolutions of at least {MIN_CHANNELS} channels quantized "
                            f"to int8 by training/quantize_recognizer.py (float model SHA-256 {float_sha})")
     contract["sha256"] = hashlib.sha256(args.out.read_bytes()).hexdigest()
