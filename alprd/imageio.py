@@ -80,10 +80,10 @@ def _decode_jpeg(data: bytes) -> Image | None:
     """Decode with libjpeg-turbo through simplejpeg; None where OpenCV must decide.
 
     The pixels are the same as OpenCV's (both are libjpeg-turbo with the same settings: identical
-    on all 1900 JPEGs of ../shared/data), but simplejpeg's build decodes a 1280 x 1280 photo in
-    10 ms against OpenCV's 14-15: a tenth of the reader's time per photo. Whatever it does not do
-    exactly as OpenCV would (an EXIF-rotated photo, CMYK or 12-bit JPEG, a damaged file, which
-    OpenCV decodes leniently) goes to OpenCV, so behaviour is unchanged.
+    on all 1900 JPEGs of ../shared/data), and a file is read and decoded ~9% faster (a 1280 x 1280
+    photo 11.6 -> 10.7 ms, interleaved; BENCHMARKS.md). Whatever it does not do exactly as OpenCV
+    would (an EXIF-rotated photo, CMYK or 12-bit JPEG, a damaged file) goes to OpenCV, so
+    behaviour is unchanged.
     """
     if _orientation(data) not in (0, 1):
         return None
