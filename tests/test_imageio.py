@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import cv2
@@ -59,8 +60,6 @@ def test_huge_jpeg_is_decoded_reduced(tmp_path: Path) -> None:
 
 def _exif_orientation_segment(value: int, order: str = "<") -> bytes:
     """An APP1 Exif segment whose IFD0 holds only the orientation tag."""
-    import struct
-
     mark = b"II" if order == "<" else b"MM"
     tiff = mark + struct.pack(order + "HI", 42, 8) + struct.pack(order + "H", 1)
     tiff += struct.pack(order + "HHI", 0x0112, 3, 1) + struct.pack(order + "HH", value, 0)

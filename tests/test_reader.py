@@ -120,7 +120,7 @@ def test_fallback_reads_again_where_the_first_detector_reads_no_plate_or_several
 
 
 def test_tall_rows_are_read_by_the_32_px_recognizer_as_by_the_48_px_one(
-    reader: PlateReader, data_dir: Path,
+    reader: PlateReader, single_rec: PlateReader, data_dir: Path,
 ) -> None:
     """Rows at least `tall_row_px` high in the photo go to plate_rec_tall (32 px, fewer columns);
     on the large Brazilian plates the top reads are those of plate_rec alone."""
@@ -144,7 +144,7 @@ def test_tall_rows_are_read_by_the_32_px_recognizer_as_by_the_48_px_one(
     blur = cv2.GaussianBlur(row, (0, 0), 6)
     unsure = reader.tall.recognize(blur)
     assert unsure.confidence < TALL_SURE and reader.recognize_row(blur) == reader.recognizer.recognize(blur)
-    single = PlateReader(ReaderConfig(**{**PHOTO_READER, "tall_row_px": 0}))
+    single = single_rec
     assert single.tall is None and "plate_rec_tall" not in single.model_hashes
     agree = 0
     rows = _sample(data_dir / "br", 12)

@@ -37,7 +37,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import training.train_recognizer as tr  # noqa: E402
-from training.train_recognizer import MODELS, greedy, load_lines, target_width, to_tensor  # noqa: E402
+from training.train_recognizer import (  # noqa: E402
+    MODELS,
+    greedy,
+    load_lines,
+    target_width,
+    to_tensor,
+    use_sizes_of,
+)
 
 CALIB_WIDTH = 160
 MIN_CHANNELS = 192
@@ -126,9 +133,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     contract = json.loads(args.float_model.with_suffix(".json").read_text())
-    # The training script's row sizing follows the model's input height and narrowest width.
-    tr.HEIGHT = int(contract["input"].get("height", 48))
-    tr.MIN_INPUT = int(contract["input"].get("min_width", 0))
+    use_sizes_of(contract)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "plate_rec.onnx"
         images = load_lines(args.data)[0]

@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -666,12 +667,17 @@ def main() -> None:
         install(out)
 
 
+def use_sizes_of(contract: dict[str, Any]) -> None:
+    """Size rows (HEIGHT, MIN_INPUT) as the model of this run contract was trained to read them."""
+    global HEIGHT, MIN_INPUT
+    HEIGHT = int(contract.get("input", {}).get("height", 48))
+    MIN_INPUT = int(contract.get("input", {}).get("min_width", 0))
+
+
 def install(onnx_path: Path) -> None:
     """Copy a run's model into models/ and rewrite its contract there (SHA-256 of the copy)."""
-    global HEIGHT, MIN_INPUT
     run_contract = json.loads(onnx_path.with_suffix(".json").read_text())
-    HEIGHT = int(run_contract.get("input", {}).get("height", 48))
-    MIN_INPUT = int(run_contract.get("input", {}).get("min_width", 0))
+    use_sizes_of(run_contract)
     extra = {k: run_contract[k] for k in ("source", "licence", "trained_on") if k in run_contract}
     shutil.copyfile(onnx_path, MODELS / "plate_rec.onnx")
     row_margin = float(run_contract.get("input", {}).get("row_margin", 0.0))
