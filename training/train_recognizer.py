@@ -415,7 +415,7 @@ class Stream:
         self.sources = list(by_source)
         self.weights = [mix[s] / total for s in self.sources]
         self.by_source = by_source
-        self.pending: dict[int, list[tuple[np.ndarray, str]]] = {}
+        self.pending: dict[int, list[tuple[np.ndarray, str, str]]] = {}
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         while True:
@@ -424,11 +424,11 @@ class Stream:
             img = augment(self.images[i], self.rng)
             b = bucket(target_width(img, self.width_scale), self.width_scale)
             queue = self.pending.setdefault(b, [])
-            queue.append((img, self.labels[i]))
+            queue.append((img, self.labels[i], src))
             if len(queue) == self.batch:
                 self.pending[b] = []
-                x = np.stack([to_tensor(im, b) for im, _ in queue])
-                yield x, [lab for _, lab in queue]
+                x = np.stack([to_tensor(im, b) for im, _, _ in queue])
+                yield x, [lab for _, lab, _ in queue], [s for _, _, s in queue]
 
 
 def load_lines(path: Path) -> tuple[list[np.ndarray], list[str], list[str]]:
@@ -503,6 +503,9 @@ def main() -> None:
                     help="an earlier run's plate_rec.onnx with the same output steps: its per-step "
                          "probabilities join the CTC loss (KL divergence, weight --distill)")
     ap.add_argument("--distill", type=float, default=1.0, help="weight of the teacher's KL term")
+    ap.add_argument("--o-neutral", default="", metavar="SOURCES",
+                    help="comma-separated sources (us,us-crops) whose labels write 0 for an O-like glyph: "
+                         "their loss merges O into 0, so they teach nothing about telling the two apart")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this earlier run's plate_rec.onnx instead of the stock weights")
     ap.add_argument("--install", action="store_true", help="after training, install into models/")
@@ -583,7 +586,12 @@ def main() -> None:
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
     stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale)
-    for step, (x, labs) in enumerate(stream, 1):
+    neutral = {s for s in args.o_neutral.split(",") if s}
+    unknown = neutral - set(sources)
+    if unknown:
+        ap.error(f"--o-neutral: no lines from {sorted(unknown)}")
+    zero, oh = ALPHABET.index("0") + 1, ALPHABET.index("O") + 1
+    for step, (x, labs, srcs) in enumerate(stream, 1):
         cosine = 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, args.steps - warm)))
         f = step / warm if step <= warm else cosine
         for g, b in zip(opt.param_groups, base, strict=True):
@@ -591,6 +599,15 @@ def main() -> None:
         logits = net(torch.from_numpy(x))  # N, T, 37
         logp37 = log_probs(logits)
         logp = logp37.permute(1, 0, 2)
+        if neutral and any(s in neutral for s in srcs):
+            # The US labels write 0 for every round glyph (the plates' O and 0 are often one
+            # glyph): for those lines O and 0 count as one class, so only EU/BR lines, whose
+            # labels keep the letter, teach the difference.
+            mask = torch.tensor([s in neutral for s in srcs])
+            merged = logp.clone()
+            merged[:, :, zero] = torch.logaddexp(logp[:, :, zero], logp[:, :, oh])
+            logp = torch.where(mask[None, :, None], merged, logp)
+            labs = [lab.replace("O", "0") if s in neutral else lab for lab, s in zip(labs, srcs, strict=True)]
         targets = torch.tensor([ALPHABET.index(c) + 1 for lab in labs for c in lab], dtype=torch.long)
         lengths = torch.tensor([len(lab) for lab in labs], dtype=torch.long)
         in_len = torch.full((len(labs),), logp.shape[0], dtype=torch.long)
@@ -609,7 +626,8 @@ def main() -> None:
         opt.step()
         run_loss += float(loss.detach())
         pred = logp37.detach().numpy()
-        run_ok += sum(greedy(p) == lab for p, lab in zip(pred, labs, strict=True))
+        run_ok += sum((greedy(p).replace("O", "0") if s in neutral else greedy(p)) == lab
+                      for p, lab, s in zip(pred, labs, srcs, strict=True))
         run_n += len(labs)
         run_steps += 1
         if step % 20 == 0 or step == args.steps:
@@ -645,6 +663,7 @@ def main() -> None:
         "height": args.height,
         "halve_width_at": args.halve_width_at or None,
         "teacher": str(args.teacher) if args.teacher else None,
+        "o_neutral": sorted(neutral) or None,
         "minutes_2core_cpu": round(minutes, 1),
         "command": "training/prepare_rec_data.py && training/train_recognizer.py " + " ".join(sys.argv[1:]),
     }
