@@ -115,11 +115,12 @@ def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]
         for cand in candidates[1:]:
             if grammar.fits(cand.text) and cand.confidence >= MIN_ALTERNATIVE_RATIO * best.confidence:
                 return cand, True
+        # No probability floor here: the decoder offers an O only where it saw one at 2% or more,
+        # and a 0 between letters is, by the labels below, nearly never right. The read keeps the
+        # best read's confidence: the glyphs are the same, only the prior differs.
         lettered = letter_o_amid_letters(best.text)
-        if lettered != best.text:
-            for cand in candidates[1:]:
-                if cand.text == lettered and cand.confidence >= MIN_ALTERNATIVE_RATIO * best.confidence:
-                    return cand, False
+        if lettered != best.text and any(cand.text == lettered for cand in candidates[1:]):
+            return Candidate(lettered, best.confidence), False
     return best, False
 
 
@@ -130,7 +131,8 @@ def letter_o_amid_letters(text: str) -> str:
     written in letter and digit groups. In the labels of the eu and br photo folders and the 1,144
     br-crops, a 0 between two letters occurs in none of 1,366 plates and an O between two letters
     in 15; the recognizer, fine-tuned also on US labels that write 0 for every round glyph, leans
-    the other way. US plates do carry 0 between letters (HK0E7C), so only the closed regions apply
+    the other way (WOB-VWMK4 read W0BVWMK4 with the O at 4-6% of its probability, depending on the
+    photo's scale). US plates do carry 0 between letters (HK0E7C), so only the closed regions apply
     this, and only to a read that fits none of their formats.
     """
     chars = list(text)
