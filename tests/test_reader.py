@@ -326,3 +326,19 @@ def test_a_square_sign_does_not_outrank_the_plate(
     assert sign.confidence < plate.confidence < sign.confidence / SQUARE_FACTOR  # it decides
     reads = reader.read(image, "us").reads
     assert reads[0].text == "GT679A"
+
+
+def test_custom_eu_plates_read_the_letter_o_between_letters(reader: PlateReader, data_dir: Path) -> None:
+    # WOB-VWMK4 and KM-BORAK fit no national format; the recognizer reads their O as 0 with the O
+    # as a runner-up, and the eu grammar takes the O (grammar.letter_o_amid_letters). Scaled, the
+    # photos give the O less probability: the rule must not depend on one framing.
+    for name, plate in (("eu6.jpg", "WOBVWMK4"), ("test_049.jpg", "KMBORAK")):
+        image, _ = read_image(data_dir / "eu" / name)
+        for scale in (1.0, 0.8):
+            scaled = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale,
+                                                          interpolation=cv2.INTER_AREA)
+            top = reader.read(scaled, "eu").reads[0]
+            assert top.text == plate, (name, scale, top.text)
+            assert not top.grammar_ok and plate.replace("O", "0") in {c.text for c in top.candidates}
+        # The US grammar keeps the recognizer's reading.
+        assert reader.read(image, "us").reads[0].text == plate.replace("O", "0")
