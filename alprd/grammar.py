@@ -131,7 +131,7 @@ def letter_o_amid_letters(text: str) -> str:
     written in letter and digit groups. In the labels of the eu and br photo folders and the 1,144
     br-crops, a 0 between two letters occurs in none of 1,366 plates and an O between two letters
     in 15; the recognizer, fine-tuned also on US labels that write 0 for every round glyph, leans
-    the other way (WOB-VWMK4 read W0BVWMK4 with the O at 4-6% of its probability, depending on the
+    the other way (WOB-VWMK4 read W0BVWMK4 with the O at 2.5-7.6% of its probability, by the
     photo's scale). US plates do carry 0 between letters (HK0E7C), so only the closed regions apply
     this, and only to a read that fits none of their formats.
     """
