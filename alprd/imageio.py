@@ -39,40 +39,42 @@ def _segments(data: bytes) -> Iterator[tuple[int, int, int]]:
         i += 2 + length
 
 
-def _dimensions(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header, or None if unknown."""
+def _header(data: bytes) -> tuple[tuple[int, int] | None, int]:
+    """((width, height) or None if unknown, EXIF orientation: 1 when absent) of a PNG or JPEG,
+    from one walk over a JPEG's header segments."""
     if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
         w, h = struct.unpack(">II", data[16:24])
-        return int(w), int(h)
+        return (int(w), int(h)), 1
+    dims: tuple[int, int] | None = None
+    orientation: int | None = None
     if data[:2] == b"\xff\xd8":
         for marker, at, length in _segments(data):
-            if marker in _SOF and length >= 5 and at + 5 <= len(data):
+            if marker == 0xE1 and orientation is None and data[at : at + 6] == b"Exif\x00\x00":
+                orientation = _exif_orientation(data[at + 6 : at + length])
+            elif marker in _SOF and dims is None and length >= 5 and at + 5 <= len(data):
                 h, w = struct.unpack(">HH", data[at + 1 : at + 5])
-                return int(w), int(h)
-    return None
-
-
-def _orientation(data: bytes) -> int:
-    """The EXIF orientation tag of a JPEG (1, upright, when absent or unreadable)."""
-    for marker, at, length in _segments(data):
-        if marker != 0xE1 or data[at : at + 6] != b"Exif\x00\x00":
-            continue
-        tiff = data[at + 6 : at + length]
-        order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-        if order is None or len(tiff) < 8:
-            return 1
-        (ifd,) = struct.unpack(order + "I", tiff[4:8])
-        if ifd + 2 > len(tiff):
-            return 1
-        (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
-        for k in range(count):
-            entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
-            if len(entry) < 12:
+                dims = int(w), int(h)
+            if dims is not None and orientation is not None:
                 break
-            tag, kind = struct.unpack(order + "HH", entry[:4])
-            if tag == _EXIF_ORIENTATION and kind == 3:  # SHORT
-                return int(struct.unpack(order + "H", entry[8:10])[0])
+    return dims, 1 if orientation is None else orientation
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The orientation tag of an Exif block's first IFD (1, upright, when absent or unreadable)."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
         return 1
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return 1
+    (count,) = struct.unpack(order + "H", tiff[ifd : ifd + 2])
+    for k in range(count):
+        entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag == _EXIF_ORIENTATION and kind == 3:  # SHORT
+            return int(struct.unpack(order + "H", entry[8:10])[0])
     return 1
 
 
@@ -85,8 +87,6 @@ def _decode_jpeg(data: bytes) -> Image | None:
     would (an EXIF-rotated photo, CMYK or 12-bit JPEG, a damaged file) goes to OpenCV, so
     behaviour is unchanged.
     """
-    if _orientation(data) not in (0, 1):
-        return None
     try:
         img = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True)
     except (ValueError, RuntimeError):
@@ -100,14 +100,15 @@ def decode_image(data: bytes, name: str = "image") -> tuple[Image, float]:
         raise ImageError(f"{name}: empty file")
     scale = 1.0
     flags = cv2.IMREAD_COLOR
-    dims = _dimensions(data)
+    dims, orientation = _header(data)
     if dims is not None and dims[0] * dims[1] > MAX_DECODE_PIXELS:
         for factor, flag in ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
                              (8, cv2.IMREAD_REDUCED_COLOR_8)):
             flags, scale = flag, 1.0 / factor
             if dims[0] * dims[1] / factor**2 <= MAX_DECODE_PIXELS:
                 break
-    elif dims is not None and data[:2] == b"\xff\xd8" and (fast := _decode_jpeg(data)) is not None:
+    elif (dims is not None and data[:2] == b"\xff\xd8" and orientation in (0, 1)
+          and (fast := _decode_jpeg(data)) is not None):
         return fast, scale
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
