@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import SourceConfig
 from .errors import CaptureError, ImageError
-from .imageio import read_image
+from .imageio import MAX_DECODE_PIXELS, read_image
 from .types import Frame, Image
 
 log = logging.getLogger(__name__)
@@ -319,10 +319,14 @@ def _open_cv(target: str | int) -> Any:
 class ImageDirSource:
     """A folder of photos in sorted order; each photo is its own scene (no tracking across photos)."""
 
-    def __init__(self, cfg: SourceConfig, camera: str = "cam0", clock: Clock | None = None) -> None:
+    def __init__(
+        self, cfg: SourceConfig, camera: str = "cam0", clock: Clock | None = None,
+        max_pixels: int = MAX_DECODE_PIXELS,
+    ) -> None:
         self.cfg = cfg
         self.camera = camera
         self.clock = clock or SystemClock()
+        self.max_pixels = max_pixels
         self.stats = CaptureStats()
         self._files: list[Path] = []
         self._next = 0
@@ -371,7 +375,7 @@ class ImageDirSource:
             path = self._files[self._next]
             self._next += 1
             try:
-                image, _ = read_image(path)
+                image, _ = read_image(path, self.max_pixels)
             except ImageError as e:
                 self.stats.errors += 1
                 self.stats.last_error = f"cannot decode {path.name}"
@@ -498,10 +502,14 @@ class PiCameraSource:  # pragma: no cover - needs a Raspberry Pi camera (tests m
         self.stats.connected = False
 
 
-def make_source(cfg: SourceConfig, camera: str = "cam0", clock: Clock | None = None) -> FrameSource:
-    """The source that `source.kind` names (picamera2 is imported only here, only when asked for)."""
+def make_source(
+    cfg: SourceConfig, camera: str = "cam0", clock: Clock | None = None, max_pixels: int = MAX_DECODE_PIXELS
+) -> FrameSource:
+    """The source that `source.kind` names (picamera2 is imported only here, only when asked for).
+
+    `max_pixels` (`reader.max_pixels`) bounds what an image file may decode to."""
     if cfg.kind == "images":
-        return ImageDirSource(cfg, camera, clock)
+        return ImageDirSource(cfg, camera, clock, max_pixels)
     if cfg.kind == "picamera2":
         return PiCameraSource(cfg, camera, clock)
     if cfg.kind == "video" and (_is_device_index(cfg.path) or _is_url(cfg.path)):

@@ -15,7 +15,9 @@ from .errors import ImageError
 from .types import Image
 
 MAX_DECODE_PIXELS = 40_000_000
-"""Larger images are decoded at 1/2, 1/4 or 1/8 scale (JPEG does this cheaply)."""
+"""Default of `reader.max_pixels`: larger JPEGs are decoded at 1/2, 1/4 or 1/8 scale (libjpeg does
+that without the full-size pixels); other formats larger than this are refused unread, because
+OpenCV decodes them at full size first (a 1.1 MB 20000 x 20000 PNG took 1.4 GB)."""
 
 _SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
 _EXIF_ORIENTATION = 0x0112
@@ -59,6 +61,44 @@ def _header(data: bytes) -> tuple[tuple[int, int] | None, int]:
     return dims, 1 if orientation is None else orientation
 
 
+def _other_dims(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a BMP, WebP or TIFF: the size is known before decoding."""
+    if data[:2] == b"BM" and len(data) >= 26:
+        if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER
+            w, h = struct.unpack("<HH", data[18:22])
+        else:
+            w, h = struct.unpack("<ii", data[18:26])
+        return abs(int(w)), abs(int(h))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        kind = data[12:16]
+        if kind == b"VP8 ":
+            w, h = struct.unpack("<HH", data[26:30])
+            return int(w) & 0x3FFF, int(h) & 0x3FFF
+        if kind == b"VP8L":
+            (bits,) = struct.unpack("<I", data[21:25])
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if kind == b"VP8X":
+            return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+        return None
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None or len(data) < 8:
+        return None
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    if ifd + 2 > len(data):
+        return None
+    (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
+    size: dict[int, int] = {}
+    for k in range(count):
+        entry = data[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            break
+        tag, kind_ = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
+            short = kind_ == 3
+            size[tag] = int(struct.unpack(order + ("H" if short else "I"), entry[8 : 10 if short else 12])[0])
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
 def _exif_orientation(tiff: bytes) -> int:
     """The orientation tag of an Exif block's first IFD (1, upright, when absent or unreadable)."""
     order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
@@ -94,20 +134,38 @@ def _decode_jpeg(data: bytes) -> Image | None:
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image(data: bytes, name: str = "image") -> tuple[Image, float]:
-    """Decode encoded image bytes to BGR; returns (image, scale of the decoded image vs the file)."""
+def decode_image(
+    data: bytes, name: str = "image", max_pixels: int = MAX_DECODE_PIXELS
+) -> tuple[Image, float]:
+    """Decode encoded image bytes to BGR; returns (image, scale of the decoded image vs the file).
+
+    At most `max_pixels` (`reader.max_pixels`) are decoded; an image whose size its header does not
+    tell, or that cannot be decoded that small, is refused before any pixel is allocated.
+    """
     if not data:
         raise ImageError(f"{name}: empty file")
     scale = 1.0
     flags = cv2.IMREAD_COLOR
     dims, orientation = _header(data)
-    if dims is not None and dims[0] * dims[1] > MAX_DECODE_PIXELS:
+    if dims is None:
+        dims = _other_dims(data)
+        if dims is None:
+            raise ImageError(
+                f"{name}: not a readable image (no JPEG, PNG, BMP, WebP or TIFF header telling its size)"
+            )
+    pixels = dims[0] * dims[1]
+    if pixels > max_pixels:
+        if data[:2] != b"\xff\xd8" or pixels / 64 > max_pixels:
+            raise ImageError(
+                f"{name}: {dims[0]} x {dims[1]} pixels is more than reader.max_pixels ({max_pixels}); "
+                "refused unread (downscale it, or raise reader.max_pixels)"
+            )
         for factor, flag in ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
                              (8, cv2.IMREAD_REDUCED_COLOR_8)):
             flags, scale = flag, 1.0 / factor
-            if dims[0] * dims[1] / factor**2 <= MAX_DECODE_PIXELS:
+            if pixels / factor**2 <= max_pixels:
                 break
-    elif (dims is not None and data[:2] == b"\xff\xd8" and orientation in (0, 1)
+    elif (data[:2] == b"\xff\xd8" and orientation in (0, 1)
           and (fast := _decode_jpeg(data)) is not None):
         return fast, scale
     try:
@@ -121,10 +179,10 @@ def decode_image(data: bytes, name: str = "image") -> tuple[Image, float]:
     return np.ascontiguousarray(img[:, :, :3], dtype=np.uint8), scale
 
 
-def read_image(path: str | Path) -> tuple[Image, float]:
+def read_image(path: str | Path, max_pixels: int = MAX_DECODE_PIXELS) -> tuple[Image, float]:
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as e:
         raise ImageError(f"{p}: cannot read file ({e.strerror})") from None
-    return decode_image(data, str(p))
+    return decode_image(data, str(p), max_pixels)

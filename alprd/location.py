@@ -7,7 +7,6 @@ reconnected with backoff; a stale fix is not reported.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import GpsdConfig, LocationConfig
+from .untrusted import UntrustedInput, loads
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class GpsdClient:
         self._delay = 1.0
         self.fix: Fix | None = None
         self.errors = 0
+        self.refused = 0
+        """Lines that were too long, too deep or not JSON: counted, never fatal."""
 
     def _connect(self, now: float) -> None:
         try:
@@ -96,11 +98,15 @@ class GpsdClient:
             self._handle(line, now)
 
     def _handle(self, line: bytes, now: float) -> None:
-        if len(line) > _MAX_LINE:
+        if not line.strip():
             return
         try:
-            msg = json.loads(line)
-        except ValueError:
+            msg = loads(line, _MAX_LINE)
+        except UntrustedInput as e:
+            self.refused += 1
+            # a babbling receiver must not flood the journal: warn at the 1st, 2nd, 4th, 8th ... refusal
+            n = self.refused
+            (log.warning if n & (n - 1) == 0 else log.debug)("gpsd line refused (%d so far): %s", n, e)
             return
         if not isinstance(msg, dict) or msg.get("class") != "TPV":
             return

@@ -103,3 +103,39 @@ def test_grey_and_damaged_jpegs_decode_as_opencv(data_dir: Path) -> None:
     src = sorted((data_dir / "us").glob("*.jpg"))[0].read_bytes()
     with pytest.raises(ImageError, match=r"cut\.jpg"):
         decode_image(src[: len(src) * 2 // 3], "cut.jpg")
+
+
+def test_huge_png_is_refused_unread_with_a_message() -> None:
+    """A 1.1 MB PNG of 20000 x 20000 decoded at full size took 1.4 GB: refused before decoding."""
+    import resource
+
+    ok, png = cv2.imencode(".png", np.zeros((20000, 20000), np.uint8))
+    assert ok and len(png) < 2_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError, match=r"big\.png: 20000 x 20000 pixels is more than reader\.max_pixels"):
+        decode_image(png.tobytes(), "big.png")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KB: nothing decoded
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".webp", ".tif"])
+def test_max_pixels_applies_to_every_format_that_tells_its_size(ext: str) -> None:
+    ok, buf = cv2.imencode(ext, np.full((300, 400, 3), 7, np.uint8))
+    assert ok
+    img, scale = decode_image(buf.tobytes(), "x" + ext, max_pixels=120_000)
+    assert img.shape == (300, 400, 3) and scale == 1.0
+    with pytest.raises(ImageError, match=r"more than reader\.max_pixels"):
+        decode_image(buf.tobytes(), "x" + ext, max_pixels=119_999)
+
+
+def test_a_jpeg_over_the_cap_is_decoded_reduced_and_one_too_big_even_so_is_refused() -> None:
+    ok, jpg = cv2.imencode(".jpg", np.zeros((400, 600, 3), np.uint8))
+    assert ok
+    img, scale = decode_image(jpg.tobytes(), max_pixels=100_000)
+    assert img.shape == (200, 300, 3) and scale == 0.5
+    with pytest.raises(ImageError, match=r"more than reader\.max_pixels"):
+        decode_image(jpg.tobytes(), max_pixels=3000)  # 1/8 is still 3,750 pixels
+
+
+def test_a_format_whose_size_is_unknown_is_refused() -> None:
+    with pytest.raises(ImageError, match="not a readable image"):
+        decode_image(b"P6\n20000 20000\n255\n" + b"\0" * 100, "x.ppm")

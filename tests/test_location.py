@@ -209,3 +209,16 @@ def test_locator_prefers_a_fresh_fix_then_falls_back_to_static(gpsd: FakeGpsd) -
     finally:
         loc.close()
     assert Locator(LocationConfig()).current() is None
+
+
+def test_deeply_nested_lines_are_refused_and_counted_not_fatal(gpsd: FakeGpsd) -> None:
+    # 5,000 `[` from a receiver (or whoever reaches gpsd's port) ended the daemon with RecursionError
+    client = GpsdClient(GpsdConfig(port=gpsd.port))
+    try:
+        client.poll()
+        gpsd.send(b"[" * 5000 + b"\n", b'{"a":' * 3000 + b"\n", b"\xff\xfe\n", b"\n")
+        gpsd.send(tpv(48.1, 11.6))
+        assert poll_until(client, lambda: client.fix is not None)
+        assert client.refused == 3  # the empty line is no refusal
+    finally:
+        client.close()
