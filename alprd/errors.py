@@ -43,5 +43,9 @@ class StoreError(AlprdError):
     """On-device storage (SQLite, evidence files) failed."""
 
 
+class InstanceLockedError(AlprdError):
+    """Another alprd already runs on the same storage dir (a usage error: exit 2)."""
+
+
 class EvidenceError(AlprdError):
     """Sealed evidence cannot be opened: damaged, not evidence, or sealed to another key."""

@@ -10,19 +10,30 @@ it is older than its TTL, so setting the clock back cannot keep evidence longer.
 restarts at boot, so it is only compared within the boot that wrote the row.)
 
 A database that fails `PRAGMA integrity_check` (or is not a database at all) is moved to
-`quarantine/` and a fresh one is started: the service keeps running, `quarantined` raises the alarm.
-Every SQLite or file-system failure, including a full disk, surfaces as StoreError.
+`quarantine/` and a fresh one is started: the service keeps running, `quarantined` raises the alarm,
+and the fresh chain's first entry names the quarantined file and its SHA-256.
+Every SQLite or file-system failure, including a full disk, surfaces as StoreError. The daemon opens
+its store with `allow_unavailable`: on a disk too full for SQLite even to open its WAL, the store
+starts closed, every call raises StoreError ("storage is full") and it reopens once space returns.
+
+Delivered hits: deleted rows are zeroed in the database (`secure_delete`), and the WAL, which still
+holds the pages as they were written, is checkpointed and truncated after deliveries, so the files
+under storage.dir keep no copy of a delivered hit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import re
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -34,7 +45,7 @@ from cryptography.hazmat.primitives import serialization
 
 from . import audit as audit_chain
 from .clock import Clock, SystemClock
-from .errors import KeyFileError, StoreError
+from .errors import InstanceLockedError, KeyFileError, StoreError
 from .keys import load_or_create_device_key, write_file_atomic
 from .privacy import EVIDENCE_MAGIC
 
@@ -45,7 +56,12 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "alprd.db"
 DEVICE_KEY_NAME = "device.key"
+LOCK_NAME = "alprd.lock"
 CLOCK_JUMP_S = 60.0
+NO_SPACE_BYTES = 1 << 20
+"""Below this much free space (for this user) an open that fails is taken as 'disk full'."""
+WAL_CHECKPOINT_S = 1.0
+"""Deliveries within this long share one WAL checkpoint (each one fsyncs)."""
 _HIT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 _SCHEMA = """
@@ -141,6 +157,7 @@ class Store:
         device_id: str = "alprd",
         busy_timeout_s: float = 10.0,
         purge_audit_every_s: float = 3600.0,
+        allow_unavailable: bool = False,
     ) -> None:
         self.dir = Path(dir)
         self.clock = clock or SystemClock()
@@ -155,9 +172,14 @@ class Store:
         self.db_path = self.dir / DB_NAME
         self.evidence_dir = self.dir / "evidence"
         self.quarantined: Path | None = None
+        self.unavailable = ""
+        """Why the database could not be opened (a full disk at start); "" once it is open."""
         self._lock = threading.RLock()
         self._acked = 0
         self._last_tick: tuple[float, float] | None = None
+        self._reopen_at = 0.0
+        self._checkpoint_at = 0.0
+        self._wal_dirty = False
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.evidence_dir.mkdir(mode=0o700, exist_ok=True)
@@ -168,7 +190,16 @@ class Store:
         except KeyFileError as e:
             raise StoreError(str(e)) from None
         self._mac_key = audit_chain.mac_key(self.device_key)
-        self._conn = self._open_checked()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._open_checked()
+        except StoreError as e:
+            if not (allow_unavailable and self._no_space()):
+                raise
+            self.unavailable = str(e)
+            self._reopen_at = time.monotonic() + 1.0
+            log.error("storage %s cannot be opened, the disk is full (%s): running without it until "
+                      "space returns", self.db_path, e)
 
     @classmethod
     def from_config(cls, cfg: Config, clock: Clock | None = None) -> Store:
@@ -218,6 +249,33 @@ class Store:
             os.chmod(self.db_path, 0o600)
         return conn
 
+    def _no_space(self) -> bool:
+        try:
+            st = os.statvfs(self.dir)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < NO_SPACE_BYTES
+
+    def _connection(self, what: str) -> sqlite3.Connection:
+        """The open connection; while the disk is full at start, a reopen at most once a second."""
+        if self._conn is not None:
+            return self._conn
+        now = time.monotonic()
+        if now >= self._reopen_at:
+            self._reopen_at = now + 1.0
+            try:
+                self._conn = self._open_checked()
+            except StoreError as e:
+                self.unavailable = str(e)
+            else:
+                log.warning("storage %s opened: there is space again", self.db_path)
+                self.unavailable = ""
+                return self._conn
+        raise StoreError(
+            f"{what}: storage is full: {self.db_path} cannot be opened ({self.unavailable}); "
+            f"free space under {self.dir}"
+        )
+
     def _open_checked(self) -> sqlite3.Connection:
         try:
             return self._connect()
@@ -242,8 +300,12 @@ class Store:
             raise StoreError(f"{self.db_path}: fresh database cannot be created either: {e}") from None
         self.quarantined = moved
         self._conn = conn
+        # The fresh chain starts by naming what it replaces: an auditor can match the file kept in
+        # quarantine/ (or a copy taken off the device) to this entry.
         self.audit(
-            "alprd", "storage.quarantine", {"file": moved.name, "problem": problem[:200]}, "storage integrity"
+            "alprd", "storage.quarantine",
+            {"file": moved.name, "sha256": _file_sha256(moved), "problem": problem[:200]},
+            "storage integrity",
         )
         return conn
 
@@ -264,7 +326,7 @@ class Store:
     @contextlib.contextmanager
     def _tx(self, what: str, immediate: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            conn = self._conn
+            conn = self._connection(what)
             try:
                 conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
                 try:
@@ -293,13 +355,31 @@ class Store:
     def _read(self, what: str, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
             try:
-                return self._conn.execute(sql, args).fetchall()
+                return self._connection(what).execute(sql, args).fetchall()
             except sqlite3.Error as e:
                 raise self._error(what, e) from None
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
-            self._conn.close()
+            if self._conn is not None:
+                self._checkpoint_wal(force=True)
+                self._conn.close()
+
+    def _checkpoint_wal(self, force: bool = False) -> None:
+        """Fold the WAL into the database and truncate it, if a delivery left copies in it."""
+        if not self._wal_dirty or self._conn is None:
+            return
+        now = time.monotonic()
+        if not force and now < self._checkpoint_at:
+            return
+        self._checkpoint_at = now + WAL_CHECKPOINT_S
+        try:
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as e:
+            log.debug("WAL checkpoint failed: %s", e)  # retried after the next delivery or purge
+            return
+        if not busy:  # a reader (an `alprd audit verify`) kept it from finishing: try again later
+            self._wal_dirty = False
 
     def __enter__(self) -> Store:
         return self
@@ -337,6 +417,10 @@ class Store:
     def outbox_ack(self, msg_id: str) -> None:
         with self._tx("outbox_ack") as c:
             c.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,))
+        with self._lock:
+            # the WAL still holds the row as it was inserted (8-10 copies of a plate were found)
+            self._wal_dirty = True
+            self._checkpoint_wal()
 
     def outbox_depth(self) -> int:
         return int(self._read("outbox_depth", "SELECT COUNT(*) FROM outbox")[0][0])
@@ -425,6 +509,10 @@ class Store:
             orphans += 1
         counts = PurgeCounts(self._acked, expired, outbox_expired, orphans)
         self._acked = 0
+        with self._lock:
+            if outbox_expired:
+                self._wal_dirty = True
+            self._checkpoint_wal(force=True)  # deliveries within a second of the last checkpoint
         # Every run that deleted something is audited; empty runs (the housekeeping thread calls this
         # every few seconds) at most once per `purge_audit_every_s`, so the chain records that
         # retention kept running without growing by thousands of entries a day.
@@ -516,6 +604,71 @@ class Store:
         return audit_chain.make_checkpoint(
             self.device_key, self.device_id, result.count, result.head, _iso(self.clock.time())
         )
+
+
+def _file_sha256(path: Path) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class InstanceLock:
+    """One daemon per storage dir: an exclusive `flock` on `<storage.dir>/alprd.lock`.
+
+    Two daemons on one config took over each other's MQTT client id 40 times a minute, sent every hit
+    twice and wrote one SQLite file. The kernel drops the lock when the process dies, SIGKILL
+    included, so a stale file never blocks a restart. The file holds the PID for the refusal message.
+    """
+
+    def __init__(self, dir: Path) -> None:
+        self.path = Path(dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise InstanceLockedError naming the PID that holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # no inode left: nobody else can make it either
+                log.error("%s cannot be created (%s): running without the one-instance lock",
+                          self.path, e.strerror)
+                return
+            raise StoreError(f"{self.path}: cannot open the instance lock: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            try:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreError(f"{self.path}: cannot lock: {e.strerror}") from None
+            raise InstanceLockedError(
+                f"another alprd (PID {holder}) is running on storage.dir {self.path.parent} "
+                f"(it holds {self.path}); stop it first, or give this one its own storage.dir"
+            ) from None
+        with contextlib.suppress(OSError):  # a full disk: the lock holds without the PID in it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        # the file stays: unlinking it would let a third process lock a new file beside a holder
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> InstanceLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def write_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:

@@ -310,3 +310,118 @@ def test_every_purge_that_deletes_is_audited_idle_ones_hourly(tmp_path: Path, se
     assert [e.event for e in entries] == ["purge", "purge", "purge"]
     assert entries[1].object["evidence_expired"] == 1  # type: ignore[index]
     store.close()
+
+
+# --- issue 24: what a quarantine leaves, delivered hits, one instance, a start on a full disk --------
+
+
+def test_the_fresh_chain_starts_by_naming_the_quarantined_file_and_its_sha256(tmp_path: Path) -> None:
+    import hashlib
+
+    storage = tmp_path / "storage"
+    storage.mkdir(mode=0o700)
+    (storage / DB_NAME).write_bytes(b"this is not a database" * 500)
+    store = Store(storage, FakeClock())
+    try:
+        assert store.quarantined is not None
+        first = store.audit_entries()[0]
+        assert first.event == "storage.quarantine" and first.seq == 1
+        assert first.object["file"] == store.quarantined.name  # type: ignore[index]
+        assert first.object["sha256"] == hashlib.sha256(store.quarantined.read_bytes()).hexdigest()  # type: ignore[index]
+    finally:
+        store.close()
+
+
+def test_a_delivered_hit_leaves_no_copy_in_the_database_or_its_wal(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = _store(tmp_path, clock)
+    plate = b"7DELIV3RED"
+    try:
+        for i in range(20):
+            store.outbox_put(f"h{i}", "hit", b'{"plate":"' + plate + b'","n":%d}' % i, "hit")
+            store.audit("alprd", "hit", {"hit_id": f"h{i}"}, "test")
+        files = [tmp_path / "storage" / n for n in (DB_NAME, DB_NAME + "-wal")]
+        assert any(plate in f.read_bytes() for f in files if f.exists())  # queued: it is there
+        for i in range(20):
+            store.outbox_ack(f"h{i}")
+            clock.advance(0.1)
+        store.purge()  # a delivery within a second of the last checkpoint is folded in here
+        # while the store is still open (a running daemon): neither file holds the plate any more
+        for f in files:
+            assert not f.exists() or plate not in f.read_bytes(), f
+    finally:
+        store.close()
+
+
+def test_one_instance_lock_names_the_holder_and_dies_with_it(tmp_path: Path) -> None:
+    from alprd.errors import InstanceLockedError
+    from alprd.store import InstanceLock
+
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from pathlib import Path
+            from alprd.store import InstanceLock
+            InstanceLock(Path({str(storage)!r})).acquire()
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(InstanceLockedError, match=rf"PID {holder.pid}\b.*{storage}"):
+            InstanceLock(storage).acquire()
+        holder.send_signal(signal.SIGKILL)  # the kernel drops the lock with the process
+        holder.wait(10)
+        with InstanceLock(storage):
+            assert (storage / "alprd.lock").read_text().strip() == str(os.getpid())
+            with pytest.raises(InstanceLockedError):  # in one process too: one lock per open
+                InstanceLock(storage).acquire()
+        with InstanceLock(storage):
+            pass
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+def test_a_store_that_cannot_open_on_a_full_disk_starts_closed_and_opens_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({out.stderr.strip()[:100]}); CI runs as root")
+    try:
+        storage = mount / "state"
+        with Store(storage, FakeClock()) as store:
+            store.outbox_put("h0", "hit", b"x", "hit")
+        filler = mount / "filler"
+        with filler.open("wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        with pytest.raises(StoreError):  # what `alprd audit verify` and the other commands get
+            Store(storage, FakeClock())
+        store = Store(storage, FakeClock(), allow_unavailable=True)
+        try:
+            assert store.unavailable
+            with pytest.raises(StoreError, match="storage is full"):
+                store.outbox_depth()
+            filler.unlink()
+            time.sleep(1.1)  # reopening is tried at most once a second
+            assert store.outbox_depth() == 1 and store.unavailable == ""
+        finally:
+            store.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
