@@ -39,6 +39,8 @@ EVENTS = frozenset(
         "clock.jump",
         "storage.quarantine",
         "evidence.open",
+        "refused",
+        "hotlist.key",
     }
 )
 """The events the privacy core writes or expects; others are accepted but should be added here."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_config
-from .errors import AlprdError, ConfigError
+from .errors import AlprdError, ConfigError, InstanceLockedError
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,22 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(problem, file=sys.stderr)
         return EXIT_USAGE
-    from .daemon import preflight
+    from .config import key_lines
+    from .daemon import preflight, transport_warnings
 
     problems = preflight(cfg, args.config)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         return EXIT_USAGE
+    warnings = transport_warnings(cfg)
+    if warnings:
+        # a warning, not an error: a closed network may be a deliberate choice; the status says it too
+        lines = key_lines(args.config.read_text(encoding="utf-8"))
+        for key, msg in warnings:
+            loc = tuple(key.split("."))
+            line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
+            print(f"{args.config}:{line} {key}: warning: {msg}", file=sys.stderr)
     print(f"{args.config}: ok")
     return EXIT_OK
 
@@ -65,6 +74,16 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+def no_core_dumps() -> None:
+    """A core dump would hold the decrypted hot list: none, also outside systemd (LimitCORE=0 there)."""
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (OSError, ValueError) as e:
+        log.warning("cannot turn core dumps off: %s", e)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
@@ -74,6 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from .daemon import build
 
+    no_core_dumps()
     stop = threading.Event()
     install_signal_handlers(stop)
     try:
@@ -81,6 +101,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    except InstanceLockedError as e:
+        print(f"alprd: {e}", file=sys.stderr)
         return EXIT_USAGE
     except AlprdError as e:
         print(f"alprd: {e}", file=sys.stderr)

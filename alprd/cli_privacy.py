@@ -69,6 +69,22 @@ def register(sub: Any) -> None:
     p = ksub.add_parser("agency", help="make the agency's keys (at headquarters)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the new key files")
     p.set_defaults(handler=cmd_keys_agency)
+    p = ksub.add_parser(
+        "device", help="print this device's X25519 public key (made if missing; hotlist.key_source hq)"
+    )
+    p.add_argument("--config", "-c", required=True, type=Path, metavar="CFG")
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write it here (give it to headquarters)")
+    p.set_defaults(handler=cmd_keys_device)
+    p = ksub.add_parser(
+        "seal-list-key",
+        help="seal list.key to one device (at headquarters); publish the output retained on "
+        "<prefix>/<device>/hotlist/key",
+    )
+    p.add_argument("--keys", required=True, type=Path, metavar="DIR", help="folder from `alprd keys agency`")
+    p.add_argument("--device-pub", required=True, type=Path, metavar="FILE", help="from `alprd keys device`")
+    p.add_argument("--device-id", required=True, help="the device's device_id")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE")
+    p.set_defaults(handler=cmd_keys_seal_list_key)
 
     hot = sub.add_parser("hotlist", help="pack, inspect, install and query hot lists")
     hsub = hot.add_subparsers(dest="hotlist_command", metavar="ACTION", required=True)
@@ -83,7 +99,10 @@ def register(sub: Any) -> None:
         metavar="DURATION",
         help="how long devices may use the list (default 24h)",
     )
-    p.add_argument("--list-id", default="default", help="name of the list (informational)")
+    p.add_argument(
+        "--list-id", default="default",
+        help="name of the list (default: default); a device takes only bundles of its hotlist.list_id",
+    )
     p.add_argument("--out", required=True, type=Path, metavar="BUNDLE")
     p.set_defaults(handler=cmd_hotlist_pack)
 
@@ -172,8 +191,50 @@ def cmd_keys_agency(args: argparse.Namespace) -> int:
     for p in written:
         print(p)
     print(
-        "Give each device only signing.pub, evidence.pub and list.key (as systemd credentials); "
-        "keep signing.key and evidence.key at headquarters.",
+        "Give each device only signing.pub, evidence.pub, ack.pub and list.key (as systemd "
+        "credentials); keep signing.key, evidence.key and ack.key at headquarters.",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_keys_device(args: argparse.Namespace) -> int:
+    from .keys import DEVICE_SEAL_KEY_NAME, load_or_create_device_seal_key, public_pem
+
+    cfg = _config(args.config)
+    if isinstance(cfg, int):
+        return cfg
+    given = cfg.hotlist.device_key
+    path = given or cfg.storage.dir / DEVICE_SEAL_KEY_NAME
+    try:
+        pem = public_pem(load_or_create_device_seal_key(path, create=given is None).public_key())
+        if args.out is not None:
+            write_file_atomic(args.out, pem, 0o644)
+    except KeyFileError as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{args.out}: {e.strerror}")
+    sys.stdout.write(pem.decode("ascii"))
+    return EXIT_OK
+
+
+def cmd_keys_seal_list_key(args: argparse.Namespace) -> int:
+    from .listkey import seal_for_device
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.device_id):
+        return _fail(f"--device-id {args.device_id!r} is not a device_id ([A-Za-z0-9_.-], 1-64)", EXIT_USAGE)
+    try:
+        signing = load_signing_key(args.keys / "signing.key")
+        list_key = load_list_key(args.keys / "list.key")
+        device_pub = load_evidence_pub(args.device_pub)
+        payload = seal_for_device(signing, device_pub, args.device_id, list_key)
+        write_file_atomic(args.out, payload, 0o644)
+    except KeyFileError as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{args.out}: {e.strerror}")
+    print(
+        f"publish it retained: mosquitto_pub -r -q 1 -t <prefix>/{args.device_id}/hotlist/key -f {args.out}",
         file=sys.stderr,
     )
     return EXIT_OK
@@ -347,12 +408,25 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return cfg
     try:
         with open_store(cfg) as store:
+            quarantined = store.quarantined
             entries = store.audit_entries()
             result = store.verify_audit()
             device_pub = store.device_public_bytes()
             mac_key = store.audit_mac_key()
     except StoreError as e:
         return _fail(str(e))
+    if quarantined is not None:
+        # the fresh database verifies, trivially: saying "ok" here once hid a destroyed chain
+        print(f"audit chain NOT VERIFIED: the database failed its integrity check and was moved to "
+              f"{quarantined}; the chain it held could not be read")
+        return EXIT_FAILURE
+    if entries and entries[0].event == "storage.quarantine":
+        obj = entries[0].object if isinstance(entries[0].object, dict) else {}
+        old = cfg.storage.dir / "quarantine" / str(obj.get("file"))
+        print(f"audit chain INCOMPLETE: it restarted at {entries[0].ts} after the database was "
+              f"quarantined; the entries before are in {old} (sha256 {obj.get('sha256')}), which "
+              "could not be read")
+        return EXIT_FAILURE
     if not result.ok:
         print(f"audit chain BROKEN at entry {result.broken_index}: {result.reason}")
         return EXIT_FAILURE

@@ -35,6 +35,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CREDENTIALS = Path("/run/credentials/alprd.service")
+"""systemd's $CREDENTIALS_DIRECTORY for alprd.service (LoadCredential=); secrets default to files there."""
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Relative paths in a config file are relative to that file, not to the working directory."""
+    base = (info.context or {}).get("base_dir")
+    if base is not None and value is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
 class ReaderConfig(Section):
     models_dir: Path = Field(
         PACKAGE_MODELS_DIR, description="Folder with the ONNX models and their contract files."
@@ -79,6 +91,11 @@ class ReaderConfig(Section):
     max_plates: int = Field(8, ge=1, le=64, description="At most this many plates are read per frame.")
     min_confidence: float = Field(
         0.0, ge=0.0, le=1.0, description="Reads below this confidence are dropped."
+    )
+    max_pixels: int = Field(
+        40_000_000, ge=1_000_000, le=1_000_000_000,
+        description="Most pixels decoded from one image file (source.kind images): a larger JPEG is "
+        "decoded at 1/2, 1/4 or 1/8 scale, any other larger image is refused unread with a message.",
     )
 
 
@@ -221,12 +238,21 @@ class MqttConfig(Section):
         description="Largest hotlist/set payload accepted; bigger ones are refused unread.",
     )
     app_ack: bool = Field(
-        False, description="Keep hits until the back office also acknowledges on <p>/<device>/ack."
+        False,
+        description="Keep hits until the back office also acknowledges on <p>/<device>/ack, with an ack "
+        "signed by ack.key (alprd.acks); unsigned or wrongly signed acks are refused and counted.",
+    )
+    ack_pub: Path = Field(
+        CREDENTIALS / "ack.pub",
+        description="Agency Ed25519 public key that signs acks (ack.pub from `alprd keys agency`); "
+        "read only with app_ack.",
     )
     drain_timeout_s: float = Field(
         30.0, ge=0.0, le=3600.0,
         description="At the end of a finite source or on SIGTERM, wait this long for the outbox to empty.",
     )
+
+    _resolve = field_validator("ack_pub")(_resolve_path)
 
     @model_validator(mode="after")
     def _check_mqtt(self) -> MqttConfig:
@@ -262,18 +288,6 @@ class MetricsConfig(Section):
     interval_s: float = Field(60.0, ge=1.0, le=86400.0, description="Seconds between metrics messages.")
 
 
-CREDENTIALS = Path("/run/credentials/alprd.service")
-"""systemd's $CREDENTIALS_DIRECTORY for alprd.service (LoadCredential=); secrets default to files there."""
-
-
-def _resolve_path(value: Path, info: ValidationInfo) -> Path:
-    """Relative paths in a config file are relative to that file, not to the working directory."""
-    base = (info.context or {}).get("base_dir")
-    if base is not None and not value.is_absolute():
-        return Path(base) / value
-    return value
-
-
 class StorageConfig(Section):
     dir: Path = Field(
         Path("/var/lib/alprd"),
@@ -291,7 +305,25 @@ class HotlistConfig(Section):
         Path("/var/lib/alprd/hotlist.bundle"),
         description="Where the installed (still encrypted) hot-list bundle is kept.",
     )
-    list_key: Path = Field(CREDENTIALS / "list.key", description="32-byte list key file (secret, mode 0600).")
+    list_id: str = Field(
+        "default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The list this device runs (`alprd hotlist pack --list-id`): bundles of any other "
+        "list are refused whatever their version; each list id keeps its own rollback floor.",
+    )
+    key_source: Literal["file", "hq"] = Field(
+        "file",
+        description="file: list_key is a file (a systemd credential; LoadCredentialEncrypted= keeps it "
+        "TPM-sealed). hq: there is no list key on the device; headquarters sends it sealed to the "
+        "device's own X25519 key, retained on <prefix>/<device>/hotlist/key, and it lives only in RAM.",
+    )
+    list_key: Path = Field(
+        CREDENTIALS / "list.key", description="32-byte list key file (secret, mode 0600); key_source file."
+    )
+    device_key: Path | None = Field(
+        None,
+        description="key_source hq: the device's X25519 key that the list key is sealed to (secret, mode "
+        "0600); null: <storage.dir>/device-x25519.key, made at the first start (`alprd keys device`).",
+    )
     signing_pub: Path = Field(
         CREDENTIALS / "signing.pub", description="Agency Ed25519 public key that signs bundles."
     )
@@ -303,7 +335,7 @@ class HotlistConfig(Section):
         description="Groups of characters the reader confuses; each character in at most one group.",
     )
 
-    _resolve = field_validator("bundle", "list_key", "signing_pub")(_resolve_path)
+    _resolve = field_validator("bundle", "list_key", "signing_pub", "device_key")(_resolve_path)
 
     @field_validator("lookalike_classes")
     @classmethod
@@ -391,8 +423,47 @@ class Config(Section):
 # --- loading -----------------------------------------------------------------------------------
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config is a few KB; anything near this is not one (and YAML parsing is not cheap)."""
+MAX_CONFIG_DEPTH = 16
+"""The schema nests 3 levels; PyYAML's composer recurses per level and used to die of RecursionError."""
+
+
 class _LineLoader(yaml.SafeLoader):
-    """A SafeLoader that remembers the line of every mapping key, by key path."""
+    """A SafeLoader that remembers the line of every mapping key, by key path.
+
+    Aliases are refused: a config never needs them, and they are how a few hundred bytes expand into
+    gigabytes (billion laughs) or into a cycle. Nesting is bounded, and a value Python cannot build
+    (a 5,000-digit integer, 2026-13-45) is reported at its line instead of escaping as ValueError.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in the config; write the value out", mark
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_CONFIG_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as e:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value ({str(e).split(';')[0]})", node.start_mark
+            ) from None
 
 
 def _key_lines(
@@ -464,6 +535,8 @@ def parse_config(text: str, path: Path) -> Config:
             data: Any = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
+    except (RecursionError, MemoryError) as e:
+        raise ConfigError(f"{path}:1 (yaml): too deeply nested or too large ({type(e).__name__})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
@@ -492,9 +565,12 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file; raises ConfigError naming file, line and key."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{p}:0 (file): cannot read config: {e.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}:1 (file): larger than {MAX_CONFIG_BYTES} bytes; is this really the config?")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

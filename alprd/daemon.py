@@ -11,6 +11,9 @@ purge, which may delete many files and must not stall the loop); nothing else. O
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -24,9 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import __version__
+from .acks import verify_ack
 from .capture import Clock, FrameSource, SystemClock
 from .config import Config, MatchingConfig, config_hash
 from .errors import AlprdError, HotListError, StoreError
@@ -35,6 +39,12 @@ from .motion import MotionGate
 from .publish import Command, Outbox, OutboxItem, Publisher
 from .track import Track, Tracker
 from .types import Frame, Image, PhotoResult
+from .untrusted import UntrustedInput
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from .store import InstanceLock
 
 log = logging.getLogger(__name__)
 
@@ -316,18 +326,26 @@ def disk_free_mb(path: Path) -> float | None:
 
 
 def next_session(state_dir: Path) -> int:
-    """A number that grows with every start (status and Last Will carry it); atomic replace."""
+    """A number that grows with every start (status and Last Will carry it); atomic replace.
+
+    On a full disk the number is used without being saved (the next start may repeat it): a start
+    on a full disk runs degraded instead of failing."""
     path = state_dir / "session"
     try:
         n = int(path.read_text().strip()) + 1
     except (OSError, ValueError):
         n = 1
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        f.write(str(n))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(n))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        log.error("session number %d not saved (%s): the disk is full or read-only", n, e.strerror)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     return n
 
 
@@ -389,6 +407,7 @@ class HitBuffer:
         self.ram: dict[str, OutboxItem] = {}
         self.dropped = 0
         self._unforgotten: set[str] = set()
+        self._read_error = ""
 
     def keep(self, key: str, body: dict[str, Any]) -> None:
         payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
@@ -405,8 +424,12 @@ class HitBuffer:
             try:
                 rows = self.disk.pending(limit - len(items) + len(self._unforgotten))
             except StoreError as e:
-                log.error("outbox unreadable: %s", e)
+                # asked for several times a second: say it when it starts or changes, not each time
+                (log.error if str(e) != self._read_error else log.debug)("outbox unreadable: %s", e)
+                self._read_error = str(e)
                 rows = []
+            else:
+                self._read_error = ""
             items += [r for r in rows if r.item_id not in self._unforgotten and r.item_id not in self.ram]
         return items[:limit]
 
@@ -440,6 +463,74 @@ class HitBuffer:
         return len(self.ram)
 
 
+class Refusals:
+    """Messages refused at the boundary, counted per window.
+
+    A refusal is never fatal and never one audit row per message (9,540 junk `hotlist/set` messages
+    once made 6,594 rows and 5.6 MB): the first refusal of a window per channel is logged at WARNING,
+    the rest at DEBUG, and each window with any ends in one audit row with the counts.
+    """
+
+    def __init__(self, window_s: float, clock: Clock) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self.total: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+        self._last: dict[str, str] = {}
+        self._start = clock.monotonic()
+
+    def note(self, channel: str, reason: str) -> None:
+        reason = reason[:200]
+        self.total[channel] = self.total.get(channel, 0) + 1
+        n = self._counts[channel] = self._counts.get(channel, 0) + 1
+        self._last[channel] = reason
+        if n == 1:
+            log.warning("%s: message refused (%s); more this window are only counted", channel, reason)
+        else:
+            log.debug("%s: message refused (%s)", channel, reason)
+
+    def due(self) -> bool:
+        return self._clock.monotonic() - self._start >= self.window_s
+
+    def flush(self) -> dict[str, Any] | None:
+        """The window's counts (None if nothing was refused); starts the next window."""
+        out = None
+        if self._counts:
+            out = {"window_s": round(self._clock.monotonic() - self._start, 1), "counts": dict(self._counts),
+                   "last_reason": dict(self._last)}
+            log.warning("refused in the last %.0f s: %s", out["window_s"], self._counts)
+        self._counts.clear()
+        self._last.clear()
+        self._start = self._clock.monotonic()
+        return out
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def transport_warnings(cfg: Config) -> list[tuple[str, str]]:
+    """(key, message) for a broker link that others could read or use: the `insecure_transport`
+    alarm and `check-config` warnings. Plain MQTT to a broker on this machine is fine."""
+    m = cfg.mqtt
+    if not m.enabled or _is_loopback(m.host):
+        return []
+    out = []
+    if m.tls is None:
+        out.append(("mqtt.tls", f"broker {m.host} is not on this machine and TLS is off: every hit "
+                                "crosses the network in clear; set mqtt.tls"))
+    if m.password_file is None and (m.tls is None or m.tls.cert is None):
+        out.append(("mqtt.password_file", f"broker {m.host} is not on this machine and the device "
+                    "authenticates with neither a password nor a client certificate: an anonymous "
+                    "client may read every hit; set mqtt.username and mqtt.password_file (or mqtt.tls.cert)"))
+    return out
+
+
 # --- the service -------------------------------------------------------------------------------
 
 
@@ -455,7 +546,11 @@ class Services(Protocol):
     def hotlist_info(self) -> dict[str, Any]: ...
 
     def install_hotlist(self, bundle: bytes) -> dict[str, Any]:
-        """Verify and activate a bundle exactly like `alprd hotlist install`; raises HotListError."""
+        """Verify and activate a bundle like `alprd hotlist install`; raises HotListError. A refusal
+        is not audited here: the daemon counts refusals per window."""
+
+    def install_list_key(self, payload: bytes) -> dict[str, Any]:
+        """A sealed list key from headquarters (hotlist.key_source hq); raises UntrustedInput."""
 
     def put(self, kind: str, key: str, body: dict[str, Any]) -> None:
         """Write a hit/summary to the durable outbox; raises StoreError (disk full...)."""
@@ -503,8 +598,13 @@ class Daemon:
         notifier: Notifier | None = None,
         clock: Clock | None = None,
         state_dir: Path | None = None,
+        *,
+        ack_pub: Ed25519PublicKey | None = None,
+        lock: InstanceLock | None = None,
     ) -> None:
         self.cfg = cfg
+        self.ack_pub = ack_pub
+        self.lock = lock
         self.source = source
         self.pipeline = pipeline
         self.services = services
@@ -525,20 +625,30 @@ class Daemon:
         self._status_sent: dict[str, Any] | None = None
         self._next_metrics = 0.0
         self._next_house = 0.0
+        self.refusals = Refusals(float(cfg.privacy.summary_interval_s), self.clock)
+        self._gpsd_refused = 0
+        self._insecure = transport_warnings(cfg)
+        for key, msg in self._insecure:
+            log.warning("%s: %s", key, msg)
         self.on_event: Callable[[Event, dict[str, Any] | None], None] | None = None
 
     # --- start-up ---------------------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
-        policy = getattr(self.cfg, "policy", None)
+        """The retained `info`: kept under 512 bytes, so a broker with a small message limit still
+        takes it. Hashes are cut to 64 bits (enough to tell versions apart; the audit chain's `start`
+        entry has them whole) and the policy is named by its hash."""
+        policy = self.cfg.policy.model_dump_json().encode()
+        hot = self.services.hotlist_info()
         return {
             "v": 1,
             "device_id": self.cfg.device_id,
             "version": __version__,
-            "models": dict(self.pipeline.reader.model_hashes),
-            "hotlist": self.services.hotlist_info(),
-            "config_hash": config_hash(self.cfg),
-            "policy": policy.model_dump(mode="json") if policy is not None else None,
+            "models": {k: v[:16] for k, v in self.pipeline.reader.model_hashes.items()},
+            "hotlist": {k: hot.get(k) for k in ("list_id", "version", "entries", "expires")}
+            if hot.get("installed") else {"installed": False},
+            "config": config_hash(self.cfg)[:16],
+            "policy": hashlib.sha256(policy).hexdigest()[:16],
             "source": self.cfg.source.kind,
         }
 
@@ -617,6 +727,10 @@ class Daemon:
             out.add("camera")
         if self.services.quarantined is not None:
             out.add("storage_quarantined")
+        if self._insecure:
+            out.add("insecure_transport")
+        if self.publisher is not None and self.publisher.too_large:
+            out.add("mqtt_message_too_large")
         return sorted(out)
 
     def _storage_fault(self, what: str, e: Exception) -> None:
@@ -653,6 +767,8 @@ class Daemon:
             self._next_house = now + self.HOUSEKEEPING_S
             self._storage_check()
             self._summary(self.clock.time())
+            if self.refusals.due():
+                self._refusal_window()
             self._status()
         if now >= self._next_metrics:
             self._next_metrics = now + self.cfg.metrics.interval_s
@@ -697,31 +813,78 @@ class Daemon:
             self._status_sent = extra
             self.publisher.set_status(extra)
 
+    def _refusal_window(self) -> None:
+        body = self.refusals.flush()
+        gpsd = self.locator.gpsd.refused if self.locator.gpsd is not None else 0
+        if gpsd > self._gpsd_refused:
+            body = body or {"counts": {}}
+            body["counts"]["gpsd"] = gpsd - self._gpsd_refused
+            self._gpsd_refused = gpsd
+        if body is not None:
+            self._audit("refused", body)
+
     def _command(self, cmd: Command) -> None:
-        assert self.publisher is not None
-        if cmd.name == "ack":
-            try:
-                key = str(json.loads(cmd.payload).get("hit_id", ""))
-            except (ValueError, AttributeError):
-                key = cmd.payload.decode("ascii", "replace").strip()
-            self.publisher.app_acked(key, self.outbox)
-            return
-        result: dict[str, Any] = {"v": 1, "ts": round(self.clock.time(), 3), "bytes": len(cmd.payload)}
-        if cmd.error:
-            result.update(ok=False, reason=cmd.error)
-            self._audit("hotlist_reject", cmd.error)
-        else:
-            try:
-                installed = self.services.install_hotlist(cmd.payload)
-            except HotListError as e:
-                result.update(ok=False, reason=str(e))
-            except AlprdError as e:
-                result.update(ok=False, reason=f"{type(e).__name__}: {e}")
+        """One message from the back office: applied or refused (counted), whatever it holds; never
+        fatal (4,000 `[` on the ack topic used to end the daemon with RecursionError, and published
+        retained, on every restart)."""
+        try:
+            if cmd.error:
+                self._refuse(cmd, cmd.error)
+            elif cmd.name == "ack":
+                self._ack(cmd)
+            elif cmd.name == "hotlist_key":
+                self._list_key(cmd)
             else:
-                result.update(ok=True, **installed)
-                self.pipeline.matcher = self.services.matcher
-                self.publisher.publish_retained(self.publisher.topics.info, self.info())
-        log.info("hotlist/set: %s", "accepted" if result.get("ok") else f"refused ({result.get('reason')})")
+                self._hotlist_set(cmd)
+        except (RecursionError, MemoryError) as e:
+            self._refuse(cmd, type(e).__name__)
+
+    def _refuse(self, cmd: Command, reason: str) -> None:
+        self.refusals.note(cmd.channel, reason)
+        if cmd.name == "hotlist_set" and self.publisher is not None:
+            result = {"v": 1, "ts": round(self.clock.time(), 3), "bytes": len(cmd.payload), "ok": False,
+                      "reason": reason}
+            self.publisher.publish_event(self.publisher.topics.hotlist_result, result, qos=1)
+
+    def _ack(self, cmd: Command) -> None:
+        assert self.publisher is not None
+        if self.ack_pub is None:
+            self._refuse(cmd, "mqtt.app_ack is off")
+            return
+        try:
+            hit_id = verify_ack(self.ack_pub, self.cfg.device_id, cmd.payload)
+        except UntrustedInput as e:
+            self._refuse(cmd, str(e))
+            return
+        if not self.publisher.app_acked(hit_id, self.outbox):
+            log.debug("ack for hit %s, which is not waiting for one (a duplicate)", hit_id)
+
+    def _list_key(self, cmd: Command) -> None:
+        try:
+            got = self.services.install_list_key(cmd.payload)
+        except UntrustedInput as e:
+            self._refuse(cmd, str(e))
+            return
+        if got.get("unchanged"):
+            return
+        log.info("list key from headquarters accepted (issued %s)", got.get("issued"))
+        self._audit("hotlist.key", {"issued": got.get("issued"), "loaded": got.get("hotlist_loaded")})
+        self.pipeline.matcher = self.services.matcher
+        if self.publisher is not None:
+            self.publisher.publish_retained(self.publisher.topics.info, self.info())
+
+    def _hotlist_set(self, cmd: Command) -> None:
+        assert self.publisher is not None
+        try:
+            installed = self.services.install_hotlist(cmd.payload)
+        except AlprdError as e:
+            self._refuse(cmd, str(e) if isinstance(e, HotListError) else f"{type(e).__name__}: {e}")
+            return
+        log.info("hotlist/set: version %s accepted", installed.get("version"))
+        self.pipeline.matcher = self.services.matcher
+        self.publisher.publish_retained(self.publisher.topics.info, self.info())
+        result = {"v": 1, "ts": round(self.clock.time(), 3), "bytes": len(cmd.payload), "ok": True,
+                  **installed}
         self.publisher.publish_event(self.publisher.topics.hotlist_result, result, qos=1)
 
     def metrics(self) -> dict[str, Any]:
@@ -761,6 +924,9 @@ class Daemon:
             "hotlist_age_s": (
                 round(self.clock.time() - float(issued), 1) if isinstance(issued, int | float) else None
             ),
+            "refused": {**self.refusals.total,
+                        **({"gpsd": self.locator.gpsd.refused} if self.locator.gpsd is not None else {})},
+            "mqtt_too_large": sum(self.publisher.too_large.values()) if self.publisher else 0,
             "alarms": self.alarms,
         }
 
@@ -769,6 +935,7 @@ class Daemon:
         self._storage_check()
         self._summary(self.clock.time(), force=True)
         self.notifier.stopping()
+        self._refusal_window()
         self._audit("stop", f"hits={self.hits}")
         if self.publisher is not None:
             # the final counters (a replayed file ends between two metrics intervals)
@@ -781,7 +948,11 @@ class Daemon:
                 except StoreError:
                     return False
 
-            if not self.publisher.drain(self.outbox, self.cfg.mqtt.drain_timeout_s, empty):
+            def commands(cmds: list[Command]) -> None:
+                for cmd in cmds:  # acks above all: in app_ack mode they are what empties the outbox
+                    self._command(cmd)
+
+            if not self.publisher.drain(self.outbox, self.cfg.mqtt.drain_timeout_s, empty, commands):
                 log.warning("outbox not empty after %.0f s: kept for the next start",
                             self.cfg.mqtt.drain_timeout_s)
             self.publisher.stop("stopped")
@@ -791,6 +962,8 @@ class Daemon:
         self.source.close()
         self.locator.close()
         self.services.close()
+        if self.lock is not None:
+            self.lock.release()
         return 0
 
 
@@ -837,6 +1010,8 @@ def preflight(cfg: Config, path: Path) -> list[str]:
     if not cfg.reader.models_dir.is_dir():
         add("reader.models_dir", f"model folder {cfg.reader.models_dir} does not exist")
     need_file("mqtt.password_file", cfg.mqtt.password_file, "password file")
+    if cfg.mqtt.app_ack:
+        need_file("mqtt.ack_pub", cfg.mqtt.ack_pub, "ack public key (ack.pub from `alprd keys agency`)")
     if cfg.mqtt.tls is not None:
         need_file("mqtt.tls.ca", cfg.mqtt.tls.ca, "CA certificate")
         need_file("mqtt.tls.cert", cfg.mqtt.tls.cert, "client certificate")
@@ -868,11 +1043,16 @@ class PrivacySettings:
     evidence_ttl_s: float = 86400.0
     max_db_mb: int | None = None
     outbox_ttl_s: float | None = None
+    list_id: str = "default"
+    key_source: str = "file"
+    device_key: Path | None = None
+    """key_source hq: the device's X25519 key (None: storage_dir/device-x25519.key)."""
 
 
 def privacy_settings(cfg: Config) -> PrivacySettings:
     hot, priv = cfg.hotlist, cfg.privacy
     return PrivacySettings(
+        list_id=hot.list_id, key_source=hot.key_source, device_key=hot.device_key,
         storage_dir=cfg.storage.dir, bundle=hot.bundle, list_key=hot.list_key, signing_pub=hot.signing_pub,
         lookalike_max=hot.lookalike_max, lookalike_classes=hot.lookalike_classes,
         summary_mode=priv.summary_mode, summary_interval_s=priv.summary_interval_s,
@@ -901,31 +1081,68 @@ def assemble(
     notifier: Notifier | None = None,
     store: Any = None,
 ) -> Daemon:
-    """`build` with the privacy settings given; `store` replaces the SQLite store (tests of a full disk)."""
-    from .capture import make_source, open_with_retry
-    from .keys import load_evidence_pub, load_list_key, load_signing_pub
-    from .services import PrivacyServices
+    """`build` with the privacy settings given; `store` replaces the SQLite store (tests of a full disk).
+
+    The one-instance lock on storage.dir comes first: a second `alprd run` is refused in a moment,
+    before any model is loaded (InstanceLockedError, exit 2).
+    """
+    from .store import InstanceLock
 
     try:
         ps.storage_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as e:
         raise StoreError(f"storage.dir {ps.storage_dir}: {e.strerror}") from e
+    lock = InstanceLock(ps.storage_dir)
+    lock.acquire()
+    try:
+        return _assemble(cfg, ps, stop, reader, notifier, store, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _assemble(
+    cfg: Config,
+    ps: PrivacySettings,
+    stop: threading.Event,
+    reader: Reader | None,
+    notifier: Notifier | None,
+    store: Any,
+    lock: InstanceLock,
+) -> Daemon:
+    from .capture import make_source, open_with_retry
+    from .keys import (
+        DEVICE_SEAL_KEY_NAME,
+        load_ack_pub,
+        load_evidence_pub,
+        load_list_key,
+        load_or_create_device_seal_key,
+        load_signing_pub,
+    )
+    from .services import PrivacyServices
+
+    ack_pub = load_ack_pub(cfg.mqtt.ack_pub) if cfg.mqtt.enabled and cfg.mqtt.app_ack else None
+    hq = ps.key_source == "hq"
+    device_key = None
+    if hq:
+        path = ps.device_key or ps.storage_dir / DEVICE_SEAL_KEY_NAME
+        device_key = load_or_create_device_seal_key(path, create=ps.device_key is None)
     if reader is None:
         from .reader import PlateReader
 
         reader = PlateReader(cfg.reader)  # loads, hash-checks and warms the models
     services = PrivacyServices(
         ps.storage_dir, cfg.device_id, ps.bundle,
-        load_signing_pub(ps.signing_pub), load_list_key(ps.list_key),
+        load_signing_pub(ps.signing_pub), None if hq else load_list_key(ps.list_key),
         summary_mode=ps.summary_mode, summary_interval_s=ps.summary_interval_s, token_bits=ps.token_bits,
         lookalike_max=ps.lookalike_max, lookalike_classes=ps.lookalike_classes,
         evidence_pub=load_evidence_pub(ps.evidence_pub) if ps.evidence_pub else None,
         evidence_ttl_s=ps.evidence_ttl_s, max_db_bytes=ps.max_db_mb * 2**20 if ps.max_db_mb else None,
-        outbox_ttl_s=ps.outbox_ttl_s, store=store,
+        outbox_ttl_s=ps.outbox_ttl_s, store=store, list_id=ps.list_id, device_seal_key=device_key,
     )
-    if services.matcher is None:
+    if services.matcher is None and not hq:
         log.warning("no hot list installed yet: nothing can match until one arrives on hotlist/set")
-    source = make_source(cfg.source, cfg.camera)
+    source = make_source(cfg.source, cfg.camera, max_pixels=cfg.reader.max_pixels)
     open_with_retry(source, cfg.source.open_timeout_s if source_is_live(cfg) else 0.0, stop)
     pipeline = Pipeline(
         reader, Tracker(cfg.tracking), MotionGate(cfg.motion), services.matcher, cfg.matching,
@@ -933,9 +1150,10 @@ def assemble(
     )
     publisher = None
     if cfg.mqtt.enabled:
-        publisher = Publisher(cfg.mqtt, cfg.device_id, next_session(ps.storage_dir))
+        publisher = Publisher(cfg.mqtt, cfg.device_id, next_session(ps.storage_dir), list_key_topic=hq)
         publisher.start()
-    return Daemon(cfg, source, pipeline, services, publisher, Locator(cfg.location), notifier)
+    return Daemon(cfg, source, pipeline, services, publisher, Locator(cfg.location), notifier,
+                  ack_pub=ack_pub, lock=lock)
 
 
 def source_is_live(cfg: Config) -> bool:

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .clock import Clock, SystemClock
-from .errors import HotListError, StoreError
+from .errors import HotListError, KeyFileError, StoreError
 from .keys import key_id, write_file_atomic
 
 if TYPE_CHECKING:
@@ -642,8 +642,8 @@ def _parse_manifest(raw: bytes) -> Manifest:
         )
     except HotListError:
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise HotListError(f"manifest is malformed ({type(e).__name__}: {e})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, MemoryError) as e:
+        raise HotListError(f"manifest is malformed ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def read_manifest_unverified(bundle: bytes) -> Manifest:
@@ -1208,8 +1208,12 @@ def load_bundle(
 # --- install ---------------------------------------------------------------------------------------
 
 STATE_VERSION = "hotlist.version"
+"""The version of the list last accepted, whose id is STATE_LIST_ID."""
 STATE_SHA256 = "hotlist.sha256"
 STATE_LIST_ID = "hotlist.list_id"
+STATE_FLOOR = "hotlist.floor/"
+"""+ list id: the highest version ever accepted of that list (its rollback floor)."""
+DEFAULT_LIST_ID = "default"
 
 
 class StateStore(Protocol):
@@ -1225,7 +1229,13 @@ class StateStore(Protocol):
 
 
 class HotListInstaller:
-    """Accepts only newer, valid bundles; keeps the previous list active on refusal; audits both.
+    """Accepts only newer, valid bundles of its own list; keeps the previous list active on refusal.
+
+    A bundle of another list id is refused whatever its version (a validly signed `regionA` v100 must
+    neither replace `default` v5 nor raise its rollback floor), and every list id keeps its own floor,
+    so switching `hotlist.list_id` back and forth cannot be used to roll a list back. Acceptances are
+    audited; refusals too, unless the caller counts them instead (`install(audit_refusal=False)`:
+    the MQTT command topic, where one audit row per junk message would fill the disk).
 
     Commit order: the bundle file is replaced atomically (fsync'd), then the accepted version and the
     audit entry are committed in one SQLite transaction. A crash before the file replace leaves the old
@@ -1238,17 +1248,19 @@ class HotListInstaller:
         store: StateStore,
         bundle_path: Path,
         signing_pub: Ed25519PublicKey,
-        list_key: bytes,
+        list_key: bytes | None,
         clock: Clock | None = None,
         lookalike: Lookalike | None = None,
         *,
         actor: str = "alprd",
         crash_hook: Callable[[str], None] | None = None,
+        list_id: str = DEFAULT_LIST_ID,
     ) -> None:
         self._store = store
         self.bundle_path = bundle_path
         self._pub = signing_pub
         self._key = list_key
+        self.list_id = list_id
         self._clock = clock or SystemClock()
         self._lookalike = lookalike or Lookalike()
         self._actor = actor
@@ -1263,6 +1275,11 @@ class HotListInstaller:
         """Load the device's keys named by the `hotlist:` section (raises KeyFileError)."""
         from .keys import load_list_key, load_signing_pub
 
+        if section.key_source == "hq":
+            raise KeyFileError(
+                "hotlist.key_source is hq: the list key exists only in the running daemon's memory; "
+                "install and query through the daemon (hotlist/set), or use a key_source: file config"
+            )
         return cls(
             store,
             section.bundle,
@@ -1271,22 +1288,60 @@ class HotListInstaller:
             clock,
             Lookalike(tuple(section.lookalike_classes), section.lookalike_max),
             actor=actor,
+            list_id=section.list_id,
         )
+
+    def set_list_key(self, list_key: bytes) -> None:
+        """The list key arrived (hotlist.key_source hq): bundles can be opened from now on."""
+        with self._lock:
+            self._key = list_key
+
+    @property
+    def has_list_key(self) -> bool:
+        return self._key is not None
+
+    def _need_key(self) -> bytes:
+        if self._key is None:
+            raise HotListError(
+                "no list key yet (hotlist.key_source: hq): headquarters has not sent it on hotlist/key"
+            )
+        return self._key
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.time(), UTC)
 
+    def _recorded_floor(self) -> int:
+        """The highest version of this list id the store has recorded (raises StoreError)."""
+        v = int(self._store.state_get(STATE_FLOOR + self.list_id) or 0)
+        # before floors were kept per list, one version was recorded next to the id it belonged to
+        legacy = self._store.state_get(STATE_VERSION)
+        if legacy and (self._store.state_get(STATE_LIST_ID) or DEFAULT_LIST_ID) == self.list_id:
+            v = max(v, int(legacy))
+        return v
+
     def accepted_version(self) -> int:
-        """The highest version ever accepted: the recorded state, or the installed file if newer."""
-        v = int(self._store.state_get(STATE_VERSION) or 0)
+        """The highest version of this list ever accepted: the recorded floor, or the installed file
+        if it is of this list and newer."""
+        v = self._recorded_floor()
         try:
-            on_disk = read_manifest_unverified(self.bundle_path.read_bytes()).version
+            on_disk = read_manifest_unverified(self.bundle_path.read_bytes())
         except (OSError, HotListError):
-            on_disk = 0
-        return max(v, on_disk)
+            return v
+        return max(v, on_disk.version) if on_disk.list_id == self.list_id else v
+
+    def _check_list_id(self, manifest: Manifest, what: str) -> None:
+        if manifest.list_id != self.list_id:
+            raise HotListError(
+                f"{what} is of list {manifest.list_id!r} (version {manifest.version}); this device runs "
+                f"list {self.list_id!r} (hotlist.list_id): refused whatever its version"
+            )
 
     def load_installed(self) -> HotList | None:
-        """Load the installed bundle at start-up; completes an install interrupted before its commit."""
+        """Load the installed bundle at start-up; completes an install interrupted before its commit.
+
+        If the store cannot be read (a full disk at start), the list is loaded on its signature, list
+        id and expiry alone: a stolen car must still hit while storage is down.
+        """
         with self._lock:
             try:
                 data = self.bundle_path.read_bytes()
@@ -1298,15 +1353,21 @@ class HotListInstaller:
                 ) from None
             try:
                 manifest, plaintext = verify_bundle(
-                    data, self._pub, self._key, self._now(), check_expiry=False
+                    data, self._pub, self._need_key(), self._now(), check_expiry=False
                 )
-                recorded = int(self._store.state_get(STATE_VERSION) or 0)
-                if manifest.version < recorded:
+                self._check_list_id(manifest, "the installed bundle")
+                try:
+                    recorded: int | None = self._recorded_floor()
+                except StoreError as e:
+                    log.error("hot-list rollback floor unreadable (%s): loading the installed list on its "
+                              "signature, list id and expiry", e)
+                    recorded = None
+                if recorded is not None and manifest.version < recorded:
                     raise HotListError(
                         f"installed bundle has version {manifest.version}, older than the accepted "
                         f"{recorded}: the file was rolled back; refusing it"
                     )
-                if manifest.version > recorded:
+                if recorded is not None and manifest.version > recorded:
                     self._commit(manifest, self._actor, recovered=True)
                 if self._now() >= manifest.expires:
                     raise HotListError(
@@ -1334,6 +1395,7 @@ class HotListInstaller:
                 STATE_VERSION: str(manifest.version),
                 STATE_SHA256: manifest.sha256,
                 STATE_LIST_ID: manifest.list_id,
+                STATE_FLOOR + manifest.list_id: str(manifest.version),
             },
             actor,
             "hotlist.accept",
@@ -1341,7 +1403,7 @@ class HotListInstaller:
             "hot-list update",
         )
 
-    def install(self, bundle: bytes, actor: str | None = None) -> int:
+    def install(self, bundle: bytes, actor: str | None = None, *, audit_refusal: bool = True) -> int:
         """Verify, decrypt and activate `bundle`; returns its version.
 
         Raises HotListError with the reason (the previous list stays active), or StoreError if the
@@ -1351,8 +1413,9 @@ class HotListInstaller:
         with self._lock:
             version: int | None = None
             try:
-                manifest, plaintext = verify_bundle(bundle, self._pub, self._key, self._now())
+                manifest, plaintext = verify_bundle(bundle, self._pub, self._need_key(), self._now())
                 version = manifest.version
+                self._check_list_id(manifest, "the bundle")
                 last = self.accepted_version()
                 if manifest.version <= last:
                     raise HotListError(
@@ -1371,10 +1434,11 @@ class HotListInstaller:
                 self._commit(manifest, who)
                 self._hook("committed")
             except HotListError as e:
-                obj: dict[str, Any] = {"reason": str(e)}
-                if version is not None:
-                    obj["version"] = version
-                self._audit_reject(who, obj, "hot-list update")
+                if audit_refusal:
+                    obj: dict[str, Any] = {"reason": str(e)}
+                    if version is not None:
+                        obj["version"] = version
+                    self._audit_reject(who, obj, "hot-list update")
                 raise
             self.active = hl  # the previous list is freed here
             release_memory()

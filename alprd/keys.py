@@ -1,9 +1,11 @@
 """Key files: the agency's keys (made at headquarters) and the device's own audit key.
 
-Headquarters keeps `signing.key` (Ed25519, signs hot-list bundles) and `evidence.key` (X25519, opens
-sealed hit evidence). A device receives only `signing.pub`, `evidence.pub` and `list.key` (32 random
-bytes that encrypt hot-list bundles). Private files must not be readable by group or others: a looser
-mode is refused rather than silently fixed, because it means the secret may already have leaked.
+Headquarters keeps `signing.key` (Ed25519, signs hot-list bundles), `evidence.key` (X25519, opens
+sealed hit evidence) and `ack.key` (Ed25519, signs back-office acks, `mqtt.app_ack`). A device
+receives only `signing.pub`, `evidence.pub`, `ack.pub` and `list.key` (32 random bytes that encrypt
+hot-list bundles; with `hotlist.key_source: hq` it never gets the file, see alprd.listkey).
+Private files must not be readable by group or others: a looser mode is refused rather than
+silently fixed, because it means the secret may already have leaked.
 
 Asymmetric keys are PEM (PKCS#8 / SubjectPublicKeyInfo, readable by `openssl pkey`); `list.key` is the
 raw 32 bytes, as systemd credentials carry it.
@@ -26,8 +28,12 @@ from .errors import KeyFileError
 log = logging.getLogger(__name__)
 
 LIST_KEY_BYTES = 32
-AGENCY_FILES = ("signing.key", "signing.pub", "evidence.key", "evidence.pub", "list.key")
-DEVICE_FILES = ("signing.pub", "evidence.pub", "list.key")
+AGENCY_FILES = (
+    "signing.key", "signing.pub", "evidence.key", "evidence.pub", "list.key", "ack.key", "ack.pub",
+)
+ACK_FILES = ("ack.key", "ack.pub")
+"""Added after the first release: a key folder holding all the others gets only these two."""
+DEVICE_FILES = ("signing.pub", "evidence.pub", "ack.pub", "list.key")
 PRIVATE_MODE = 0o600
 
 
@@ -79,27 +85,40 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def generate_agency_keys(out: Path) -> list[Path]:
-    """Make the agency's key set in `out` (created 0700 if missing); refuses to overwrite any key."""
+    """Make the agency's key set in `out` (created 0700 if missing); refuses to overwrite any key.
+
+    A folder made before acks were signed (every file but `ack.key`/`ack.pub`) gets just those two:
+    nothing is overwritten, and the devices' other keys stay valid.
+    """
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     existing = [name for name in AGENCY_FILES if (out / name).exists()]
-    if existing:
+    older = set(AGENCY_FILES) - set(ACK_FILES)
+    upgrade = set(existing) == older
+    if existing and not upgrade:
         raise KeyFileError(
             f"{out}: {', '.join(existing)} already exist; keys are never overwritten "
             "(move them away first, or choose another --out)"
         )
-    signing = Ed25519PrivateKey.generate()
-    evidence = X25519PrivateKey.generate()
     pem = serialization.Encoding.PEM
     priv_fmt = serialization.PrivateFormat.PKCS8
     pub_fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     none = serialization.NoEncryption()
+    ack = Ed25519PrivateKey.generate()
     files = {
-        "signing.key": (signing.private_bytes(pem, priv_fmt, none), PRIVATE_MODE),
-        "signing.pub": (signing.public_key().public_bytes(pem, pub_fmt), 0o644),
-        "evidence.key": (evidence.private_bytes(pem, priv_fmt, none), PRIVATE_MODE),
-        "evidence.pub": (evidence.public_key().public_bytes(pem, pub_fmt), 0o644),
-        "list.key": (os.urandom(LIST_KEY_BYTES), PRIVATE_MODE),
+        "ack.key": (ack.private_bytes(pem, priv_fmt, none), PRIVATE_MODE),
+        "ack.pub": (ack.public_key().public_bytes(pem, pub_fmt), 0o644),
     }
+    if not upgrade:
+        signing = Ed25519PrivateKey.generate()
+        evidence = X25519PrivateKey.generate()
+        files = {
+            "signing.key": (signing.private_bytes(pem, priv_fmt, none), PRIVATE_MODE),
+            "signing.pub": (signing.public_key().public_bytes(pem, pub_fmt), 0o644),
+            "evidence.key": (evidence.private_bytes(pem, priv_fmt, none), PRIVATE_MODE),
+            "evidence.pub": (evidence.public_key().public_bytes(pem, pub_fmt), 0o644),
+            "list.key": (os.urandom(LIST_KEY_BYTES), PRIVATE_MODE),
+            **files,
+        }
     written = []
     for name, (data, mode) in files.items():
         path = out / name
@@ -181,6 +200,22 @@ def load_signing_pub(path: Path) -> Ed25519PublicKey:
     return key
 
 
+def load_ack_key(path: Path) -> Ed25519PrivateKey:
+    key = _load_private_pem(path)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: expected an Ed25519 private key (ack.key)")
+    return key
+
+
+def load_ack_pub(path: Path) -> Ed25519PublicKey:
+    key = _load_public_pem(path)
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(
+            f"{path}: expected an Ed25519 public key (ack.pub from `alprd keys agency`)"
+        )
+    return key
+
+
 def load_evidence_key(path: Path) -> X25519PrivateKey:
     key = _load_private_pem(path)
     if not isinstance(key, X25519PrivateKey):
@@ -216,3 +251,31 @@ def load_or_create_device_key(path: Path) -> Ed25519PrivateKey:
         except OSError as e:
             raise KeyFileError(f"{path}: cannot create the device key: {e.strerror}") from None
     return load_signing_key(path)
+
+
+DEVICE_SEAL_KEY_NAME = "device-x25519.key"
+"""hotlist.key_source hq: the device key headquarters seals the list key to (in storage.dir)."""
+
+
+def load_or_create_device_seal_key(path: Path, create: bool = True) -> X25519PrivateKey:
+    """The device's X25519 key for `hotlist.key_source: hq`, made on first use, 0600."""
+    if create and not path.exists():
+        key = X25519PrivateKey.generate()
+        data = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _write_new(path, data, PRIVATE_MODE)
+            _fsync_dir(path.parent)
+            log.info("created device key %s", path)
+            return key
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise KeyFileError(f"{path}: cannot create the device key: {e.strerror}") from None
+    return load_evidence_key(path)
+
+
+def public_pem(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)

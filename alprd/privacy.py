@@ -39,9 +39,12 @@ TOKEN_BITS = (16, 18, 64)
 TOKEN_DOMAIN = b"alprd/v1|"
 RATCHET_INFO = b"alprd/v1|token-ratchet"
 CONFIDENCE_BINS = 10
+CLOCK_TOLERANCE_S = 1.0
+"""Wall-clock slew within a window that is not taken as the clock being set back."""
 
 EVIDENCE_MAGIC = b"ALPRDEV1"
 SEALED_TEXT_MAGIC = b"ALPRDST1"
+LIST_KEY_MAGIC = b"ALPRDLK1"
 _KEY_ID_BYTES = 8
 _HEAD = struct.Struct(">8s8s32s12s")
 _NON_ALNUM = re.compile(r"[^0-9A-Za-z]")
@@ -74,6 +77,8 @@ class Summarizer:
         self._clock = clock or SystemClock()
         self.epoch = 0
         self._key = bytearray(os.urandom(32)) if mode == "tokens" else bytearray()
+        self._floor: float | None = None
+        """The end of the last window that went out: a later window must start after it."""
         self._reset()
 
     def _reset(self) -> None:
@@ -105,7 +110,7 @@ class Summarizer:
         self._hist[min(int(c * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)] += 1
         if hit:
             self._hits += 1
-        elif self.mode == "tokens":
+        elif self.mode == "tokens" and not (self._floor is not None and self._clock.time() < self._floor):
             plate = _normalize(read_text)
             if plate:
                 t = self._token_int(plate, (state or "").upper())
@@ -115,21 +120,39 @@ class Summarizer:
         return self._clock.monotonic() - self._start_mono >= self.interval_s
 
     def flush(self) -> dict[str, Any]:
-        """Close the window: the summary, then (tokens mode) ratchet the key and forget the old one."""
+        """Close the window: the summary, then (tokens mode) ratchet the key and forget the old one.
+
+        A wall clock set back (2 h once gave two windows of tokens over the same hours, one ending
+        before it started) must not make windows overlap: the window's start is then taken from the
+        monotonic clock, and tokens are withheld (counts only) until the wall clock passes the end of
+        the last window that went out, so no two token sets ever claim the same time.
+        """
+        end = self._clock.time()
+        lasted = max(0.0, self._clock.monotonic() - self._start_mono)
+        wall = end - self._start
+        stepped = wall < 0.0 or wall < lasted - CLOCK_TOLERANCE_S
+        start = end - lasted if stepped else self._start
+        if self._floor is not None and start < self._floor - CLOCK_TOLERANCE_S:
+            stepped = True
+        tokens = self.mode == "tokens" and not stepped
         out: dict[str, Any] = {
             "v": 1,
-            "mode": self.mode,
+            "mode": "tokens" if tokens else "counts",
             "epoch": self.epoch,
-            "start": round(self._start, 3),
-            "end": round(self._clock.time(), 3),
+            "start": round(start, 3),
+            "end": round(end, 3),
             "reads": self._reads,
             "hits": self._hits,
             "confidence_hist": list(self._hist),
         }
-        if self.mode == "tokens":
+        if tokens:
             out["token_bits"] = self.token_bits
             out["tokens"] = {self._fmt(t): n for t, n in sorted(self._tokens.items())}
+        elif self.mode == "tokens":
+            out["tokens_withheld"] = "the wall clock went back; tokens resume once it passes the last window"
+        if self.mode == "tokens":
             self._ratchet()
+        self._floor = end if self._floor is None else max(self._floor, end)
         self.epoch += 1
         self._reset()
         return out
@@ -231,3 +254,12 @@ def open_text(key: X25519PrivateKey, sealed: str) -> str:
     except ValueError:
         raise EvidenceError("sealed text is not base64") from None
     return _open(key, blob, SEALED_TEXT_MAGIC).decode("utf-8")
+
+
+def seal_list_key_blob(device_pub: X25519PublicKey, list_key: bytes) -> bytes:
+    """The hot-list key sealed to one device's X25519 key (hotlist.key_source hq; alprd.listkey)."""
+    return _seal(device_pub, list_key, LIST_KEY_MAGIC)
+
+
+def open_list_key_blob(device_key: X25519PrivateKey, blob: bytes) -> bytes:
+    return _open(device_key, blob, LIST_KEY_MAGIC)

@@ -14,6 +14,8 @@ import logging
 import queue
 import random
 import ssl
+import stat
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,11 +54,23 @@ class Outbox(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """Something the back office sent: `hotlist_set` (payload) or `ack` (key); `error` if refused unread."""
+    """Something the back office sent: `hotlist_set`, `hotlist_key` or `ack` (payload, not yet
+    parsed or verified: that is the daemon's job); `error` if refused unread."""
 
     name: str
     payload: bytes
     error: str = ""
+
+    @property
+    def channel(self) -> str:
+        """The topic's last levels, as refusals are counted and logged."""
+        return {"hotlist_set": "hotlist/set", "hotlist_key": "hotlist/key"}.get(self.name, self.name)
+
+
+MAX_SMALL_COMMAND_BYTES = 4096
+"""An ack or a sealed list key is a few hundred bytes; larger ones are refused unread."""
+PUBLISH_OVERHEAD = 16
+"""Bytes a PUBLISH packet adds to topic and payload (header, lengths, packet id, properties)."""
 
 
 class Topics:
@@ -70,6 +84,7 @@ class Topics:
         self.metrics = f"{base}/metrics"
         self.hotlist_set = f"{base}/hotlist/set"
         self.hotlist_result = f"{base}/hotlist/result"
+        self.hotlist_key = f"{base}/hotlist/key"
         self.ack = f"{base}/ack"
 
     def for_kind(self, kind: str) -> str:
@@ -84,7 +99,22 @@ def status_payload(state: str, session: int, device_id: str, extra: dict[str, An
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
+def check_secret_mode(path: Path, what: str) -> None:
+    """A secret others may read is refused, not used: it may already have leaked (keys.py does the
+    same for key files; systemd credentials are 0400)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as e:
+        raise PublishError(f"cannot read the {what} file {path}: {e.strerror}") from None
+    if mode & 0o077:
+        raise PublishError(
+            f"the {what} file {path} has mode {mode:04o}: group/others may read it; run "
+            f"`chmod 600 {path}` (and consider the secret leaked if others could read it)"
+        )
+
+
 def read_secret(path: Path, what: str) -> str:
+    check_secret_mode(path, what)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -104,11 +134,14 @@ class Publisher:
         device_id: str,
         session: int,
         rng: random.Random | None = None,
+        *,
+        list_key_topic: bool = False,
     ) -> None:
         self.cfg = cfg
         self.device_id = device_id
         self.session = session
         self.topics = Topics(cfg.topic_prefix, device_id)
+        self._list_key_topic = list_key_topic
         self._rng = rng or random.Random()
         self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
@@ -122,6 +155,10 @@ class Publisher:
         self.published = 0
         self.acked = 0
         self._stopping = False
+        self._retained: dict[str, bytes] = {}  # topic -> payload, (re)published on every connect
+        self._max_packet: int | None = None  # the broker's limit (MQTT 5 CONNACK), if it states one
+        self.too_large: dict[str, int] = {}  # topic -> messages not sent: over the broker's limit
+        self.connect_error = ""
         self.client = self._make_client()
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -149,6 +186,8 @@ class Publisher:
             password = read_secret(cfg.password_file, "MQTT password") if cfg.password_file else None
             client.username_pw_set(cfg.username, password)
         if cfg.tls is not None:
+            if cfg.tls.key is not None:
+                check_secret_mode(cfg.tls.key, "MQTT client key")
             try:
                 client.tls_set(
                     ca_certs=str(cfg.tls.ca) if cfg.tls.ca else None,
@@ -199,25 +238,45 @@ class Publisher:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any
     ) -> None:
         if reason_code.is_failure:
-            log.warning("MQTT broker refused the connection: %s", reason_code)
+            self._connect_failed(f"the broker refused the connection: {reason_code}")
             self._connected = False
             return
+        self._max_packet = getattr(props, "MaximumPacketSize", None)
         self._connected = True
         self._connects += 1
         self._failures = 0
+        self.connect_error = ""
         self._set_backoff(client)
         client.subscribe(self.topics.hotlist_set, qos=1)
         if self.cfg.app_ack:
             client.subscribe(self.topics.ack, qos=1)
-        client.publish(
-            self.topics.status,
-            status_payload("online", self.session, self.device_id, self._status_extra),
-            qos=1, retain=True,
+        if self._list_key_topic:
+            client.subscribe(self.topics.hotlist_key, qos=1)
+        self._send(
+            self.topics.status, status_payload("online", self.session, self.device_id, self._status_extra),
+            retain=True,
         )
+        # Retained messages go out only now, once the broker's size limit is known: one queued
+        # before the connection and over the limit was resent by paho on every reconnect, and the
+        # broker's disconnect for it became a loop that let no hit through.
+        for topic, payload in list(self._retained.items()):
+            self._send(topic, payload, retain=True)
         log.info("MQTT connected to %s:%s (session present: %s)", self.cfg.host, self.cfg.port,
                  getattr(flags, "session_present", None))
 
+    def _connect_failed(self, reason: str) -> None:
+        # the first failure and each change of reason at WARNING; the same one again is no news
+        if reason != self.connect_error:
+            log.warning("MQTT connection to %s:%s failed: %s", self.cfg.host, self.cfg.port, reason)
+        else:
+            log.debug("MQTT connection to %s:%s failed again: %s", self.cfg.host, self.cfg.port, reason)
+        self.connect_error = reason[:300]
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this from inside its `except OSError` and passes no reason: take it from there
+        # (a TLS failure used to show only as a later "Client is not connected")
+        exc = sys.exc_info()[1]
+        self._connect_failed(f"{type(exc).__name__}: {exc}" if exc is not None else "no reason given")
         self._failures += 1
         self._set_backoff(client)
 
@@ -235,16 +294,18 @@ class Publisher:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.topic == self.topics.hotlist_set:
-            if len(msg.payload) > self.cfg.max_command_bytes:
-                self._commands.put(Command(
-                    "hotlist_set", b"",
-                    f"payload of {len(msg.payload)} bytes exceeds mqtt.max_command_bytes "
-                    f"({self.cfg.max_command_bytes})",
-                ))
-            else:
-                self._commands.put(Command("hotlist_set", bytes(msg.payload)))
+            name, limit, key = "hotlist_set", self.cfg.max_command_bytes, "mqtt.max_command_bytes"
         elif msg.topic == self.topics.ack:
-            self._commands.put(Command("ack", bytes(msg.payload[:4096])))
+            name, limit, key = "ack", MAX_SMALL_COMMAND_BYTES, "the ack limit"
+        elif msg.topic == self.topics.hotlist_key:
+            name, limit, key = "hotlist_key", MAX_SMALL_COMMAND_BYTES, "the list-key message limit"
+        else:
+            return
+        if len(msg.payload) > limit:
+            why = f"payload of {len(msg.payload)} bytes exceeds {key} ({limit})"
+            self._commands.put(Command(name, b"", why))
+        else:
+            self._commands.put(Command(name, bytes(msg.payload)))
 
     # --- pipeline thread --------------------------------------------------------------------------
 
@@ -268,24 +329,46 @@ class Publisher:
             except queue.Empty:
                 return out
 
+    @property
+    def max_packet(self) -> int | None:
+        return self._max_packet
+
+    def fits(self, topic: str, payload: bytes) -> bool:
+        """Whether the broker's stated packet limit lets this message through."""
+        size = len(payload) + len(topic.encode()) + PUBLISH_OVERHEAD
+        return self._max_packet is None or size <= self._max_packet
+
+    def _send(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo | None:
+        """client.publish, unless the broker said it takes no message this large (counted, logged)."""
+        if not self.fits(topic, payload):
+            n = self.too_large.get(topic, 0) + 1
+            self.too_large[topic] = n
+            (log.error if n & (n - 1) == 0 else log.debug)(
+                "message of %d bytes on %s not sent: the broker takes at most %s bytes per packet "
+                "(%d so far); raise the broker's max_packet_size", len(payload), topic, self._max_packet, n)
+            return None
+        return self.client.publish(topic, payload, qos=qos, retain=retain)
+
     def set_status(self, extra: dict[str, Any], publish: bool = True) -> None:
         """Change what the retained `online` status carries (camera state, alarms) and republish it."""
         self._status_extra = dict(extra)
         if publish and self._connected:
-            self.client.publish(
-                self.topics.status,
-                status_payload("online", self.session, self.device_id, self._status_extra),
-                qos=1, retain=True,
-            )
+            payload = status_payload("online", self.session, self.device_id, self._status_extra)
+            self._send(self.topics.status, payload, retain=True)
 
     def publish_retained(self, topic: str, body: dict[str, Any]) -> None:
-        payload = json.dumps(body, separators=(",", ":"), sort_keys=True)
-        self.client.publish(topic, payload, qos=1, retain=True)
+        """Sent now if connected, else at the next connect (and again after every reconnect)."""
+        payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        self._retained[topic] = payload
+        if self._connected:
+            self._send(topic, payload, retain=True)
 
     def publish_event(self, topic: str, body: dict[str, Any], qos: int = 1) -> None:
         """A non-durable message (metrics, command results): sent if connected, else dropped."""
         if self._connected:
-            self.client.publish(topic, json.dumps(body, separators=(",", ":"), sort_keys=True), qos=qos)
+            self._send(topic, json.dumps(body, separators=(",", ":"), sort_keys=True).encode(), qos=qos)
 
     def app_acked(self, key: str, outbox: Outbox) -> bool:
         """The back office confirmed hit `key`: forget it for good."""
@@ -311,7 +394,11 @@ class Publisher:
             last = self._sent.get(item.item_id)
             if last is not None and now - last < self.cfg.resend_after_s:
                 continue
-            info = self.client.publish(self.topics.for_kind(item.kind), item.payload, qos=1)
+            info = self._send(self.topics.for_kind(item.kind), item.payload)
+            if info is None:
+                # over the broker's limit: it stays in the outbox (alarm), the rows behind it go on
+                self._sent[item.item_id] = now
+                continue
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 log.debug("publish of outbox row %s not queued: %s", item.item_id, info.rc)
                 break
@@ -344,10 +431,22 @@ class Publisher:
             self._sent.pop(item_id, None)
             self.acked += 1
 
-    def drain(self, outbox: Outbox, timeout: float, is_empty: Callable[[], bool]) -> bool:
-        """Pump until the outbox is empty or `timeout` passes; True if it emptied."""
+    def drain(
+        self,
+        outbox: Outbox,
+        timeout: float,
+        is_empty: Callable[[], bool],
+        on_commands: Callable[[list[Command]], None] | None = None,
+    ) -> bool:
+        """Pump until the outbox is empty or `timeout` passes; True if it emptied.
+
+        `on_commands` gets what arrived meanwhile: in app_ack mode the back office's acks are what
+        empties the outbox, so a drain that ignored them always waited out the whole timeout.
+        """
         deadline = time.monotonic() + timeout
         while True:
+            if on_commands is not None:
+                on_commands(self.commands())
             self.pump(outbox)
             if is_empty():
                 return True
@@ -358,13 +457,13 @@ class Publisher:
     def stop(self, state: str = "stopped", timeout: float = 5.0) -> None:
         """Publish the final retained status (a clean disconnect does not fire the will) and disconnect."""
         if self._connected:
-            info = self.client.publish(
-                self.topics.status,
-                status_payload(state, self.session, self.device_id, self._status_extra),
-                qos=1, retain=True,
+            info = self._send(
+                self.topics.status, status_payload(state, self.session, self.device_id, self._status_extra),
+                retain=True,
             )
             try:
-                info.wait_for_publish(timeout)
+                if info is not None:
+                    info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):
                 log.warning("final status %r not confirmed by the broker", state)
         self._stopping = True

@@ -52,7 +52,7 @@ class PrivacyServices:
         device_id: str,
         bundle_path: Path,
         signing_pub: Any,
-        list_key: bytes,
+        list_key: bytes | None,
         *,
         summary_mode: str = "counts",
         summary_interval_s: float = 900.0,
@@ -65,6 +65,8 @@ class PrivacyServices:
         outbox_ttl_s: float | None = None,
         clock: Clock | None = None,
         store: Any = None,
+        list_id: str = "default",
+        device_seal_key: Any = None,
     ) -> None:
         from .hotlist import HotListInstaller, Lookalike
         from .privacy import Summarizer
@@ -73,28 +75,61 @@ class PrivacyServices:
         self.clock = clock or SystemClock()
         self.store = store if store is not None else Store(
             storage_dir, self.clock, evidence_ttl_s=evidence_ttl_s, max_db_bytes=max_db_bytes,
-            outbox_ttl_s=outbox_ttl_s, device_id=device_id,
+            outbox_ttl_s=outbox_ttl_s, device_id=device_id, allow_unavailable=True,
         )
+        self.device_id = device_id
+        self._signing_pub = signing_pub
+        self._device_seal_key = device_seal_key
+        self._list_key_issued: int | None = None
         self.outbox = _OutboxView(self.store)
         lookalike = (
             Lookalike(classes=lookalike_classes, max_substitutions=lookalike_max)
             if lookalike_classes else Lookalike(max_substitutions=lookalike_max)
         )
         self.installer = HotListInstaller(self.store, bundle_path, signing_pub, list_key, self.clock,
-                                          lookalike, actor="alprd")
+                                          lookalike, actor="alprd", list_id=list_id)
         self.hotlist_error = ""
+        if list_key is None:
+            self.hotlist_error = "waiting for the list key from headquarters (hotlist.key_source: hq)"
+            log.warning("%s", self.hotlist_error)
+        else:
+            self._load_installed()
+        self.summarizer = Summarizer(summary_mode, token_bits, summary_interval_s, self.clock)  # type: ignore[arg-type]
+        self._evidence_pub = evidence_pub
+
+    def _load_installed(self) -> None:
         try:
             self.installer.load_installed()
         except HotListError as e:
             # degrade, never crash-loop: run without a list (alarm in status) until a good one arrives
             self.hotlist_error = str(e)
             log.error("installed hot list not usable: %s", e)
-        self.summarizer = Summarizer(summary_mode, token_bits, summary_interval_s, self.clock)  # type: ignore[arg-type]
-        self._evidence_pub = evidence_pub
+        else:
+            self.hotlist_error = ""
 
     @property
     def matcher(self) -> Any:
         return self.installer.active
+
+    def install_list_key(self, payload: bytes) -> dict[str, Any]:
+        """A list-key message from hotlist/key (key_source hq); raises UntrustedInput if refused.
+
+        The key is held in RAM only; the installed bundle is loaded with it at once.
+        """
+        from .listkey import open_for_device
+        from .untrusted import UntrustedInput
+
+        if self._device_seal_key is None:
+            raise UntrustedInput("hotlist.key_source is file: this device takes no list key over MQTT")
+        got = open_for_device(payload, self._device_seal_key, self._signing_pub, self.device_id)
+        if self._list_key_issued is not None and got.issued <= self._list_key_issued:
+            if got.issued == self._list_key_issued:
+                return {"unchanged": True, "issued": got.issued}  # the retained copy after a reconnect
+            raise UntrustedInput(f"issued {got.issued}, older than the key held ({self._list_key_issued})")
+        self._list_key_issued = got.issued
+        self.installer.set_list_key(got.key)
+        self._load_installed()
+        return {"unchanged": False, "issued": got.issued, "hotlist_loaded": self.installer.active is not None}
 
     def hotlist_info(self) -> dict[str, Any]:
         hl = self.installer.active
@@ -110,7 +145,8 @@ class PrivacyServices:
         }
 
     def install_hotlist(self, bundle: bytes) -> dict[str, Any]:
-        version = self.installer.install(bundle, actor="mqtt:hotlist/set")
+        # refusals are counted per window by the daemon: one audit row per junk message filled disks
+        version = self.installer.install(bundle, actor="mqtt:hotlist/set", audit_refusal=False)
         self.hotlist_error = ""
         hl = self.installer.active
         return {"version": version, "entries": len(hl) if hl is not None else 0}

@@ -57,7 +57,7 @@ class Agency:
         version: int,
         issued: datetime = T0,
         valid_for: timedelta = timedelta(hours=24),
-        list_id: str = "test",
+        list_id: str = "default",
     ) -> bytes:
         if isinstance(entries, str):
             entries = parse_csv(textwrap.dedent(entries).lstrip().encode())

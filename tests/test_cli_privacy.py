@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -58,7 +59,7 @@ def _audit_events(cfg_dir: Path) -> list[tuple[str, str, str]]:
 
 def test_keys_agency_refuses_to_overwrite(hq: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert sorted(p.name for p in hq.iterdir()) == sorted(
-        ["signing.key", "signing.pub", "evidence.key", "evidence.pub", "list.key"]
+        ["signing.key", "signing.pub", "evidence.key", "evidence.pub", "list.key", "ack.key", "ack.pub"]
     )
     capsys.readouterr()
     assert main(["keys", "agency", "--out", str(hq)]) == 1
@@ -245,6 +246,77 @@ def test_audit_verify_and_checkpoint(
     conn.close()
     assert main(["audit", "verify", "--config", str(device)]) == 1
     assert "BROKEN at entry 2" in capsys.readouterr().out
+
+
+def test_audit_verify_fails_naming_the_quarantine_when_the_database_cannot_be_read(
+    hq: Path, device: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The attack: corrupt the audit table's root page. Verify used to quarantine the file, start a
+    fresh one and print "audit chain ok: 1 entries" with exit 0."""
+    for v in (1, 2, 3):
+        assert main(["hotlist", "install", str(_pack(tmp_path, hq, v)), "--config", str(device)]) == 0
+    db = tmp_path / "storage" / DB_NAME
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'audit'").fetchone()
+    conn.close()
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * page_size : root * page_size] = os.urandom(page_size)
+    db.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["audit", "verify", "--config", str(device)]) == 1
+    out = capsys.readouterr().out
+    (moved,) = (tmp_path / "storage" / "quarantine").glob(f"{DB_NAME}.*[0-9a-f]")
+    assert "NOT VERIFIED" in out and str(moved) in out and "ok" not in out
+    # the next run finds a chain that starts at the quarantine: still not a success, and it says where
+    # the older entries are and which file (by SHA-256) they are in
+    assert main(["audit", "verify", "--config", str(device)]) == 1
+    out = capsys.readouterr().out
+    assert "INCOMPLETE" in out and str(moved) in out
+    import hashlib
+
+    assert hashlib.sha256(moved.read_bytes()).hexdigest() in out
+
+
+def test_keys_agency_adds_ack_keys_to_an_older_key_folder_only(
+    hq: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("ack.key", "ack.pub"):
+        (hq / name).unlink()
+    before = {p.name: p.read_bytes() for p in hq.iterdir()}
+    assert main(["keys", "agency", "--out", str(hq)]) == 0
+    assert sorted(capsys.readouterr().out.split()) == [str(hq / "ack.key"), str(hq / "ack.pub")]
+    assert all((hq / n).read_bytes() == b for n, b in before.items())  # nothing else was touched
+    (hq / "ack.key").unlink()
+    (hq / "signing.key").unlink()  # a half folder is no upgrade: refused as before
+    assert main(["keys", "agency", "--out", str(hq)]) == 1
+    assert not (hq / "signing.key").exists() and not (hq / "ack.key").exists()
+
+
+def test_keys_device_and_seal_list_key_give_the_retained_message_for_hq_mode(
+    hq: Path, device: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alprd.keys import load_list_key, load_or_create_device_seal_key, load_signing_pub
+    from alprd.listkey import open_for_device
+
+    pub = tmp_path / "device.pub"
+    capsys.readouterr()
+    assert main(["keys", "device", "--config", str(device), "--out", str(pub)]) == 0
+    assert capsys.readouterr().out.startswith("-----BEGIN PUBLIC KEY-----")
+    key_file = tmp_path / "storage" / "device-x25519.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert main(["keys", "device", "--config", str(device)]) == 0  # the same key again, not a new one
+    assert capsys.readouterr().out == pub.read_text()
+    out = tmp_path / "key.msg"
+    assert main(["keys", "seal-list-key", "--keys", str(hq), "--device-pub", str(pub),
+                 "--device-id", "test-01", "--out", str(out)]) == 0
+    got = open_for_device(out.read_bytes(), load_or_create_device_seal_key(key_file),
+                          load_signing_pub(hq / "signing.pub"), "test-01")
+    assert got.key == load_list_key(hq / "list.key")
+    assert load_list_key(hq / "list.key") not in out.read_bytes()
+    assert main(["keys", "seal-list-key", "--keys", str(hq), "--device-pub", str(pub),
+                 "--device-id", "no/such", "--out", str(out)]) == 2
 
 
 def test_cli_runs_as_a_process(hq: Path, device: Path, tmp_path: Path) -> None:

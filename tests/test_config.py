@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_config_load import LAUGHS
 
 from alprd.cli import main
 from alprd.config import parse_config
@@ -83,3 +84,16 @@ def test_fuzzed_config_gives_config_error_never_a_traceback(data: dict[str, obje
 def test_fuzzed_yaml_text_never_a_traceback(text: str) -> None:
     with contextlib.suppress(ConfigError):
         parse_config(text, Path("fuzz.yaml"))
+
+
+PIECES = ["&a ", "&b ", "*a", "*b", "<<: ", "[", "]", "{", "}", ": ", ",", "\n", "  ", "- ", "a", "b",
+          "device_id", "mqtt", "port", "9" * 60, "2026-13-45", "!!binary ", "!!python/object ", "'", '"',
+          "? ", "|\n", "~", "1e999", "\t", "#"]
+
+
+@settings(max_examples=300, deadline=2000)
+@given(st.lists(st.sampled_from(PIECES), max_size=120).map("".join))
+def test_fuzzed_yaml_with_anchors_aliases_and_nesting_never_a_traceback(text: str) -> None:
+    # billion laughs, recursive aliases, deep flow nesting and unbuildable values, mixed at random
+    with contextlib.suppress(ConfigError):
+        parse_config(text + "\n" + LAUGHS if "*a" in text else text, Path("fuzz.yaml"))

@@ -27,3 +27,47 @@ def test_bad_value_names_line_and_key() -> None:
 def test_yaml_syntax_error_names_line() -> None:
     with pytest.raises(ConfigError, match=r"^cfg.yaml:3 \(yaml\): while parsing a flow node"):
         parse_config("a: 1\nb: [\n", Path("cfg.yaml"))
+
+
+# --- hostile YAML: every one a `file:line` message, none a traceback or a hang (issue 24) ----------
+
+LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(9)
+)
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("a: " + "[" * 5000, 1, "nested deeper than 16 levels"),
+    ("".join("  " * i + f"k{i}:\n" for i in range(2000)), 16, "nested deeper than 16 levels"),
+    ("device_id: " + "9" * 5000, 1, "cannot read this value (Exceeds the limit (4300 digits)"),
+    ("a: &a [*a]\n", 1, "aliases (*name) are not allowed"),
+    (LAUGHS, 2, "aliases (*name) are not allowed"),
+    ("policy:\n  retention_days: 2026-13-45\n", 2, "cannot read this value (month must be in 1..12)"),
+])
+def test_hostile_yaml_is_a_config_error_naming_the_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, Path("cfg.yaml"))
+    (problem,) = e.value.problems
+    assert problem.startswith(f"cfg.yaml:{line} (yaml): ") and message in problem, problem
+
+
+def test_billion_laughs_is_refused_by_check_config_at_once(tmp_path: Path) -> None:
+    """Main spent 8.8 GB and never finished; a subprocess with a timeout shows a hang as a failure."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "laughs.yaml"
+    cfg.write_text(LAUGHS)
+    out = subprocess.run([sys.executable, "-m", "alprd", "check-config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{cfg}:2 (yaml): aliases (*name) are not allowed" in out.stderr
+
+
+def test_a_huge_file_is_not_read_as_a_config(tmp_path: Path) -> None:
+    from alprd.config import MAX_CONFIG_BYTES, load_config
+
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# " + b"x" * MAX_CONFIG_BYTES + b"\n")
+    with pytest.raises(ConfigError, match=r"big\.yaml:1 \(file\): larger than"):
+        load_config(big)

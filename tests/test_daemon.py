@@ -363,15 +363,17 @@ def test_broker_killed_and_restarted_mid_run_every_hit_arrives(
 def test_daemon_sigkilled_with_hits_in_outbox_delivers_after_restart(
     tmp_path: Path, mosquitto: object, data_dir: Path
 ) -> None:
-    import json
     import sqlite3
     import time
 
     from conftest import Subscriber
 
+    from alprd.acks import make_ack
+    from alprd.keys import load_ack_key
+
     keys, photos = prepared(tmp_path, data_dir)
-    # app_ack: hits stay in the outbox until the back office confirms them
-    cfg = write_config(tmp_path, keys, mosquitto, photos, app_ack=True)
+    # app_ack: hits stay in the outbox until the back office confirms them (signed with ack.key)
+    cfg = write_config(tmp_path, keys, mosquitto, photos, app_ack=True, ack_pub=str(keys / "ack.pub"))
     log = tmp_path / "daemon.log"
     sub = Subscriber(mosquitto, "alprd/proc-dev/hit")  # type: ignore[arg-type]
     proc = start_daemon(cfg, log)
@@ -393,8 +395,9 @@ def test_daemon_sigkilled_with_hits_in_outbox_delivers_after_restart(
         assert sub.wait_for(
             lambda s: {h["hit_id"] for h in s.json_on("/hit")[seen_before:]} >= left, 60
         ), log.read_text()[-3000:]
+        ack_key = load_ack_key(keys / "ack.key")
         for hit_id in left:
-            sub.client.publish("alprd/proc-dev/ack", json.dumps({"hit_id": hit_id}), qos=1)
+            sub.client.publish("alprd/proc-dev/ack", make_ack(ack_key, "proc-dev", hit_id), qos=1)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with sqlite3.connect(db) as c:

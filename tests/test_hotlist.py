@@ -131,7 +131,7 @@ def test_bundle_roundtrip_and_manifest(agency: Agency) -> None:
     bundle = agency.pack(SAMPLE_CSV, 7)
     assert bundle.startswith(MAGIC)
     m, pt = verify_bundle(bundle, agency.signing_key.public_key(), agency.list_key, T0)
-    assert (m.version, m.entries, m.list_id) == (7, 4, "test")
+    assert (m.version, m.entries, m.list_id) == (7, 4, "default")
     assert m.expires - m.issued == timedelta(hours=24)
     public = json.dumps(m.public())
     for plate in ("ABC1234", "XYZ789", "OLD111"):
@@ -551,3 +551,74 @@ def test_p_not_entry_survives_odd_confidences(agency: Agency) -> None:
     for chars in ((float("nan"),) * 7, (1.5,) * 7, (-1.0,) * 7, (0.9,) * 3):
         m = hl.match("ABC1234", chars, None, T0)
         assert m is not None and 0.0 < m.p_not_entry <= 1.0, chars  # never NaN, never certain
+
+
+# --- list ids (issue 24): another list's bundle is refused whatever its version ----------------------
+
+
+def test_a_bundle_of_another_list_is_refused_whatever_its_version(agency: Agency, tmp_path: Path) -> None:
+    """The attack: a validly signed `regionA` v100 replaced `default` v5, stopped the device hitting on
+    its own list and then made it refuse the real v6 as "not newer than 100"."""
+    clock = FakeClock()
+    store, inst = _installer(agency, tmp_path / "s", clock)
+    assert inst.list_id == "default"
+    assert inst.install(agency.pack(SAMPLE_CSV, 5)) == 5
+    active = inst.active
+    with pytest.raises(HotListError, match=r"of list 'regionA' \(version 100\); this device runs list "
+                                           r"'default' \(hotlist.list_id\)"):
+        inst.install(agency.pack("plate,reason\nRGA100,x\n", 100, list_id="regionA"))
+    assert inst.active is active and inst.accepted_version() == 5  # its floor did not move
+    assert inst.install(agency.pack(SAMPLE_CSV, 6)) == 6
+    store.close()
+
+
+def test_each_list_id_keeps_its_own_rollback_floor(agency: Agency, tmp_path: Path) -> None:
+    clock = FakeClock()
+    storage = tmp_path / "s"
+    store = Store(storage, clock)
+    pub, key = agency.signing_key.public_key(), agency.list_key
+
+    def installer(list_id: str) -> HotListInstaller:
+        return HotListInstaller(store, storage / "hotlist.bundle", pub, key, clock, list_id=list_id)
+
+    a = installer("regionA")
+    assert a.install(agency.pack(SAMPLE_CSV, 9, list_id="regionA")) == 9
+    b = installer("regionB")  # the operator moves the device to another list
+    assert b.accepted_version() == 0
+    assert b.install(agency.pack(SAMPLE_CSV, 2, list_id="regionB")) == 2
+    with pytest.raises(HotListError, match="installed bundle is of list 'regionB'"):
+        installer("regionA").load_installed()  # the file on disk is B's: A cannot use it
+    a = installer("regionA")  # and back: A's floor is still 9, so its v8 is a rollback
+    with pytest.raises(HotListError, match="not newer than the accepted version 9"):
+        a.install(agency.pack(SAMPLE_CSV, 8, list_id="regionA"))
+    assert a.install(agency.pack(SAMPLE_CSV, 10, list_id="regionA")) == 10
+    store.close()
+
+
+def test_a_device_from_before_list_ids_keeps_its_floor(agency: Agency, tmp_path: Path) -> None:
+    clock = FakeClock()
+    storage = tmp_path / "s"
+    store = Store(storage, clock)
+    # what the previous release recorded: one version, next to the id of the list it belonged to
+    store.state_set("hotlist.version", "41")
+    store.state_set("hotlist.list_id", "default")
+    inst = HotListInstaller(store, storage / "hotlist.bundle", agency.signing_key.public_key(),
+                            agency.list_key, clock)
+    assert inst.accepted_version() == 41
+    with pytest.raises(HotListError, match="rollback"):
+        inst.install(agency.pack(SAMPLE_CSV, 41))
+    store.close()
+
+
+CSV_PIECES = ['"', ",", "\n", "\r", "plate", "reason", "ABC123", "*", "?", "\x00", "\xff", "'", "\\",
+              "2026-13-45", "9" * 50, "expires", "priority"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400) | st.lists(st.sampled_from(CSV_PIECES), max_size=80).map(
+    lambda p: "".join(p).encode("utf-8")))
+def test_fuzzed_csv_gives_entries_or_csv_error_never_a_traceback(data: bytes) -> None:
+    try:
+        parse_csv(data, "fuzz.csv")
+    except CsvError as e:
+        assert e.problems and all(p.startswith("fuzz.csv") for p in e.problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 from pathlib import Path
 
@@ -195,3 +196,38 @@ def test_sealed_text_roundtrip(tmp_path: Path) -> None:
     assert open_text(load_evidence_key(agency.dir / "evidence.key"), sealed) == "ABC1234|CA"
     with pytest.raises(EvidenceError):
         open_evidence(load_evidence_key(agency.dir / "evidence.key"), base64.b64decode(sealed))
+
+
+def test_a_clock_set_back_gives_counts_only_until_it_passes_the_last_window_never_start_after_end() -> None:
+    """The attack: the wall clock stepped back 2 h; two windows went out with tokens over the same
+    hours, one with start > end. Windows of 15 min, as the default."""
+    clock = FakeClock()
+    s = Summarizer("tokens", 16, 900, clock)
+    windows = []
+
+    def window(step_back_at: float | None = None) -> dict[str, object]:
+        _feed(s)
+        if step_back_at is not None:
+            clock.advance(step_back_at)
+            clock.jump_wall(-7200)
+            clock.advance(900 - step_back_at)
+        else:
+            clock.advance(900)
+        out = s.flush()
+        windows.append(out)
+        return out
+
+    first = window()
+    assert first["mode"] == "tokens" and first["tokens"]
+    stepped = window(step_back_at=300)  # the clock goes back 2 h in the middle of a window
+    assert stepped["mode"] == "counts" and "tokens" not in stepped and stepped["reads"] == 12
+    assert stepped["start"] <= stepped["end"]
+    while clock.time() < float(first["end"]):  # type: ignore[arg-type]
+        assert window()["mode"] == "counts"  # each still overlaps time a token window already covered
+    resumed = window()
+    assert resumed["mode"] == "tokens" and resumed["tokens"]
+    assert all(w["start"] <= w["end"] for w in windows)  # type: ignore[operator]
+    token_windows = [w for w in windows if w["mode"] == "tokens"]
+    for a, b in itertools.pairwise(token_windows):
+        assert b["start"] >= a["end"]  # type: ignore[operator]  # no two token sets claim the same time
+    assert [w["epoch"] for w in windows] == list(range(len(windows)))  # the key was ratcheted every time
