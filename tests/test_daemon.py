@@ -165,6 +165,32 @@ def test_systemd_unit_is_hardened() -> None:
         assert needed in text
 
 
+def test_unit_forbids_core_dumps_caps_memory_and_the_tpm_drop_in_parses() -> None:
+    import re
+
+    unit = (ROOT / "systemd" / "alprd.service").read_text()
+    # a core dump would hold the decrypted hot list; a runaway must meet a cap, not the OOM killer
+    assert re.search(r"^LimitCORE=0$", unit, re.M)
+    memory = re.search(r"^MemoryMax=(\d+)([KMG])$", unit, re.M)
+    assert memory is not None
+    assert 512 * 2**20 <= int(memory[1]) * {"K": 2**10, "M": 2**20, "G": 2**30}[memory[2]] <= 2 * 2**30
+    drop_in = (ROOT / "systemd" / "alprd-tpm-list-key.conf").read_text()
+    creds = set(re.findall(r"^LoadCredential=(\S+)$", unit, re.M))
+    again = set(re.findall(r"^LoadCredential=(\S+)$", drop_in, re.M))
+    assert "LoadCredential=\n" in drop_in and again == {c for c in creds if not c.startswith("list.key:")}
+    assert re.search(r"^LoadCredentialEncrypted=list\.key:\S+\.cred$", drop_in, re.M)
+    if shutil.which("systemd-analyze") is None:
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        merged = Path(tmp) / "alprd.service"
+        merged.write_text(unit + "\n" + drop_in)
+        out = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(merged)],
+                             capture_output=True, text=True, timeout=60)
+    assert "ignoring" not in out.stderr and "Unknown" not in out.stderr, out.stderr
+
+
 # --- the daemon with the real privacy core and a real broker (scripted reads; real models further down) --
 
 

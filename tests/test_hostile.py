@@ -469,3 +469,50 @@ def test_thirty_sigkills_leave_a_verifying_chain_and_a_sound_outbox(
         assert produced and produced <= waiting | hit_ids(sub)
     finally:
         sub.close()
+
+
+# --- 8: a broker off the machine without TLS or a password; 10: info under 512 bytes -------------------
+
+
+def test_a_broker_off_this_machine_without_tls_or_password_raises_insecure_transport(
+    tmp_path: Path, mosquitto: Mosquitto, photos: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alprd.cli import main
+    from alprd.daemon import transport_warnings
+
+    keys = agency(tmp_path)
+    local = config(tmp_path, keys, mosquitto, photos)
+    assert transport_warnings(local) == []  # plain MQTT on loopback is fine
+    far = Config.model_validate({**local.model_dump(mode="json"),
+                                 "mqtt": {**local.mqtt.model_dump(mode="json"), "host": "192.0.2.10",
+                                          "drain_timeout_s": 0}})
+    assert [k for k, _ in transport_warnings(far)] == ["mqtt.tls", "mqtt.password_file"]
+    password = tmp_path / "pw"
+    password.write_text("x")
+    os.chmod(password, 0o600)
+    safe = Config.model_validate({**far.model_dump(mode="json"), "mqtt": {
+        **far.mqtt.model_dump(mode="json"), "tls": {"ca": str(keys / "signing.pub")}, "username": DEV,
+        "password_file": str(password)}})
+    assert transport_warnings(safe) == []
+    # the longest device id and policy, five models: the retained info still fits 512 bytes
+    worst = Config.model_validate({**far.model_dump(mode="json"), "device_id": "d" * 64,
+                                   "policy": {"purpose": "p" * 500, "custodian": "c" * 200,
+                                              "retention_days": 1, "sharing": "s" * 500}})
+    reader = OnePlateReader()
+    reader.model_hashes = {f"model_{i}": "f" * 64 for i in range(5)}
+    daemon = assemble(worst, privacy_settings(worst), threading.Event(), reader=reader)
+    try:
+        daemon.services.install_hotlist(bundle_for(keys, {"7ABC123": "stolen"}, 1))
+        assert "insecure_transport" in daemon.alarms
+        info = json.dumps(daemon.info(), separators=(",", ":"), sort_keys=True)
+        assert len(info) < 512, len(info)
+    finally:
+        daemon.shutdown()
+    path = tmp_path / "far.yaml"
+    text = yaml.safe_dump({**far.model_dump(mode="json"), "reader": {}})
+    path.write_text(text)
+    capsys.readouterr()
+    assert main(["check-config", str(path)]) == 0  # a warning, not an error
+    err = capsys.readouterr().err
+    assert f"{path}:" in err and "mqtt.tls: warning: broker 192.0.2.10 is not on this machine" in err
+    assert "mqtt.password_file: warning:" in err

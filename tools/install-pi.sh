@@ -25,7 +25,7 @@ python3 -m venv --system-site-packages "$PREFIX/.venv"
 "$PREFIX/.venv/bin/pip" install -q "$PREFIX"
 
 install -d -m 0750 -o root -g alprd /etc/alprd /etc/alprd/keys
-for f in list.key signing.pub evidence.pub mqtt-password; do
+for f in list.key signing.pub evidence.pub ack.pub mqtt-password; do
     [ -f "$KEYS/$f" ] && install -m 0600 -o root -g root "$KEYS/$f" /etc/alprd/keys/$f
 done
 if [ ! -f /etc/alprd/alprd.yaml ]; then
