@@ -258,11 +258,13 @@ def _credential_source(path: Path, units: tuple[Path, ...]) -> tuple[Path, str]:
 def key_checks(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Iterator[Check]:
     from . import keys
 
+    hq = cfg.hotlist.key_source == "hq"  # no list key on the device: it arrives over MQTT
     loaders: list[tuple[str, Path | None, Callable[[Path], object]]] = [
-        ("hotlist.list_key", cfg.hotlist.list_key, keys.load_list_key),
+        ("hotlist.list_key", None if hq else cfg.hotlist.list_key, keys.load_list_key),
         ("hotlist.signing_pub", cfg.hotlist.signing_pub, keys.load_signing_pub),
         ("privacy.evidence_pub", cfg.privacy.evidence_pub, keys.load_evidence_pub),
         ("mqtt.password_file", cfg.mqtt.password_file, _load_private_text),
+        ("mqtt.ack_pub", cfg.mqtt.ack_pub if cfg.mqtt.app_ack else None, keys.load_ack_pub),
     ]
     if cfg.mqtt.tls is not None:
         loaders.append(("mqtt.tls.key", cfg.mqtt.tls.key, _load_private_text))
@@ -324,6 +326,8 @@ def hotlist_check(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Check:
     bundle = cfg.hotlist.bundle
     if not bundle.exists():
         return Check("hotlist", SKIP, f"no bundle at {bundle} yet (install one: alprd hotlist install)")
+    if cfg.hotlist.key_source == "hq":
+        return Check("hotlist", SKIP, "hotlist.key_source hq: the list key exists only in the daemon's RAM")
     try:
         pub = load_signing_pub(_credential_source(cfg.hotlist.signing_pub, units)[0])
         key = load_list_key(_credential_source(cfg.hotlist.list_key, units)[0])
@@ -332,6 +336,9 @@ def hotlist_check(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Check:
         return Check("hotlist", FAIL, f"{bundle}: {e}")
     except OSError as e:
         return Check("hotlist", FAIL, f"{bundle}: cannot read: {e.strerror}")
+    if manifest.list_id != cfg.hotlist.list_id:
+        return Check("hotlist", FAIL, f"{bundle}: list {manifest.list_id!r}, but hotlist.list_id is "
+                                      f"{cfg.hotlist.list_id!r}: the daemon refuses it")
     return Check(
         "hotlist",
         OK,
