@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install alprd on a Raspberry Pi (64-bit Raspberry Pi OS, Bookworm). Run from a clone, as root:
 #   sudo tools/install-pi.sh /path/to/device-keys
-# The keys folder holds what headquarters gives a device: list.key, signing.pub, evidence.pub
-# (and optionally mqtt-password). Re-running is safe: it updates the venv and the unit.
+# The keys folder holds what headquarters gives a device: list.key, signing.pub, evidence.pub,
+# ack.pub (and optionally mqtt-password). Re-running is safe: it updates the venv and the unit.
 set -euo pipefail
 KEYS=${1:?usage: install-pi.sh KEYS_DIR (with list.key, signing.pub, evidence.pub)}
 PREFIX=/opt/alprd
