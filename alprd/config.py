@@ -521,7 +521,9 @@ def _format_errors(path: Path, err: ValidationError, lines: dict[tuple[str | int
                 "must be stated before the device may run; see config/alprd.example.yaml"
             )
         elif "input" in e and e["type"] != "missing" and not isinstance(e["input"], dict | list):
-            msg = f"{msg} (got {e['input']!r})"
+            got = repr(e["input"])
+            # a megabyte-long value must not become a megabyte-long message
+            msg = f"{msg} (got {got if len(got) <= 80 else got[:76] + ' ...'})"
         problems.append(f"{path}:{_line_for(loc, lines)} {key}: {msg}")
     return problems
 

@@ -242,6 +242,7 @@ class Publisher:
             self._connected = False
             return
         self._max_packet = getattr(props, "MaximumPacketSize", None)
+        self.too_large = {}  # counted again against this connection's limit
         self._connected = True
         self._connects += 1
         self._failures = 0

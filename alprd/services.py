@@ -187,7 +187,7 @@ class PrivacyServices:
         if now != float("inf") and not self.summarizer.due():
             return None
         body = dict(self.summarizer.flush())
-        if body.get("mode") == "tokens":
+        if self.summarizer.mode == "tokens":  # ratcheted even when a clock step withheld the tokens
             # The token key was just ratcheted and the old one forgotten: an auditor can check that
             # rotation happened on schedule (the key itself never leaves memory). A full disk must
             # not turn a done rotation into an error: the daemon's storage alarm reports the disk.

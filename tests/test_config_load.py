@@ -71,3 +71,10 @@ def test_a_huge_file_is_not_read_as_a_config(tmp_path: Path) -> None:
     big.write_bytes(b"# " + b"x" * MAX_CONFIG_BYTES + b"\n")
     with pytest.raises(ConfigError, match=r"big\.yaml:1 \(file\): larger than"):
         load_config(big)
+
+
+def test_a_huge_value_is_not_echoed_whole() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config("device_id: " + "x" * 100_000 + "\n", Path("cfg.yaml"))
+    problem = next(p for p in e.value.problems if "device_id" in p)
+    assert len(problem) < 200 and problem.endswith("...)")
