@@ -344,6 +344,7 @@ def run_prepared(setup: DemoSetup) -> int:
         "mqtt": {"host": setup.host, "port": setup.port, "protocol": setup.protocol, "drain_timeout_s": 15},
         "location": {"lat": 52.52, "lon": 13.405, "heading_deg": 90},
         "metrics": {"interval_s": 5},
+        "hotlist": {"list_id": "demo"},
         "policy": {
             "purpose": "demonstration on a synthetic clip", "custodian": "whoever runs alprd demo",
             "retention_days": 1, "sharing": "none: loopback only",
@@ -352,7 +353,7 @@ def run_prepared(setup: DemoSetup) -> int:
     ps = PrivacySettings(
         storage_dir=storage, bundle=storage / "hotlist.bundle", list_key=keys / "list.key",
         signing_pub=keys / "signing.pub", lookalike_max=1, summary_interval_s=3600.0,
-        evidence_pub=keys / "evidence.pub",
+        evidence_pub=keys / "evidence.pub", list_id=cfg.hotlist.list_id,
     )
     from .hotlist import HotListInstaller
     from .keys import load_list_key, load_signing_pub
@@ -361,7 +362,8 @@ def run_prepared(setup: DemoSetup) -> int:
     # installed the way `alprd hotlist install` does it: signature, expiry and rollback checked
     with Store(storage) as store:
         version = HotListInstaller(
-            store, ps.bundle, load_signing_pub(ps.signing_pub), load_list_key(ps.list_key), actor="demo"
+            store, ps.bundle, load_signing_pub(ps.signing_pub), load_list_key(ps.list_key), actor="demo",
+            list_id=ps.list_id,
         ).install((setup.workdir / "incoming.bundle").read_bytes())
     print(f"alprd demo: hot list version {version} verified and installed", flush=True)
     printer = Printer(setup.host, setup.port, setup.protocol, f"alprd/{cfg.device_id}")
