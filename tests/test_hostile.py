@@ -39,7 +39,7 @@ DEV = "hostile-dev"
 
 def config(tmp: Path, keys: Path, broker: Mosquitto, photos: Path, **extra: Any) -> Config:
     mqtt = {"host": broker.host, "port": broker.port, "keepalive_s": 5, "reconnect_min_s": 1,
-            "reconnect_max_s": 2, "drain_timeout_s": 10, "ack_pub": str(keys / "ack.pub"),
+            "reconnect_max_s": 2, "drain_timeout_s": 2, "ack_pub": str(keys / "ack.pub"),
             **extra.pop("mqtt", {})}
     hotlist = {"bundle": str(tmp / "state" / "hotlist.bundle"), "list_key": str(keys / "list.key"),
                "signing_pub": str(keys / "signing.pub"), **extra.pop("hotlist", {})}
