@@ -54,6 +54,9 @@ def add_reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-size", type=int, default=PHOTO_READER["retry_size"],
                    help="detector size of a last, closer look when still no confident plate is found "
                         "(default: %(default)s; 0: none)")
+    p.add_argument("--zoom-out", action=argparse.BooleanOptionalAction, default=PHOTO_READER["zoom_out"],
+                   help="where still nothing reads well, look again at the frame padded on every side "
+                        "(plates that fill the frame; default: on)")
     p.add_argument("--tall-row-px", type=int, default=ReaderConfig.model_fields["tall_row_px"].default,
                    help="rows at least this many pixels high are read by the 32-px recognizer "
                         "plate_rec_tall (default: %(default)s; 0: every row by plate_rec)")
@@ -66,7 +69,7 @@ def reader_config(args: argparse.Namespace) -> ReaderConfig:
         "region": args.region, "threads": args.threads, "detector_size": args.detector_size,
         "retry_size": args.retry_size or None, "detector_model": args.detector,
         "fallback_model": None if args.fallback == "none" else args.fallback,
-        "tall_row_px": args.tall_row_px,
+        "tall_row_px": args.tall_row_px, "zoom_out": args.zoom_out,
     }
     if args.models_dir is not None:
         kwargs["models_dir"] = args.models_dir

@@ -66,6 +66,12 @@ class ReaderConfig(Section):
         "sees each car grow over many frames, and most frames hold no plate, so the daemon's default "
         "is off; `alprd read`/`bench` (one chance per photo) use 960.",
     )
+    zoom_out: bool = Field(
+        False,
+        description="When no confident plate that fits the region's grammar is found, look again at "
+        "the frame padded on every side (a plate that fills the frame: tight crops, zoomed pole "
+        "cameras). `alprd read`/`bench` use it; the daemon's stream sees plates at many sizes.",
+    )
     min_detection_score: float | None = Field(
         None, ge=0.0, le=1.0,
         description="Plate-detector boxes below this score are ignored (null: the model contract's value).",
@@ -83,7 +89,7 @@ class ReaderConfig(Section):
 
 
 PHOTO_READER: dict[str, Any] = {
-    "detector_model": "plate_det_fast", "fallback_model": "plate_det", "retry_size": 960,
+    "detector_model": "plate_det_fast", "fallback_model": "plate_det", "retry_size": 960, "zoom_out": True,
 }
 """How `alprd read` and `alprd bench` read a photo (one chance per photo): the fast detector
 first, the accurate one where that reads nothing well, then a closer look. The daemon's defaults
