@@ -7,6 +7,7 @@ names `file:line key.path: message`. Each stage receives only its own section.
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -23,8 +24,11 @@ from pydantic import (
 
 from .errors import ConfigError
 
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-"""Where the shipped models live in a source checkout (and on an installed Pi: the clone)."""
+_SHIPPED = resources.files("alprd.models")
+PACKAGE_MODELS_DIR = _SHIPPED if isinstance(_SHIPPED, Path) else Path(str(_SHIPPED))
+"""The shipped models: the package alprd.models, which is models/ in a checkout (pyproject.toml maps
+it) and site-packages/alprd/models in an installed wheel. Always a folder on disk: onnxruntime opens
+the files by path."""
 
 Region = Literal["us", "eu", "br", "auto"]
 DetectorModel = Literal["plate_det", "plate_det_mit", "plate_det_fast"]
