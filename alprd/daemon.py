@@ -806,13 +806,12 @@ def _lines_of(path: Path) -> dict[tuple[str | int, ...], int]:
         return {}
 
 
-def _credential_pending(p: Path) -> bool:
-    """A systemd credential path checked outside the service: it only exists while the unit runs."""
-    return str(p).startswith("/run/credentials/") and "CREDENTIALS_DIRECTORY" not in os.environ
+def preflight(cfg: Config, path: Path, keys: bool = True) -> list[str]:
+    """What the schema cannot see: files that must exist, and key files that must load with a safe mode
+    (`keys`; outside the service, systemd credentials are checked at the unit's LoadCredential= sources,
+    as the service will get them). Each problem as `file:line key.path: message`."""
+    from .keys import check_key_files, credential_source
 
-
-def preflight(cfg: Config, path: Path) -> list[str]:
-    """What the schema cannot see: files that must exist. Each problem as `file:line key.path: message`."""
     lines = _lines_of(path)
     problems: list[str] = []
 
@@ -822,12 +821,13 @@ def preflight(cfg: Config, path: Path) -> list[str]:
         problems.append(f"{path}:{line} {key}: {msg}")
 
     def need_file(key: str, p: Path | None, what: str) -> None:
-        if p is None or _credential_pending(p):
+        if p is None:
             return
+        p, via = credential_source(p)
         if not p.is_file():
-            add(key, f"{what} {p} does not exist")
+            add(key, f"{what} {p} does not exist{via}")
         elif not os.access(p, os.R_OK):
-            add(key, f"{what} {p} is not readable by this user")
+            add(key, f"{what} {p} is not readable by this user{via}")
 
     src = cfg.source
     if src.kind == "video" and not Path(src.path).is_file():
@@ -836,19 +836,14 @@ def preflight(cfg: Config, path: Path) -> list[str]:
         add("source.path", f"image folder {src.path} does not exist")
     if not cfg.reader.models_dir.is_dir():
         add("reader.models_dir", f"model folder {cfg.reader.models_dir} does not exist")
-    need_file("mqtt.password_file", cfg.mqtt.password_file, "password file")
     if cfg.mqtt.tls is not None:
         need_file("mqtt.tls.ca", cfg.mqtt.tls.ca, "CA certificate")
         need_file("mqtt.tls.cert", cfg.mqtt.tls.cert, "client certificate")
-        need_file("mqtt.tls.key", cfg.mqtt.tls.key, "client key")
-    problems.extend(_privacy_preflight(cfg, add, need_file))
+    # the secrets (list key, MQTT password, TLS client key) and the agency's public keys
+    for k in check_key_files(cfg) if keys else ():
+        if k.error:
+            add(k.key, f"{k.error}{k.via}")
     return problems
-
-
-def _privacy_preflight(
-    cfg: Config, add: Callable[[str, str], None], need_file: Callable[..., None]
-) -> list[str]:
-    return []
 
 
 @dataclass(frozen=True)
