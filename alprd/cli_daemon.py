@@ -31,10 +31,21 @@ def register(sub: Any) -> None:
         "demo",
         help="run the whole pipeline on a synthetic drive-by clip with an embedded MQTT broker",
     )
-    p.add_argument("--broker", metavar="HOST:PORT", help="use this MQTT broker, not an embedded one")
+    p.add_argument("--broker", metavar="HOST:PORT", type=_broker,
+                   help="use this MQTT broker (MQTT 5), not an embedded one")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the demo's files (keys, storage) in DIR")
     p.add_argument("--frames", type=int, default=0, help="clip length in frames (0 = full script)")
     p.set_defaults(handler=cmd_demo)
+
+
+def _broker(text: str) -> str:
+    from .demo import parse_broker
+
+    try:
+        parse_broker(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
