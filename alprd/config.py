@@ -119,7 +119,8 @@ class SourceConfig(Section):
     reconnect_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Longest wait between reopens.")
     open_timeout_s: float = Field(
         30.0, ge=0.0, le=3600.0,
-        description="At start, keep trying to open a live source this long before giving up (exit 1).",
+        description="At start, keep trying to open a live source this long; then raise the camera alarm "
+        "and keep retrying with the reconnect backoff (the daemon does not exit).",
     )
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from . import __version__
 from .capture import Clock, FrameSource, SystemClock
 from .config import Config, MatchingConfig, config_hash
-from .errors import AlprdError, HotListError, StoreError
+from .errors import AlprdError, CaptureError, HotListError, StoreError
 from .location import Locator
 from .motion import MotionGate
 from .publish import Command, Outbox, OutboxItem, Publisher
@@ -525,6 +525,7 @@ class Daemon:
         self._status_sent: dict[str, Any] | None = None
         self._next_metrics = 0.0
         self._next_house = 0.0
+        self._ready = False
         self.on_event: Callable[[Event, dict[str, Any] | None], None] | None = None
 
     # --- start-up ---------------------------------------------------------------------------------
@@ -545,7 +546,22 @@ class Daemon:
     def announce(self) -> None:
         if self.publisher is not None:
             self.publisher.publish_retained(self.publisher.topics.info, self.info())
-        self.notifier.ready(f"reading from {self.cfg.source.kind}")
+        self._notify_ready()
+
+    def _notify_ready(self) -> None:
+        """READY=1 once the camera is open, or else once the broker has the status with the `camera`
+        alarm: then the service is up and says what is wrong, and it keeps retrying the camera."""
+        if self._ready:
+            return
+        if self.source.stats.connected or self.source.finished:
+            status = f"reading from {self.cfg.source.kind}"
+        elif (self.publisher is not None and "camera" in (self._status_sent or {}).get("alarms", ())
+              and self.publisher.status_delivered):
+            status = "camera not available: camera alarm published, retrying"
+        else:
+            return
+        self._ready = True
+        self.notifier.ready(status)
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -654,6 +670,7 @@ class Daemon:
             self._storage_check()
             self._summary(self.clock.time())
             self._status()
+        self._notify_ready()
         if now >= self._next_metrics:
             self._next_metrics = now + self.cfg.metrics.interval_s
             if self.publisher is not None:
@@ -921,15 +938,26 @@ def assemble(
     if services.matcher is None:
         log.warning("no hot list installed yet: nothing can match until one arrives on hotlist/set")
     source = make_source(cfg.source, cfg.camera)
-    open_with_retry(source, cfg.source.open_timeout_s if source_is_live(cfg) else 0.0, stop)
-    pipeline = Pipeline(
-        reader, Tracker(cfg.tracking), MotionGate(cfg.motion), services.matcher, cfg.matching,
-        None if cfg.reader.region == "auto" else cfg.reader.region,
-    )
+    live = source_is_live(cfg)
+    if not live:
+        open_with_retry(source, 0.0, stop)  # a missing file or folder: exit before connecting anywhere
     publisher = None
     if cfg.mqtt.enabled:
         publisher = Publisher(cfg.mqtt, cfg.device_id, next_session(ps.storage_dir))
         publisher.start()
+    if live:
+        # MQTT is connecting meanwhile: a camera that stays missing must not end the process, or the
+        # back office never learns why. The loop retries it with the source's reconnect backoff, and
+        # the retained status carries the `camera` alarm until it opens.
+        try:
+            open_with_retry(source, cfg.source.open_timeout_s, stop)
+        except CaptureError as e:
+            log.error("%s; raising the camera alarm and retrying", e)
+            source.stats.last_error = str(e)
+    pipeline = Pipeline(
+        reader, Tracker(cfg.tracking), MotionGate(cfg.motion), services.matcher, cfg.matching,
+        None if cfg.reader.region == "auto" else cfg.reader.region,
+    )
     return Daemon(cfg, source, pipeline, services, publisher, Locator(cfg.location), notifier)
 
 

@@ -116,6 +116,8 @@ class Publisher:
         self._connects = 0
         self._failures = 0
         self._status_extra: dict[str, Any] = {}
+        # the newest `online` status sent: (the extra it carried, paho's handle to its PUBACK)
+        self._status_sent: tuple[dict[str, Any], mqtt.MQTTMessageInfo] | None = None
         self._mids: dict[int, str] = {}  # paho message id -> outbox row id
         self._sent: dict[str, float] = {}  # outbox row id -> monotonic time of the last publish
         self._delivered: dict[str, str] = {}  # rows the broker has, waiting for the app ack (app_ack mode)
@@ -209,11 +211,7 @@ class Publisher:
         client.subscribe(self.topics.hotlist_set, qos=1)
         if self.cfg.app_ack:
             client.subscribe(self.topics.ack, qos=1)
-        client.publish(
-            self.topics.status,
-            status_payload("online", self.session, self.device_id, self._status_extra),
-            qos=1, retain=True,
-        )
+        self._publish_status()
         log.info("MQTT connected to %s:%s (session present: %s)", self.cfg.host, self.cfg.port,
                  getattr(flags, "session_present", None))
 
@@ -272,11 +270,23 @@ class Publisher:
         """Change what the retained `online` status carries (camera state, alarms) and republish it."""
         self._status_extra = dict(extra)
         if publish and self._connected:
-            self.client.publish(
-                self.topics.status,
-                status_payload("online", self.session, self.device_id, self._status_extra),
-                qos=1, retain=True,
-            )
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        extra = self._status_extra
+        info = self.client.publish(
+            self.topics.status,
+            status_payload("online", self.session, self.device_id, extra),
+            qos=1, retain=True,
+        )
+        self._status_sent = (extra, info)
+
+    @property
+    def status_delivered(self) -> bool:
+        """The broker acknowledged the retained status carrying what `set_status` last gave."""
+        sent = self._status_sent
+        # identity, not equality: on_connect (paho's thread) may have sent the previous extra
+        return sent is not None and sent[0] is self._status_extra and sent[1].is_published()
 
     def publish_retained(self, topic: str, body: dict[str, Any]) -> None:
         payload = json.dumps(body, separators=(",", ":"), sort_keys=True)
