@@ -460,6 +460,20 @@ def _format_errors(path: Path, err: ValidationError, lines: dict[tuple[str | int
     return problems
 
 
+def _yaml_error_line(e: yaml.YAMLError, text: str) -> int:
+    """The line to blame. PyYAML marks an error found at the end of the file (an unclosed bracket or
+    quote) after the last newline, one line past the text: blame where the unclosed thing starts,
+    or else the last line with content."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return 1
+    if text[mark.index :].strip():
+        return int(mark.line) + 1
+    last = max(1, len(text[: mark.index].rstrip().splitlines()))
+    context = getattr(e, "context_mark", None)
+    return min(last, int(context.line) + 1) if context is not None else last
+
+
 def parse_config(text: str, path: Path) -> Config:
     """Validate YAML text; `path` is used for messages and to resolve relative paths."""
     try:
@@ -470,9 +484,12 @@ def parse_config(text: str, path: Path) -> Config:
         finally:
             loader.dispose()
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
+        line = _yaml_error_line(e, text)
+        context, problem = getattr(e, "context", None), getattr(e, "problem", None)
+        cmark = getattr(e, "context_mark", None)
+        if context and cmark is not None and int(cmark.line) + 1 != line and text[cmark.index :].strip():
+            context = f"{context} (line {int(cmark.line) + 1})"
+        what = ": ".join(str(x) for x in (context, problem) if x)
         raise ConfigError(f"{path}:{line} (yaml): {what or e}") from None
     if data is None:
         data = {}
