@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file; exit 0, or 2 listing every error")
-    p.add_argument("config", type=Path, metavar="CFG")
+    p.add_argument("config", type=Path, metavar="CFG", help="YAML config (config/alprd.example.yaml)")
     p.set_defaults(handler=cmd_check_config)
 
     p = sub.add_parser(

@@ -157,7 +157,14 @@ def load_list_key(path: Path) -> bytes:
     return data
 
 
-def _load_private_pem(path: Path) -> object:
+def _load_private_pem(path: Path, needs: str) -> object:
+    try:
+        head = path.read_bytes()[:64]
+    except OSError:
+        head = b""  # _read says why
+    if b"PUBLIC KEY" in head:
+        # before the mode check: a public key is 0644 on purpose, the wrong file rather than a leak
+        raise KeyFileError(f"{path} is a public key; {needs}")
     data = _read(path, private=True)
     try:
         return serialization.load_pem_private_key(data, password=None)
@@ -174,7 +181,7 @@ def _load_public_pem(path: Path) -> object:
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    key = _load_private_pem(path)
+    key = _load_private_pem(path, "signing needs the private key, signing.key")
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: expected an Ed25519 private key (signing.key)")
     return key
@@ -188,7 +195,7 @@ def load_signing_pub(path: Path) -> Ed25519PublicKey:
 
 
 def load_evidence_key(path: Path) -> X25519PrivateKey:
-    key = _load_private_pem(path)
+    key = _load_private_pem(path, "opening evidence needs the private key, evidence.key (at headquarters)")
     if not isinstance(key, X25519PrivateKey):
         raise KeyFileError(f"{path}: expected an X25519 private key (evidence.key)")
     return key
