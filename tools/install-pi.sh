@@ -24,6 +24,10 @@ apt-get install -y -qq python3-venv python3-numpy python3-picamera2 >/dev/null
 id alprd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/alprd --shell /usr/sbin/nologin --groups video alprd
 
 install -d -m 0755 "$PREFIX"
+if [ -f "$PREFIX/pyproject.toml" ]; then
+    # left by earlier versions of this script, which copied the whole clone here
+    echo "note: $PREFIX holds an old copy of a clone; only .venv and README.md there are used now" >&2
+fi
 python3 -m venv --system-site-packages "$VENV"
 # Exactly the versions requirements-pi.lock pins, hash-checked; wheels only (CI checks every one has an
 # aarch64 wheel), so nothing is compiled on the Pi.
