@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+from pydantic import ValidationError
 
 from .config import DETECTOR_MODELS, PHOTO_READER, ReaderConfig
 from .errors import AlprdError, ModelError
@@ -25,14 +26,14 @@ log = logging.getLogger(__name__)
 def register(sub: Any) -> None:
     p = sub.add_parser("read", help="read plates in photos; one JSON object per image per line",
                        description="Read licence plates in IMAGE files and print one JSON line per image.")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos (JPEG, PNG, ...) to read")
     add_reader_args(p)
     p.set_defaults(handler=cmd_read)
 
     b = sub.add_parser("bench", help="accuracy and speed over a labelled folder",
                        description="Read DIR/labels.csv (columns file, plate and optionally x,y,w,h) and "
                        "report exact and O/0,I/1-folded accuracy, detector recall, ms per image, peak RSS.")
-    b.add_argument("dir", type=Path, metavar="DIR")
+    b.add_argument("dir", type=Path, metavar="DIR", help="folder of photos with a labels.csv")
     b.add_argument("--json", action="store_true", help="print one final JSON object instead of text")
     b.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     add_reader_args(b)
@@ -73,7 +74,20 @@ def reader_config(args: argparse.Namespace) -> ReaderConfig:
     }
     if args.models_dir is not None:
         kwargs["models_dir"] = args.models_dir
-    return ReaderConfig(**kwargs)
+    try:
+        return ReaderConfig(**kwargs)
+    except ValidationError as e:
+        # in the options' own words: one line, not pydantic's multi-line report with a URL
+        raise ValueError("; ".join(
+            f"{_option(err['loc'])} {err['input']!r}: {err['msg'][:1].lower()}{err['msg'][1:]}"
+            for err in e.errors()
+        )) from None
+
+
+def _option(loc: tuple[int | str, ...]) -> str:
+    field = str(loc[0]) if loc else ""
+    return {"detector_model": "--detector", "fallback_model": "--fallback"}.get(
+        field, "--" + field.replace("_", "-"))
 
 
 def _make_reader(args: argparse.Namespace) -> Any:
