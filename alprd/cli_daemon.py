@@ -24,17 +24,28 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file; exit 0, or 2 listing every error")
-    p.add_argument("config", type=Path, metavar="CFG")
+    p.add_argument("config", type=Path, metavar="CFG", help="YAML config (config/alprd.example.yaml)")
     p.set_defaults(handler=cmd_check_config)
 
     p = sub.add_parser(
         "demo",
         help="run the whole pipeline on a synthetic drive-by clip with an embedded MQTT broker",
     )
-    p.add_argument("--broker", metavar="HOST:PORT", help="use this MQTT broker, not an embedded one")
+    p.add_argument("--broker", metavar="HOST:PORT", type=_broker,
+                   help="use this MQTT broker (MQTT 5), not an embedded one")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the demo's files (keys, storage) in DIR")
     p.add_argument("--frames", type=int, default=0, help="clip length in frames (0 = full script)")
     p.set_defaults(handler=cmd_demo)
+
+
+def _broker(text: str) -> str:
+    from .demo import parse_broker
+
+    try:
+        parse_broker(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

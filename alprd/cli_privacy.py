@@ -33,14 +33,18 @@ from .keys import (
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> timedelta:
-    """`90s`, `15m`, `24h`, `7d` (a bare number is seconds)."""
+    """`90s`, `15m`, `24h`, `7d`. The unit is required: a bare 3 could mean 3 seconds or 3 days."""
     m = _DURATION.match(text)
     if not m:
+        if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", text):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} needs a unit: s, m, h or d (e.g. {text.strip()}h or {text.strip()}d)"
+            )
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 24h, 90m or 7d")
     seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
     if seconds <= 0:
@@ -64,7 +68,12 @@ def _default_actor() -> str:
 
 
 def register(sub: Any) -> None:
-    keys = sub.add_parser("keys", help="make key files")
+    keys = sub.add_parser(
+        "keys", help="make key files",
+        description="Make the agency's key files at headquarters: signing.key/.pub (Ed25519, signs hot-list "
+        "bundles), evidence.key/.pub (X25519, seals hit evidence) and list.key (encrypts hot lists). "
+        "A device gets only signing.pub, evidence.pub and list.key.",
+    )
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = ksub.add_parser("agency", help="make the agency's keys (at headquarters)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the new key files")
@@ -86,10 +95,15 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="FILE")
     p.set_defaults(handler=cmd_keys_seal_list_key)
 
-    hot = sub.add_parser("hotlist", help="pack, inspect, install and query hot lists")
+    hot = sub.add_parser(
+        "hotlist", help="pack, inspect, install and query hot lists",
+        description="Hot lists: pack a CSV into a signed, encrypted bundle (headquarters), inspect it, "
+        "install it on a device, look a plate up (audited).",
+    )
     hsub = hot.add_subparsers(dest="hotlist_command", metavar="ACTION", required=True)
     p = hsub.add_parser("pack", help="CSV -> signed, encrypted bundle (at headquarters)")
-    p.add_argument("csv", type=Path, metavar="CSV")
+    p.add_argument("csv", type=Path, metavar="CSV",
+                   help="the list: header row, plate and reason columns (README: CSV)")
     p.add_argument("--keys", required=True, type=Path, metavar="DIR", help="folder from `alprd keys agency`")
     p.add_argument("--version", required=True, type=_positive_int, help="list version; must grow every time")
     p.add_argument(
@@ -97,7 +111,7 @@ def register(sub: Any) -> None:
         type=parse_duration,
         default=timedelta(hours=24),
         metavar="DURATION",
-        help="how long devices may use the list (default 24h)",
+        help="how long devices may use the list, with a unit: 90m, 24h, 7d (default 24h)",
     )
     p.add_argument(
         "--list-id", default="default",
@@ -107,35 +121,42 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=cmd_hotlist_pack)
 
     p = hsub.add_parser("inspect", help="verify a bundle and print its manifest (never plates)")
-    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle from `alprd hotlist pack`")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--keys", type=Path, metavar="DIR", help="agency key folder (signing.pub, list.key)")
     src.add_argument("--config", "-c", type=Path, metavar="CFG", help="device config (hotlist keys)")
     p.set_defaults(handler=cmd_hotlist_inspect)
 
     p = hsub.add_parser("install", help="install a bundle on this device (newer versions only)")
-    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle from `alprd hotlist pack`")
     p.add_argument("--config", "-c", required=True, type=Path, metavar="CFG")
     p.add_argument("--actor", default=None, help="who installs (default: the login user)")
     p.set_defaults(handler=cmd_hotlist_install)
 
     p = hsub.add_parser("query", help="look a plate up in the installed list (audited; needs --purpose)")
-    p.add_argument("plate", metavar="PLATE")
+    p.add_argument("plate", metavar="PLATE", help="the plate to look up (case, spaces, dashes do not matter)")
     p.add_argument("--purpose", required=True, help="why you are looking (recorded in the audit log)")
     p.add_argument("--state", default=None, help="the plate's state/region, if known")
     p.add_argument("--config", "-c", required=True, type=Path, metavar="CFG")
     p.add_argument("--actor", default=None, help="who asks (default: the login user)")
     p.set_defaults(handler=cmd_hotlist_query)
 
-    ev = sub.add_parser("evidence", help="open sealed hit evidence (at headquarters)")
+    ev = sub.add_parser(
+        "evidence", help="open sealed hit evidence (at headquarters)",
+        description="Open the evidence a device sealed to evidence.pub for a hit; needs evidence.key.",
+    )
     esub = ev.add_subparsers(dest="evidence_command", metavar="ACTION", required=True)
     p = esub.add_parser("open", help="decrypt a .sealed evidence file")
-    p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--key", required=True, type=Path, help="evidence.key (mode 0600)")
+    p.add_argument("file", type=Path, metavar="FILE", help="a .sealed evidence file from a device")
+    p.add_argument("--key", required=True, type=Path, help="evidence.key, the private key (mode 0600)")
     p.add_argument("--out", type=Path, metavar="DIR", help="where to write crop.jpg, frame.jpg, meta.json")
     p.set_defaults(handler=cmd_evidence_open)
 
-    au = sub.add_parser("audit", help="verify the audit chain or sign a checkpoint")
+    au = sub.add_parser(
+        "audit", help="verify the audit chain or sign a checkpoint",
+        description="The device's tamper-evident audit chain: verify it, or sign a checkpoint to keep "
+        "off the device.",
+    )
     asub = au.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     p = asub.add_parser("verify", help="check the chain; exit 1 naming the first broken entry")
     p.add_argument("--config", "-c", required=True, type=Path, metavar="CFG")
@@ -255,7 +276,7 @@ def cmd_hotlist_pack(args: argparse.Namespace) -> int:
     except CsvError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
-        return _fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed")
+        return _fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed", EXIT_USAGE)
     try:
         signing = load_signing_key(args.keys / "signing.key")
         list_key = load_list_key(args.keys / "list.key")
@@ -347,6 +368,10 @@ def cmd_hotlist_query(args: argparse.Namespace) -> int:
     if not plate:
         return _fail(f"{args.plate!r} has no letters or digits", EXIT_USAGE)
     actor = args.actor or _default_actor()
+    if not cfg.storage.dir.is_dir():
+        # nothing installed yet; opening the store would create storage.dir as whoever runs this
+        return _fail(f"no hot list is installed: storage.dir {cfg.storage.dir} does not exist yet "
+                     "(alprd hotlist install BUNDLE --config CFG)")
     try:
         evidence_pub = load_evidence_pub(cfg.privacy.evidence_pub)
         with open_store(cfg) as store:
@@ -379,9 +404,12 @@ def cmd_evidence_open(args: argparse.Namespace) -> int:
 
     try:
         key = load_evidence_key(args.key)
+    except KeyFileError as e:
+        return _fail(f"--key {e}")
+    try:
         blob = args.file.read_bytes()
         crop, frame, meta = open_evidence(key, blob)
-    except (KeyFileError, EvidenceError) as e:
+    except EvidenceError as e:
         return _fail(f"{args.file}: {e}")
     except OSError as e:
         return _fail(f"{args.file}: {e.strerror}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+from pydantic import ValidationError
 
 from .config import DETECTOR_MODELS, PHOTO_READER, ReaderConfig
 from .errors import AlprdError, ModelError
@@ -25,14 +26,14 @@ log = logging.getLogger(__name__)
 def register(sub: Any) -> None:
     p = sub.add_parser("read", help="read plates in photos; one JSON object per image per line",
                        description="Read licence plates in IMAGE files and print one JSON line per image.")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos (JPEG, PNG, ...) to read")
     add_reader_args(p)
     p.set_defaults(handler=cmd_read)
 
     b = sub.add_parser("bench", help="accuracy and speed over a labelled folder",
                        description="Read DIR/labels.csv (columns file, plate and optionally x,y,w,h) and "
                        "report exact and O/0,I/1-folded accuracy, detector recall, ms per image, peak RSS.")
-    b.add_argument("dir", type=Path, metavar="DIR")
+    b.add_argument("dir", type=Path, metavar="DIR", help="folder of photos with a labels.csv")
     b.add_argument("--json", action="store_true", help="print one final JSON object instead of text")
     b.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     add_reader_args(b)
@@ -54,6 +55,9 @@ def add_reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-size", type=int, default=PHOTO_READER["retry_size"],
                    help="detector size of a last, closer look when still no confident plate is found "
                         "(default: %(default)s; 0: none)")
+    p.add_argument("--zoom-out", action=argparse.BooleanOptionalAction, default=PHOTO_READER["zoom_out"],
+                   help="where still nothing reads well, look again at the frame padded on every side "
+                        "(plates that fill the frame; default: on)")
     p.add_argument("--tall-row-px", type=int, default=ReaderConfig.model_fields["tall_row_px"].default,
                    help="rows at least this many pixels high are read by the 32-px recognizer "
                         "plate_rec_tall (default: %(default)s; 0: every row by plate_rec)")
@@ -66,11 +70,24 @@ def reader_config(args: argparse.Namespace) -> ReaderConfig:
         "region": args.region, "threads": args.threads, "detector_size": args.detector_size,
         "retry_size": args.retry_size or None, "detector_model": args.detector,
         "fallback_model": None if args.fallback == "none" else args.fallback,
-        "tall_row_px": args.tall_row_px,
+        "tall_row_px": args.tall_row_px, "zoom_out": args.zoom_out,
     }
     if args.models_dir is not None:
         kwargs["models_dir"] = args.models_dir
-    return ReaderConfig(**kwargs)
+    try:
+        return ReaderConfig(**kwargs)
+    except ValidationError as e:
+        # in the options' own words: one line, not pydantic's multi-line report with a URL
+        raise ValueError("; ".join(
+            f"{_option(err['loc'])} {err['input']!r}: {err['msg'][:1].lower()}{err['msg'][1:]}"
+            for err in e.errors()
+        )) from None
+
+
+def _option(loc: tuple[int | str, ...]) -> str:
+    field = str(loc[0]) if loc else ""
+    return {"detector_model": "--detector", "fallback_model": "--fallback"}.get(
+        field, "--" + field.replace("_", "-"))
 
 
 def _make_reader(args: argparse.Namespace) -> Any:

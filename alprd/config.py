@@ -7,6 +7,7 @@ names `file:line key.path: message`. Each stage receives only its own section.
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -23,8 +24,11 @@ from pydantic import (
 
 from .errors import ConfigError
 
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-"""Where the shipped models live in a source checkout (and on an installed Pi: the clone)."""
+_SHIPPED = resources.files("alprd.models")
+PACKAGE_MODELS_DIR = _SHIPPED if isinstance(_SHIPPED, Path) else Path(str(_SHIPPED))
+"""The shipped models: the package alprd.models, which is models/ in a checkout (pyproject.toml maps
+it) and site-packages/alprd/models in an installed wheel. Always a folder on disk: onnxruntime opens
+the files by path."""
 
 Region = Literal["us", "eu", "br", "auto"]
 DetectorModel = Literal["plate_det", "plate_det_mit", "plate_det_fast"]
@@ -78,6 +82,12 @@ class ReaderConfig(Section):
         "sees each car grow over many frames, and most frames hold no plate, so the daemon's default "
         "is off; `alprd read`/`bench` (one chance per photo) use 960.",
     )
+    zoom_out: bool = Field(
+        False,
+        description="When no confident plate that fits the region's grammar is found, look again at "
+        "the frame padded on every side (a plate that fills the frame: tight crops, zoomed pole "
+        "cameras). `alprd read`/`bench` use it; the daemon's stream sees plates at many sizes.",
+    )
     min_detection_score: float | None = Field(
         None, ge=0.0, le=1.0,
         description="Plate-detector boxes below this score are ignored (null: the model contract's value).",
@@ -100,7 +110,7 @@ class ReaderConfig(Section):
 
 
 PHOTO_READER: dict[str, Any] = {
-    "detector_model": "plate_det_fast", "fallback_model": "plate_det", "retry_size": 960,
+    "detector_model": "plate_det_fast", "fallback_model": "plate_det", "retry_size": 960, "zoom_out": True,
 }
 """How `alprd read` and `alprd bench` read a photo (one chance per photo): the fast detector
 first, the accurate one where that reads nothing well, then a closer look. The daemon's defaults
@@ -132,7 +142,8 @@ class SourceConfig(Section):
     reconnect_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Longest wait between reopens.")
     open_timeout_s: float = Field(
         30.0, ge=0.0, le=3600.0,
-        description="At start, keep trying to open a live source this long before giving up (exit 1).",
+        description="At start, keep trying to open a live source this long; then raise the camera alarm "
+        "and keep retrying with the reconnect backoff (the daemon does not exit).",
     )
 
     @model_validator(mode="after")
@@ -528,6 +539,20 @@ def _format_errors(path: Path, err: ValidationError, lines: dict[tuple[str | int
     return problems
 
 
+def _yaml_error_line(e: yaml.YAMLError, text: str) -> int:
+    """The line to blame. PyYAML marks an error found at the end of the file (an unclosed bracket or
+    quote) after the last newline, one line past the text: blame where the unclosed thing starts,
+    or else the last line with content."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return 1
+    if text[mark.index :].strip():
+        return int(mark.line) + 1
+    last = max(1, len(text[: mark.index].rstrip().splitlines()))
+    context = getattr(e, "context_mark", None)
+    return min(last, int(context.line) + 1) if context is not None else last
+
+
 def parse_config(text: str, path: Path) -> Config:
     """Validate YAML text; `path` is used for messages and to resolve relative paths."""
     try:
@@ -540,9 +565,12 @@ def parse_config(text: str, path: Path) -> Config:
     except (RecursionError, MemoryError) as e:
         raise ConfigError(f"{path}:1 (yaml): too deeply nested or too large ({type(e).__name__})") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
+        line = _yaml_error_line(e, text)
+        context, problem = getattr(e, "context", None), getattr(e, "problem", None)
+        cmark = getattr(e, "context_mark", None)
+        if context and cmark is not None and int(cmark.line) + 1 != line and text[cmark.index :].strip():
+            context = f"{context} (line {int(cmark.line) + 1})"
+        what = ": ".join(str(x) for x in (context, problem) if x)
         raise ConfigError(f"{path}:{line} (yaml): {what or e}") from None
     if data is None:
         data = {}

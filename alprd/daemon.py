@@ -33,7 +33,7 @@ from . import __version__
 from .acks import verify_ack
 from .capture import Clock, FrameSource, SystemClock
 from .config import Config, MatchingConfig, config_hash
-from .errors import AlprdError, HotListError, StoreError
+from .errors import AlprdError, CaptureError, HotListError, StoreError
 from .location import Locator
 from .motion import MotionGate
 from .publish import Command, Outbox, OutboxItem, Publisher
@@ -630,6 +630,7 @@ class Daemon:
         self._insecure = transport_warnings(cfg)
         for key, msg in self._insecure:
             log.warning("%s: %s", key, msg)
+        self._ready = False
         self.on_event: Callable[[Event, dict[str, Any] | None], None] | None = None
 
     # --- start-up ---------------------------------------------------------------------------------
@@ -655,7 +656,22 @@ class Daemon:
     def announce(self) -> None:
         if self.publisher is not None:
             self.publisher.publish_retained(self.publisher.topics.info, self.info())
-        self.notifier.ready(f"reading from {self.cfg.source.kind}")
+        self._notify_ready()
+
+    def _notify_ready(self) -> None:
+        """READY=1 once the camera is open, or else once the broker has the status with the `camera`
+        alarm: then the service is up and says what is wrong, and it keeps retrying the camera."""
+        if self._ready:
+            return
+        if self.source.stats.connected or self.source.finished:
+            status = f"reading from {self.cfg.source.kind}"
+        elif (self.publisher is not None and "camera" in (self._status_sent or {}).get("alarms", ())
+              and self.publisher.status_delivered):
+            status = "camera not available: camera alarm published, retrying"
+        else:
+            return
+        self._ready = True
+        self.notifier.ready(status)
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -770,6 +786,7 @@ class Daemon:
             if self.refusals.due():
                 self._refusal_window()
             self._status()
+        self._notify_ready()
         if now >= self._next_metrics:
             self._next_metrics = now + self.cfg.metrics.interval_s
             if self.publisher is not None:
@@ -979,13 +996,12 @@ def _lines_of(path: Path) -> dict[tuple[str | int, ...], int]:
         return {}
 
 
-def _credential_pending(p: Path) -> bool:
-    """A systemd credential path checked outside the service: it only exists while the unit runs."""
-    return str(p).startswith("/run/credentials/") and "CREDENTIALS_DIRECTORY" not in os.environ
+def preflight(cfg: Config, path: Path, keys: bool = True) -> list[str]:
+    """What the schema cannot see: files that must exist, and key files that must load with a safe mode
+    (`keys`; outside the service, systemd credentials are checked at the unit's LoadCredential= sources,
+    as the service will get them). Each problem as `file:line key.path: message`."""
+    from .keys import check_key_files, credential_source
 
-
-def preflight(cfg: Config, path: Path) -> list[str]:
-    """What the schema cannot see: files that must exist. Each problem as `file:line key.path: message`."""
     lines = _lines_of(path)
     problems: list[str] = []
 
@@ -995,12 +1011,13 @@ def preflight(cfg: Config, path: Path) -> list[str]:
         problems.append(f"{path}:{line} {key}: {msg}")
 
     def need_file(key: str, p: Path | None, what: str) -> None:
-        if p is None or _credential_pending(p):
+        if p is None:
             return
+        p, via = credential_source(p)
         if not p.is_file():
-            add(key, f"{what} {p} does not exist")
+            add(key, f"{what} {p} does not exist{via}")
         elif not os.access(p, os.R_OK):
-            add(key, f"{what} {p} is not readable by this user")
+            add(key, f"{what} {p} is not readable by this user{via}")
 
     src = cfg.source
     if src.kind == "video" and not Path(src.path).is_file():
@@ -1009,21 +1026,14 @@ def preflight(cfg: Config, path: Path) -> list[str]:
         add("source.path", f"image folder {src.path} does not exist")
     if not cfg.reader.models_dir.is_dir():
         add("reader.models_dir", f"model folder {cfg.reader.models_dir} does not exist")
-    need_file("mqtt.password_file", cfg.mqtt.password_file, "password file")
-    if cfg.mqtt.app_ack:
-        need_file("mqtt.ack_pub", cfg.mqtt.ack_pub, "ack public key (ack.pub from `alprd keys agency`)")
     if cfg.mqtt.tls is not None:
         need_file("mqtt.tls.ca", cfg.mqtt.tls.ca, "CA certificate")
         need_file("mqtt.tls.cert", cfg.mqtt.tls.cert, "client certificate")
-        need_file("mqtt.tls.key", cfg.mqtt.tls.key, "client key")
-    problems.extend(_privacy_preflight(cfg, add, need_file))
+    # the secrets (list key, MQTT password, TLS client key) and the agency's public keys
+    for k in check_key_files(cfg) if keys else ():
+        if k.error:
+            add(k.key, f"{k.error}{k.via}")
     return problems
-
-
-def _privacy_preflight(
-    cfg: Config, add: Callable[[str, str], None], need_file: Callable[..., None]
-) -> list[str]:
-    return []
 
 
 @dataclass(frozen=True)
@@ -1143,15 +1153,26 @@ def _assemble(
     if services.matcher is None and not hq:
         log.warning("no hot list installed yet: nothing can match until one arrives on hotlist/set")
     source = make_source(cfg.source, cfg.camera, max_pixels=cfg.reader.max_pixels)
-    open_with_retry(source, cfg.source.open_timeout_s if source_is_live(cfg) else 0.0, stop)
-    pipeline = Pipeline(
-        reader, Tracker(cfg.tracking), MotionGate(cfg.motion), services.matcher, cfg.matching,
-        None if cfg.reader.region == "auto" else cfg.reader.region,
-    )
+    live = source_is_live(cfg)
+    if not live:
+        open_with_retry(source, 0.0, stop)  # a missing file or folder: exit before connecting anywhere
     publisher = None
     if cfg.mqtt.enabled:
         publisher = Publisher(cfg.mqtt, cfg.device_id, next_session(ps.storage_dir), list_key_topic=hq)
         publisher.start()
+    if live:
+        # MQTT is connecting meanwhile: a camera that stays missing must not end the process, or the
+        # back office never learns why. The loop retries it with the source's reconnect backoff, and
+        # the retained status carries the `camera` alarm until it opens.
+        try:
+            open_with_retry(source, cfg.source.open_timeout_s, stop)
+        except CaptureError as e:
+            log.error("%s; raising the camera alarm and retrying", e)
+            source.stats.last_error = str(e)
+    pipeline = Pipeline(
+        reader, Tracker(cfg.tracking), MotionGate(cfg.motion), services.matcher, cfg.matching,
+        None if cfg.reader.region == "auto" else cfg.reader.region,
+    )
     return Daemon(cfg, source, pipeline, services, publisher, Locator(cfg.location), notifier,
                   ack_pub=ack_pub, lock=lock)
 

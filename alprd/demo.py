@@ -27,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .errors import PublishError
 from .types import Image
 
 WIDTH, HEIGHT, FPS = 1280, 720, 10
@@ -133,6 +134,27 @@ def render_clip(path: Path, n: int | None = None) -> Path:
 # --- broker ---------------------------------------------------------------------------------------
 
 
+def parse_broker(text: str) -> tuple[str, int]:
+    """`--broker HOST:PORT` (an IPv6 address in brackets: [::1]:1883); ValueError says what is wanted."""
+    host, sep, port_s = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+        raise ValueError(f"want HOST:PORT with a port 1-65535, e.g. 127.0.0.1:1883; got {text!r}")
+    return host, int(port_s)
+
+
+def check_broker(host: str, port: int, timeout: float = 5.0) -> None:
+    """Fail fast (before the clip is rendered) when nothing listens at the broker's address."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise PublishError(
+            f"cannot reach the MQTT broker at {host}:{port} ({e.strerror or e}); start it, or leave "
+            "--broker out to use an embedded one"
+        ) from None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -216,7 +238,12 @@ class Printer:
         )
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, *_: c.subscribe(f"{prefix}/#", qos=1)
-        self.client.connect(host, port, 30)
+        try:
+            self.client.connect(host, port, 30)
+        except OSError as e:
+            raise PublishError(
+                f"cannot connect to the MQTT broker at {host}:{port}: {e.strerror or e}"
+            ) from None
         self.client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
@@ -262,17 +289,22 @@ class Printer:
 
 
 def run_demo(broker: str | None = None, keep: Path | None = None, frames: int = 0) -> int:
+    """Raises PublishError when the broker cannot be reached; 2 for a malformed --broker."""
+    target: tuple[str, int] | None = None
+    if broker:
+        try:
+            target = parse_broker(broker)
+        except ValueError as e:
+            print(f"alprd demo: --broker: {e}", file=sys.stderr)
+            return 2
+        check_broker(*target)
     workdir = keep or Path(tempfile.mkdtemp(prefix="alprd-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         print(f"alprd demo: rendering a synthetic drive-by clip in {workdir} ...", flush=True)
         clip = render_clip(workdir / "driveby.avi", frames or None)
-        if broker:
-            host, _, port_s = broker.rpartition(":")
-            if not host or not port_s.isdigit():
-                print("alprd demo: --broker wants HOST:PORT", file=sys.stderr)
-                return 2
-            setup = prepare(workdir, clip, host, int(port_s), "5")
+        if target is not None:
+            setup = prepare(workdir, clip, *target, "5")
             return run_prepared(setup)
         with embedded_broker(workdir) as (host, port, protocol):
             print(f"alprd demo: embedded MQTT broker on {host}:{port} (MQTT {protocol})", flush=True)

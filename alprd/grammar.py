@@ -1,10 +1,12 @@
 """Region plate grammars: they rank the recognizer's own candidates and never invent a read.
 
 A read that already fits one of the region's formats is kept as it is (OpenALPR's California
-pattern once turned a correct `1291164` into `1Z91164`; here every US format of 2-8 characters
-is valid, so that cannot happen). Only when the best read fits no format of a region with a
-closed list of national formats (br, eu) may a lower-ranked candidate that fits replace it, or,
-when none fits, the candidate that reads a 0 between two letters as the letter O.
+pattern once turned a correct `1291164` into `1Z91164`). Only when the best read fits no format
+of a region with a closed list of national formats (br, eu) may a lower-ranked candidate that
+fits replace it, or, when none fits, the candidate that reads a 0 between two letters as the
+letter O. The US list is open (vanity plates: any 2-8 letters and digits); there a candidate in
+one of the states' serial formats replaces a best read in none, when it is nearly as probable
+(`US_SERIAL`, `SERIAL_RATIO`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class Grammar:
     """True when the formats list is the complete law of the region (a read fitting none is wrong)."""
 
     def fits(self, text: str) -> bool:
-        return text not in NOT_PLATES and any(p.fullmatch(text) for p in self.patterns)
+        return lettered(text) not in NOT_PLATES and any(p.fullmatch(text) for p in self.patterns)
 
 
 # Words printed on plates around the number (state names, slogans): the line finder sees them as
@@ -55,6 +57,27 @@ _EU = (
     "LLLNN{1,4}", "LL{0,2}LL{0,1}NN{0,3}",  # DE, AT, CH-like: letters then digits
     "LLLNNN", "LLLNLL", "LLNNNN",
 )
+
+US_SERIAL = tuple(re.compile(_fmt(p)) for p in (
+    "NLLLNNN", "NNNNNLN", "NLNNNNN",  # California: passenger, commercial
+    "LLLNNNN",  # NY, PA, TX, OH, MI, NC, GA, VA, AZ, WA and most large states
+    "LLLNNN", "NNNLLL",  # the 6-character series of many states (KY, MN, OR, CO, TN, ...)
+    "LNNLLL", "LLLNNL",  # New Jersey
+    "LLLLNN",  # Florida
+    "LLNNNNN",  # Illinois
+    "NLLNNN", "NLLLNN",  # Massachusetts
+    "NLLNNNN",  # Maryland
+    "LLNLNL",  # Missouri
+    "NNNNN", "NNNNNN", "NNNNNNN",  # all-digit series (Delaware, Rhode Island, trailers, fleets)
+))
+"""Serial formats that US states issue to passenger and commercial vehicles (their DMVs'
+published series), without separators. Nine in ten plates on US roads carry one (the rest are
+vanity and special plates); 100 of the 108 labelled plates of the us folder do."""
+
+SERIAL_RATIO = 0.25
+"""A recognizer candidate in a US serial format replaces a best read in none when it is at least
+this probable relative to it: at nine serial plates to one vanity plate, a serial reading a
+quarter as probable is still the likelier plate; a far-fetched one is not evidence."""
 
 GRAMMARS: dict[str, Grammar] = {
     "us": Grammar("us", tuple(re.compile(p) for p in _US), closed=False),
@@ -86,10 +109,20 @@ the ro-detect training frames were not plates (badges such as S300, sticker and 
 and they outranked the plate of the same frame. Alone, a short read is still reported."""
 
 
+def lettered(text: str) -> str:
+    """`text` with 0 and 1 read as O and I: lettering (state names, slogans, dealer names) as a
+    recognizer that learned the US labels' 0 for every round glyph reads it (AR1Z0NA, EXPL0RE)."""
+    return text.replace("0", "O").replace("1", "I")
+
+
 def likeness(text: str) -> float:
-    """How much a read that fits (or not) the grammar looks like a plate rather than lettering."""
+    """How much a read that fits (or not) the grammar looks like a plate rather than lettering.
+
+    Digits count only when they are more than a look-alike of O or I: lettering reads with 0s and
+    1s, while a serial draws its digits from all ten (all of a plate's 3-4 digits among 0 and 1
+    happens to one plate in 125 to 600)."""
     factor = 1.0
-    if not any(c.isdigit() for c in text):
+    if not any(c.isdigit() for c in lettered(text)):
         factor *= NO_DIGIT_FACTOR
     elif text.isdigit():
         factor *= ALL_DIGIT_FACTOR
@@ -109,6 +142,10 @@ def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]
     if not candidates:
         return Candidate("", 0.0), False
     best = candidates[0]
+    if region == "us" and grammar.fits(best.text) and not _serial(best.text):
+        for cand in candidates[1:]:
+            if _serial(cand.text) and cand.confidence >= SERIAL_RATIO * best.confidence:
+                return cand, True
     if grammar.fits(best.text):
         return best, True
     if grammar.closed:
@@ -122,6 +159,10 @@ def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]
         if lettered != best.text and any(cand.text == lettered for cand in candidates[1:]):
             return Candidate(lettered, best.confidence), False
     return best, False
+
+
+def _serial(text: str) -> bool:
+    return any(p.fullmatch(text) for p in US_SERIAL)
 
 
 def letter_o_amid_letters(text: str) -> str:

@@ -17,13 +17,19 @@ import hashlib
 import logging
 import os
 import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from .errors import KeyFileError
+from .errors import AlprdError, KeyFileError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +176,14 @@ def load_list_key(path: Path) -> bytes:
     return data
 
 
-def _load_private_pem(path: Path) -> object:
+def _load_private_pem(path: Path, needs: str) -> object:
+    try:
+        head = path.read_bytes()[:64]
+    except OSError:
+        head = b""  # _read says why
+    if b"PUBLIC KEY" in head:
+        # before the mode check: a public key is 0644 on purpose, the wrong file rather than a leak
+        raise KeyFileError(f"{path} is a public key; {needs}")
     data = _read(path, private=True)
     try:
         return serialization.load_pem_private_key(data, password=None)
@@ -187,7 +200,7 @@ def _load_public_pem(path: Path) -> object:
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    key = _load_private_pem(path)
+    key = _load_private_pem(path, "signing needs the private key, signing.key")
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: expected an Ed25519 private key (signing.key)")
     return key
@@ -201,7 +214,7 @@ def load_signing_pub(path: Path) -> Ed25519PublicKey:
 
 
 def load_ack_key(path: Path) -> Ed25519PrivateKey:
-    key = _load_private_pem(path)
+    key = _load_private_pem(path, "signing acks needs the private key, ack.key (at headquarters)")
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: expected an Ed25519 private key (ack.key)")
     return key
@@ -217,7 +230,7 @@ def load_ack_pub(path: Path) -> Ed25519PublicKey:
 
 
 def load_evidence_key(path: Path) -> X25519PrivateKey:
-    key = _load_private_pem(path)
+    key = _load_private_pem(path, "opening evidence needs the private key, evidence.key (at headquarters)")
     if not isinstance(key, X25519PrivateKey):
         raise KeyFileError(f"{path}: expected an X25519 private key (evidence.key)")
     return key
@@ -274,8 +287,84 @@ def load_or_create_device_seal_key(path: Path, create: bool = True) -> X25519Pri
             pass
         except OSError as e:
             raise KeyFileError(f"{path}: cannot create the device key: {e.strerror}") from None
-    return load_evidence_key(path)
+    loaded = _load_private_pem(path, "hotlist.device_key is the device's private X25519 key")
+    if not isinstance(loaded, X25519PrivateKey):
+        raise KeyFileError(f"{path}: expected an X25519 private key (hotlist.device_key)")
+    return loaded
 
 
 def public_pem(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_private_file(path: Path) -> bytes:
+    """A secret that is not one of ours (MQTT password, TLS client key): mode checked, bytes returned."""
+    return _read(path, private=True)
+
+
+# --- the key files a config names (check-config and selftest) ------------------------------------
+
+CREDENTIALS = Path("/run/credentials/alprd.service")
+"""systemd's $CREDENTIALS_DIRECTORY for alprd.service: exists only while the service runs."""
+
+UNIT_PATHS = (Path("/etc/systemd/system/alprd.service"),)
+"""Where the installed unit is looked up for LoadCredential= sources (see `credential_source`)."""
+
+
+def credential_source(path: Path, units: tuple[Path, ...] = UNIT_PATHS) -> tuple[Path, str]:
+    """Outside the service, a path under /run/credentials/alprd.service does not exist yet: the file to
+    check is the one the installed unit's `LoadCredential=NAME:SOURCE` line feeds it from. Returns that
+    file and a note for messages ("" when `path` itself is the file to check)."""
+    if path.parent != CREDENTIALS or "CREDENTIALS_DIRECTORY" in os.environ or path.exists():
+        return path, ""
+    read: list[str] = []
+    for unit in units:
+        try:
+            lines = unit.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        read.append(str(unit))
+        for line in lines:
+            key, _, value = line.strip().partition("=")
+            name, _, source = value.partition(":")
+            if key == "LoadCredential" and name == path.name and source:
+                return Path(source), f" (LoadCredential source in {unit})"
+    why = (f"{', '.join(read)} has no LoadCredential={path.name}:... line" if read
+           else f"no installed unit ({', '.join(map(str, units)) or 'none given'}) names its source")
+    return path, f" (a systemd credential, present only inside the running service; {why})"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    key: str
+    """The config key that names the file, e.g. `hotlist.list_key`."""
+    path: Path
+    """The file checked (the LoadCredential= source outside the service)."""
+    private: bool
+    error: str = ""
+    via: str = ""
+
+
+def check_key_files(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Iterator[KeyCheck]:
+    """Load every key file `cfg` names, as the daemon will: existence, format, and for secrets the mode
+    (0600 or stricter). One result per file, in config order."""
+    hq = cfg.hotlist.key_source == "hq"  # no list key on the device: it arrives over MQTT
+    loaders: list[tuple[str, Path | None, Callable[[Path], object], bool]] = [
+        ("hotlist.list_key", None if hq else cfg.hotlist.list_key, load_list_key, True),
+        ("hotlist.signing_pub", cfg.hotlist.signing_pub, load_signing_pub, False),
+        ("privacy.evidence_pub", cfg.privacy.evidence_pub, load_evidence_pub, False),
+        ("mqtt.password_file", cfg.mqtt.password_file, load_private_file, True),
+        ("mqtt.ack_pub", cfg.mqtt.ack_pub if cfg.mqtt.app_ack else None, load_ack_pub, False),
+    ]
+    if cfg.mqtt.tls is not None:
+        loaders.append(("mqtt.tls.key", cfg.mqtt.tls.key, load_private_file, True))
+    for key, configured, load, private in loaders:
+        if configured is None:
+            continue
+        path, via = credential_source(configured, units)
+        try:
+            load(path)
+        except AlprdError as e:
+            yield KeyCheck(key, path, private, str(e), via)
+            continue
+        yield KeyCheck(key, path, private, "", via)

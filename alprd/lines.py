@@ -44,6 +44,32 @@ class TextLine:
     score: float
 
 
+DIM_SPAN = 96
+"""A crop whose grey levels span less than this (2nd to 98th percentile) is dim or washed out:
+night plates lit only by the headlights (grey levels of about 30-60), fog, over-exposure."""
+MAX_GAIN = 4.0
+"""The stretch of a dim crop is capped: beyond it a plate in the dark is mostly sensor noise."""
+
+
+def even_light(crop: Image) -> Image:
+    """The crop with its contrast stretched when it is dim (`DIM_SPAN`), else the crop itself.
+
+    The line finder and the recognizer were trained on plates of ordinary contrast; a dim plate
+    stretched around its mid-grey looks like one. The recognizer's training rows went through
+    this same function (training/prepare_rec_data.py), so it reads what it was taught on.
+    """
+    if crop.size == 0:
+        return crop
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    lo, hi = (float(v) for v in np.percentile(grey, (2, 98)))
+    span = hi - lo
+    if span >= DIM_SPAN:
+        return crop
+    gain = min(MAX_GAIN, 2 * DIM_SPAN / max(span, 1.0))
+    out = (crop.astype(np.float32) - (lo + hi) / 2) * gain + 128
+    return np.asarray(np.clip(out, 0, 255), dtype=np.uint8)
+
+
 class LineFinder:
     """Finds text lines in a plate crop and cuts them out upright."""
 

@@ -125,8 +125,15 @@ def read_secret(path: Path, what: str) -> str:
     return text.rstrip("\r\n")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 class Publisher:
     """Owns the paho client. Build it, `start()`, call `pump(outbox)` often, `stop()` at the end."""
+
+    OUTAGE_REMINDER_S = 300.0
+    """While the broker stays unreachable: one log line when the outage starts, then one this often."""
 
     def __init__(
         self,
@@ -149,6 +156,8 @@ class Publisher:
         self._connects = 0
         self._failures = 0
         self._status_extra: dict[str, Any] = {}
+        # the newest `online` status sent: (the extra it carried, paho's handle to its PUBACK)
+        self._status_sent: tuple[dict[str, Any], mqtt.MQTTMessageInfo] | None = None
         self._mids: dict[int, str] = {}  # paho message id -> outbox row id
         self._sent: dict[str, float] = {}  # outbox row id -> monotonic time of the last publish
         self._delivered: dict[str, str] = {}  # rows the broker has, waiting for the app ack (app_ack mode)
@@ -159,6 +168,9 @@ class Publisher:
         self._max_packet: int | None = None  # the broker's limit (MQTT 5 CONNACK), if it states one
         self.too_large: dict[str, int] = {}  # topic -> messages not sent: over the broker's limit
         self.connect_error = ""
+        self._down_since: float | None = None  # monotonic start of the current outage (network thread)
+        self._down_logged = 0.0
+        self._down_attempts = 0
         self.client = self._make_client()
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -174,7 +186,7 @@ class Publisher:
             clean_session=None if v5 else False,
         )
         paho_log = logging.getLogger("alprd.paho")
-        paho_log.addFilter(self._quiet_when_stopping)
+        paho_log.addFilter(self._quiet_when_disconnected)
         client.enable_logger(paho_log)
         client.will_set(
             self.topics.status,
@@ -221,10 +233,25 @@ class Publisher:
             raise PublishError(f"cannot start MQTT connection to {self.cfg.host}:{self.cfg.port}: {e}") from e
         self.client.loop_start()
 
-    def _quiet_when_stopping(self, record: logging.LogRecord) -> bool:
-        # paho 2.2's network thread runs one more loop after our own disconnect() and logs
-        # "Client is not connected" at ERROR: on a clean exit that is no error
-        return not (self._stopping and record.getMessage().startswith("Client is not connected"))
+    def _quiet_when_disconnected(self, record: logging.LogRecord) -> bool:
+        # paho 2.2's network thread logs "Client is not connected" at ERROR on every pass without a
+        # socket: every reconnect wait while the broker is down, and once after our own disconnect().
+        # `_outage` says it once (then every few minutes) instead.
+        return not record.getMessage().startswith("Client is not connected")
+
+    def _outage(self, why: str) -> None:
+        """A failed connection attempt or a lost connection (network thread): log it when the outage
+        starts, then a reminder every OUTAGE_REMINDER_S, not once per attempt."""
+        now = time.monotonic()
+        self._down_attempts += 1
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        if self._down_since is None:
+            self._down_since = self._down_logged = now
+            log.warning("MQTT broker %s: %s; retrying with backoff (hits wait in the outbox)", where, why)
+        elif now - self._down_logged >= self.OUTAGE_REMINDER_S:
+            self._down_logged = now
+            log.warning("MQTT broker %s still unreachable after %s (%d attempts; last: %s)",
+                        where, _duration(now - self._down_since), self._down_attempts, why)
 
     def _set_backoff(self, client: mqtt.Client) -> None:
         # paho doubles its own delay without jitter; drive it with ours so a fleet does not reconnect in step
@@ -238,11 +265,17 @@ class Publisher:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any
     ) -> None:
         if reason_code.is_failure:
-            self._connect_failed(f"the broker refused the connection: {reason_code}")
+            self._outage(f"refused the connection: {reason_code}")
+            self.connect_error = f"refused the connection: {reason_code}"
             self._connected = False
             return
+        if self._down_since is not None:
+            log.warning("MQTT broker %s:%s reachable again after %s (%d attempts)", self.cfg.host,
+                        self.cfg.port, _duration(time.monotonic() - self._down_since), self._down_attempts)
+            self._down_since, self._down_attempts = None, 0
         self._max_packet = getattr(props, "MaximumPacketSize", None)
         self.too_large = {}  # counted again against this connection's limit
+        self.connect_error = ""
         self._connected = True
         self._connects += 1
         self._failures = 0
@@ -253,10 +286,7 @@ class Publisher:
             client.subscribe(self.topics.ack, qos=1)
         if self._list_key_topic:
             client.subscribe(self.topics.hotlist_key, qos=1)
-        self._send(
-            self.topics.status, status_payload("online", self.session, self.device_id, self._status_extra),
-            retain=True,
-        )
+        self._publish_status()
         # Retained messages go out only now, once the broker's size limit is known: one queued
         # before the connection and over the limit was resent by paho on every reconnect, and the
         # broker's disconnect for it became a loop that let no hit through.
@@ -265,19 +295,12 @@ class Publisher:
         log.info("MQTT connected to %s:%s (session present: %s)", self.cfg.host, self.cfg.port,
                  getattr(flags, "session_present", None))
 
-    def _connect_failed(self, reason: str) -> None:
-        # the first failure and each change of reason at WARNING; the same one again is no news
-        if reason != self.connect_error:
-            log.warning("MQTT connection to %s:%s failed: %s", self.cfg.host, self.cfg.port, reason)
-        else:
-            log.debug("MQTT connection to %s:%s failed again: %s", self.cfg.host, self.cfg.port, reason)
-        self.connect_error = reason[:300]
-
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this from inside its `except OSError` and passes no reason: take it from there
         # (a TLS failure used to show only as a later "Client is not connected")
         exc = sys.exc_info()[1]
-        self._connect_failed(f"{type(exc).__name__}: {exc}" if exc is not None else "no reason given")
+        self.connect_error = f"{type(exc).__name__}: {exc}"[:300] if exc is not None else "no reason given"
+        self._outage(f"cannot connect ({self.connect_error})")
         self._failures += 1
         self._set_backoff(client)
 
@@ -285,7 +308,7 @@ class Publisher:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any
     ) -> None:
         if self._connected and not self._stopping:
-            log.warning("MQTT disconnected: %s", reason_code)
+            self._outage(f"disconnected: {reason_code}")
         self._connected = False
         self._failures += 1
         self._set_backoff(client)
@@ -356,8 +379,21 @@ class Publisher:
         """Change what the retained `online` status carries (camera state, alarms) and republish it."""
         self._status_extra = dict(extra)
         if publish and self._connected:
-            payload = status_payload("online", self.session, self.device_id, self._status_extra)
-            self._send(self.topics.status, payload, retain=True)
+            self._publish_status()
+
+    def _publish_status(self) -> None:
+        extra = self._status_extra
+        info = self._send(self.topics.status, status_payload("online", self.session, self.device_id, extra),
+                          retain=True)
+        if info is not None:
+            self._status_sent = (extra, info)
+
+    @property
+    def status_delivered(self) -> bool:
+        """The broker acknowledged the retained status carrying what `set_status` last gave."""
+        sent = self._status_sent
+        # identity, not equality: on_connect (paho's thread) may have sent the previous extra
+        return sent is not None and sent[0] is self._status_extra and sent[1].is_published()
 
     def publish_retained(self, topic: str, body: dict[str, Any]) -> None:
         """Sent now if connected, else at the next connect (and again after every reconnect)."""
@@ -471,5 +507,5 @@ class Publisher:
         self._connected = False  # a disconnect we asked for is not worth a warning
         self.client.disconnect()
         self.client.loop_stop()
-        logging.getLogger("alprd.paho").removeFilter(self._quiet_when_stopping)
+        logging.getLogger("alprd.paho").removeFilter(self._quiet_when_disconnected)
         self._connected = False

@@ -5,19 +5,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
 
+import cv2
 import numpy as np
 
 from . import grammar
 from .config import ReaderConfig
 from .detect import PlateDetector
 from .errors import ImageError, ModelError
-from .lines import LineFinder, TextLine
+from .lines import LineFinder, TextLine, even_light
 from .recognize import Recognition, Recognizer
-from .types import Candidate, Detection, Image, PhotoResult, Read
+from .types import Box, Candidate, Detection, Image, PhotoResult, Read
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,11 @@ CROP_PAD = (0.15, 0.3)
 LINES_TRIED = 2
 SHORT_ROW = 0.6
 """A found row narrower than this share of the detector box is a piece of the plate's row."""
+SMALL_ROW = 0.7
+SMALL_ROW_FACTOR = 0.5
+"""A row whose characters are less than SMALL_ROW as high as the crop's tallest row ranks this
+much lower: a plate's serial is its largest text (US, EU, Brazil), while the state name, slogan,
+city, dealer frame and stickers are half its height or less."""
 MIN_CHARS = 2
 CONFIDENT = 0.5
 GRAMMAR_MISS_FACTOR = 0.25
@@ -54,6 +61,12 @@ crop's side: the detector's box ended inside the plate (the fast detector's coar
 small plates short), and the row would be read without its first or last character."""
 EDGE_TOLERANCE = 0.02
 """A row ending within this share of the crop's width (plus a pixel) of its side touches it."""
+
+ZOOM_OUT_PAD = 0.5
+"""The wider look pads each side of the frame by this share of its width and height, so a plate
+that fills the frame (a tight crop, a zoomed pole camera) fills a quarter of the padded frame:
+the size of the plates the detectors learned from, and the row finder gets room at the ends."""
+ZOOM_OUT_GREY = 128
 
 
 class PlateReader:
@@ -119,6 +132,12 @@ class PlateReader:
             t1 += time.perf_counter() - t
             detections += again
             reads += self._read_all(image, again, region)
+        if self.cfg.zoom_out and not _confident(reads):
+            t = time.perf_counter()
+            wider = self._zoomed_out(image, region, detections)
+            t1 += time.perf_counter() - t
+            detections += [Detection(r.box, r.detection_score) for r in wider]
+            reads += wider
         reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
         reads.sort(key=lambda r: r.confidence, reverse=True)
         t2 = time.perf_counter()
@@ -129,6 +148,24 @@ class PlateReader:
             stage_ms={"detect": (t1 - t0) * 1000, "recognize": (t2 - t1) * 1000},
         )
 
+    def _zoomed_out(self, image: Image, region: str, seen: list[Detection]) -> list[Read]:
+        """Reads of the frame seen from further away: padded with grey on every side, detected
+        again by the accurate detector, boxes mapped back into the frame. Plates that fill the
+        frame are found only this way; plates already found are not read twice."""
+        h, w = image.shape[:2]
+        px, py = round(w * ZOOM_OUT_PAD), round(h * ZOOM_OUT_PAD)
+        padded: Image = np.asarray(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT,
+                                                      value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
+        reads = []
+        for det in self.retry.detect(padded)[: self.cfg.max_plates]:
+            read = self.read_plate(padded, det, region)
+            if read is None:
+                continue
+            box = Box(read.box.x - px, read.box.y - py, read.box.w, read.box.h).clamp(w, h)
+            if box.area and all(box.iou(d.box) < OVERLAP for d in seen):
+                reads.append(dataclasses.replace(read, box=box))
+        return reads
+
     def _read_all(self, image: Image, detections: list[Detection], region: str) -> list[Read]:
         return [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
 
@@ -138,13 +175,13 @@ class PlateReader:
         box = det.box.pad(*CROP_PAD).clamp(w, h)
         if box.w < 4 or box.h < 4:
             return None
-        crop = image[box.y : box.y + box.h, box.x : box.x + box.w]
+        crop = even_light(image[box.y : box.y + box.h, box.x : box.x + box.w])
         best: tuple[float, Recognition, Candidate, bool] | None = None
         rows = self.lines.find(crop)[:LINES_TRIED]
         if rows and runs_into_side(rows[0], box.w, self.lines.row_margin):
             wide = det.box.pad(WIDE_PAD, CROP_PAD[1]).clamp(w, h)
             if wide.w > box.w:
-                box, crop = wide, image[wide.y : wide.y + wide.h, wide.x : wide.x + wide.w]
+                box, crop = wide, even_light(image[wide.y : wide.y + wide.h, wide.x : wide.x + wide.w])
                 rows = self.lines.find(crop)[:LINES_TRIED]
         band = self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h)
         if not rows:
@@ -155,12 +192,15 @@ class PlateReader:
             # Only a piece of the row was found (an emblem or a wide gap split it): the box's
             # middle band is read too, and the better read wins.
             rows.insert(1, band)
+        tallest = max(line.h for line in rows)
         for line in rows:
             rec = self.recognize_row(LineFinder.cut(crop, line))
             if len(rec.text) < MIN_CHARS:
                 continue
             choice, fits = grammar.rank(rec.candidates, region)
             score = choice.confidence * (1.0 if fits else GRAMMAR_MISS_FACTOR) * grammar.likeness(choice.text)
+            if line.h < SMALL_ROW * tallest:
+                score *= SMALL_ROW_FACTOR
             if best is None or score > best[0]:
                 best = (score, rec, choice, fits)
             if fits and score >= CONFIDENT:

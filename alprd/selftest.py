@@ -24,6 +24,7 @@ import numpy as np
 
 from .config import Config, ReaderConfig, load_config
 from .errors import AlprdError, ConfigError
+from .keys import UNIT_PATHS, check_key_files, credential_source
 from .types import Image
 
 if TYPE_CHECKING:
@@ -34,11 +35,6 @@ OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
 PLATE_TEXT = "KXW4736"
 """Rendered by the read check. No O/0, I/1, Z/2, S/5 or B/8 pairs: a look-alike swap there would be
 a reader quirk, not a broken install."""
-
-UNIT_PATHS = (Path("/etc/systemd/system/alprd.service"),)
-"""Where the installed unit is looked up for LoadCredential= sources (see `_credential_source`)."""
-
-CREDENTIALS = Path("/run/credentials/alprd.service")
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,56 +233,13 @@ def photo_check(reader: PlateReader | None, path: str) -> tuple[Check, dict[str,
     return Check(name, OK, f"{texts}; {ms:.0f} ms"), {"file": path, "ms": round(ms, 1), "plates": plates}
 
 
-def _credential_source(path: Path, units: tuple[Path, ...]) -> tuple[Path, str]:
-    """Outside the service, a path under /run/credentials/alprd.service does not exist yet: check the
-    file the installed unit's `LoadCredential=NAME:SOURCE` line feeds it from instead."""
-    if path.parent != CREDENTIALS or "CREDENTIALS_DIRECTORY" in os.environ or path.exists():
-        return path, ""
-    for unit in units:
-        try:
-            lines = unit.read_text(encoding="utf-8").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            key, _, value = line.strip().partition("=")
-            name, _, source = value.partition(":")
-            if key == "LoadCredential" and name == path.name and source:
-                return Path(source), f" (LoadCredential source in {unit})"
-    return path, ""
-
-
 def key_checks(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Iterator[Check]:
-    from . import keys
-
-    hq = cfg.hotlist.key_source == "hq"  # no list key on the device: it arrives over MQTT
-    loaders: list[tuple[str, Path | None, Callable[[Path], object]]] = [
-        ("hotlist.list_key", None if hq else cfg.hotlist.list_key, keys.load_list_key),
-        ("hotlist.signing_pub", cfg.hotlist.signing_pub, keys.load_signing_pub),
-        ("privacy.evidence_pub", cfg.privacy.evidence_pub, keys.load_evidence_pub),
-        ("mqtt.password_file", cfg.mqtt.password_file, _load_private_text),
-        ("mqtt.ack_pub", cfg.mqtt.ack_pub if cfg.mqtt.app_ack else None, keys.load_ack_pub),
-    ]
-    if cfg.mqtt.tls is not None:
-        loaders.append(("mqtt.tls.key", cfg.mqtt.tls.key, _load_private_text))
-    for key, configured, load in loaders:
-        if configured is None:
+    for k in check_key_files(cfg, units):
+        if k.error:
+            yield Check(f"key {k.key}", FAIL, f"{k.error}{k.via}")
             continue
-        path, via = _credential_source(configured, units)
-        try:
-            load(path)
-        except AlprdError as e:
-            yield Check(f"key {key}", FAIL, f"{e}{via}")
-            continue
-        private = load in (keys.load_list_key, _load_private_text)
-        mode = f"mode {path.stat().st_mode & 0o777:04o}" if private else "public"
-        yield Check(f"key {key}", OK, f"{path} ({mode}){via}")
-
-
-def _load_private_text(path: Path) -> bytes:
-    from .keys import check_private_mode
-
-    check_private_mode(path)
-    return path.read_bytes()
+        mode = f"mode {k.path.stat().st_mode & 0o777:04o}" if k.private else "public"
+        yield Check(f"key {k.key}", OK, f"{k.path} ({mode}){k.via}")
 
 
 def storage_check(cfg: Config) -> Check:
@@ -329,8 +282,8 @@ def hotlist_check(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Check:
     if cfg.hotlist.key_source == "hq":
         return Check("hotlist", SKIP, "hotlist.key_source hq: the list key exists only in the daemon's RAM")
     try:
-        pub = load_signing_pub(_credential_source(cfg.hotlist.signing_pub, units)[0])
-        key = load_list_key(_credential_source(cfg.hotlist.list_key, units)[0])
+        pub = load_signing_pub(credential_source(cfg.hotlist.signing_pub, units)[0])
+        key = load_list_key(credential_source(cfg.hotlist.list_key, units)[0])
         manifest, _ = verify_bundle(bundle.read_bytes(), pub, key, datetime.now(UTC))
     except AlprdError as e:
         return Check("hotlist", FAIL, f"{bundle}: {e}")
@@ -356,7 +309,8 @@ def config_check(path: Path) -> tuple[Check, Config | None]:
         from .daemon import preflight
     except ImportError:
         return Check("config", OK, f"{path} valid"), cfg
-    problems = preflight(cfg, path)
+    # key files have their own lines below
+    problems = preflight(cfg, path, keys=False)
     if problems:
         return Check("config", FAIL, "; ".join(problems)), cfg
     return Check("config", OK, f"{path} valid, files it names exist"), cfg

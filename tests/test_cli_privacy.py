@@ -106,7 +106,7 @@ def test_pack_refuses_a_dirty_csv_and_writes_nothing(
     capsys.readouterr()
     code = main(["hotlist", "pack", str(src), "--keys", str(hq), "--version", "1", "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 1 and not out.exists()
+    assert code == 2 and not out.exists()  # bad input, as everywhere else
     assert f"{src}:3: plate is empty" in err and f"{src}:4: expires 'tomorrow'" in err
 
 
@@ -116,6 +116,20 @@ def test_pack_usage_errors_exit_2(hq: Path, tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as ei:
             main(["hotlist", "pack", str(src), "--keys", str(hq), "--out", str(tmp_path / "b"), *bad])
         assert ei.value.code == 2
+
+
+def test_valid_for_needs_a_unit(hq: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _csv(tmp_path)
+    args = ["hotlist", "pack", str(src), "--keys", str(hq), "--version", "1", "--out", str(tmp_path / "b")]
+    with pytest.raises(SystemExit) as ei:
+        main([*args, "--valid-for", "3"])
+    assert ei.value.code == 2 and not (tmp_path / "b").exists()
+    assert "'3' needs a unit: s, m, h or d" in capsys.readouterr().err
+    for text, seconds in (("90s", 90), ("15m", 900), ("3h", 10800), ("7d", 604800), ("1.5h", 5400)):
+        assert main([*args, "--valid-for", text]) == 0
+        manifest = json.loads(capsys.readouterr().out)
+        issued, expires = (datetime.fromisoformat(manifest[k]) for k in ("issued", "expires"))
+        assert (expires - issued).total_seconds() == seconds
 
 
 def test_install_rollback_replay_and_audit(
@@ -154,6 +168,17 @@ def test_config_without_policy_is_refused(
     capsys.readouterr()
     assert main(["audit", "verify", "--config", str(cfg)]) == 2
     assert "policy: required" in capsys.readouterr().err
+
+
+def test_query_on_a_fresh_config_creates_nothing(
+    hq: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = tmp_path / "never" / "storage"
+    cfg = write_config(tmp_path, device_dir(Agency(hq), tmp_path), storage)
+    capsys.readouterr()
+    assert main(["hotlist", "query", "ABC1234", "--purpose", "a test", "--config", str(cfg)]) == 1
+    assert "no hot list is installed" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
 
 
 def test_query_needs_a_purpose_and_is_audited_sealed(
@@ -214,6 +239,10 @@ def test_evidence_open(hq: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     capsys.readouterr()
     assert main(["evidence", "open", str(f), "--key", str(other / "evidence.key")]) == 1
     assert "matching evidence.key" in capsys.readouterr().err
+    # the public key by mistake: it needs the private one (no advice to chmod a public key)
+    assert main(["evidence", "open", str(f), "--key", str(hq / "evidence.pub")]) == 1
+    err = capsys.readouterr().err
+    assert "is a public key" in err and "needs the private key, evidence.key" in err and "chmod" not in err
 
 
 def test_audit_verify_and_checkpoint(

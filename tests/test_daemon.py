@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -441,6 +442,63 @@ def test_daemon_sigkilled_with_hits_in_outbox_delivers_after_restart(
 
 def statuses_of(sub: object) -> list[object]:
     return [m["state"] for m in sub.json_on("/status")]  # type: ignore[attr-defined]
+
+
+def test_missing_camera_at_start_raises_the_alarm_over_mqtt_and_keeps_retrying(
+    tmp_path: Path, mosquitto: object
+) -> None:
+    """No camera: MQTT first, the retained status carries the `camera` alarm, READY=1 once the broker
+    has it, and the camera is retried with backoff instead of the process exiting."""
+    import signal
+    import sys
+
+    import yaml
+    from conftest import Subscriber
+
+    keys = agency(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cfg = yaml.safe_load(write_config(tmp_path, keys, mosquitto, photos).read_text())
+    # /dev/video57: a USB camera that is not plugged in
+    cfg["source"] = {"kind": "opencv", "path": "57", "open_timeout_s": 0,
+                     "reconnect_min_s": 0.2, "reconnect_max_s": 0.5}
+    path = tmp_path / "alprd.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    notify = tmp_path / "notify.sock"
+    log = tmp_path / "daemon.log"
+    sub = Subscriber(mosquitto, "alprd/proc-dev/#")  # type: ignore[arg-type]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as systemd:
+        systemd.bind(str(notify))
+        systemd.settimeout(30)
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"), NOTIFY_SOCKET=str(notify))
+        with log.open("ab") as err:
+            proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "daemon_runner.py"), str(path)],
+                                    stdout=subprocess.DEVNULL, stderr=err, env=env)
+        try:
+            ready = systemd.recv(4096).decode().splitlines()
+            assert ready[0] == "READY=1" and "camera" in ready[1], (ready, log.read_text()[-3000:])
+            # READY came after the broker acknowledged the alarm: it is there, retained
+            watcher = Subscriber(mosquitto, "alprd/proc-dev/status", client_id="watcher")  # type: ignore[arg-type]
+            try:
+                assert watcher.wait_for(lambda s: bool(s.messages))
+                _, payload, retained = watcher.messages[0]
+            finally:
+                watcher.close()
+            status = json.loads(payload)
+            assert retained and status["state"] == "online", status
+            assert "camera" in status["alarms"] and status["camera"] == "lost" and status["camera_error"]
+            # still running, still retrying the camera
+            time.sleep(2.0)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert log.read_text().count("retrying in") >= 2, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(40) == 0, log.read_text()[-3000:]
+            assert sub.wait_for(lambda s: statuses_of(s)[-1:] == ["stopped"])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            sub.close()
 
 
 # --- metrics, threads, gpsd location (scripted reads, real broker, real gpsd protocol) -------------

@@ -23,3 +23,26 @@ def test_demo_runs_end_to_end_and_prints_the_listed_cars_only() -> None:
         else:
             assert v.plate not in out.stdout + out.stderr  # counted in the summary, never published
     assert "STATUS   stopped" in out.stdout
+
+
+def test_demo_with_a_dead_broker_says_so_in_one_line() -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for broker in ("127.0.0.1:1", f"127.0.0.1:{port}"):
+        out = subprocess.run([sys.executable, "-m", "alprd", "demo", "--broker", broker],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert out.stdout == ""  # refused before the clip is rendered
+        lines = out.stderr.splitlines()
+        assert len(lines) == 1 and "cannot reach the MQTT broker" in lines[0] and broker in lines[0], lines
+
+
+def test_demo_refuses_a_malformed_broker_before_rendering() -> None:
+    for broker in ("nonsense", "host:", ":1883", "host:99999"):
+        out = subprocess.run([sys.executable, "-m", "alprd", "demo", "--broker", broker],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert out.stdout == "" and "HOST:PORT" in out.stderr and "Traceback" not in out.stderr

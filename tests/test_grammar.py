@@ -81,5 +81,30 @@ def test_a_short_read_ranks_below_a_full_length_plate_but_is_not_dropped() -> No
 
     # a car badge (S300) or a sticker fragment against the plate of the same frame
     assert likeness("S300") < likeness("DK2Z5S") == 1.0
-    assert likeness("A" + "1" * SHORT_LEN) == 1.0 and likeness("A" + "1" * (SHORT_LEN - 1)) < 1.0
+    # (7s: 0s and 1s alone are lettering's look-alikes, see the next test)
+    assert likeness("A" + "7" * SHORT_LEN) == 1.0 and likeness("A" + "7" * (SHORT_LEN - 1)) < 1.0
     assert likeness("ABC") < likeness("AB12") and likeness("ABC") > 0  # the factors stack
+
+
+def test_lettering_read_with_zeros_and_ones_ranks_as_lettering() -> None:
+    from alprd.grammar import NO_DIGIT_FACTOR, likeness
+
+    # A state name or slogan read as a recognizer trained on US labels reads it (O as 0, I as 1)
+    assert likeness("EXPL0RE") == likeness("EXPLORE") == NO_DIGIT_FACTOR
+    assert not GRAMMARS["us"].fits("AR1Z0NA")  # ARIZONA
+    assert likeness("P0W9999") == 1.0  # a 9 is no look-alike
+
+
+def test_us_serial_formats_choose_among_the_recognizers_candidates() -> None:
+    from alprd.grammar import SERIAL_RATIO
+
+    # a frame edge read as a leading character: the recognizer offered the read without it
+    cands = [Candidate("FANH453", 0.5), Candidate("ANH453", 0.3)]
+    assert rank(cands, "us") == (Candidate("ANH453", 0.3), True)
+    # a serial read is never rewritten, and a vanity plate stays when no serial is near
+    assert rank([Candidate("7ABC123", 0.5), Candidate("7A8C123", 0.4)], "us")[0].text == "7ABC123"
+    far = [Candidate("NEILDMND", 0.5), Candidate("NEI1DMND", 0.5 * SERIAL_RATIO * 0.9)]
+    assert rank(far, "us")[0].text == "NEILDMND"
+    assert rank([Candidate("GOLFING", 0.9)], "us") == (Candidate("GOLFING", 0.9), True)
+    # the serial formats are a US rule only
+    assert rank(cands, "auto")[0].text == "FANH453"

@@ -163,3 +163,33 @@ def test_app_ack_keeps_hit_until_back_office_confirms(mosquitto: Mosquitto) -> N
         assert not outbox.rows
     finally:
         pub.stop()
+
+
+def test_broker_outage_is_logged_once_then_reminded_not_per_attempt(
+    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    broker = Mosquitto(tmp_path_factory.mktemp("late-broker"))  # its port, nothing listening yet
+    pub = Publisher(MqttConfig(host=broker.host, port=broker.port, reconnect_min_s=1, reconnect_max_s=1),
+                    "dev-outage", session=1)
+    pub.OUTAGE_REMINDER_S = 3.0
+    caplog.set_level(logging.INFO)
+    pub.start()
+    try:
+        time.sleep(7.5)  # ~7 attempts a second apart: one line, then a reminder at ~3 s and ~6 s
+        loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert not [r for r in loud if r.levelno >= logging.ERROR], [r.getMessage() for r in loud]
+        messages = [r.getMessage() for r in loud]
+        assert pub._down_attempts >= 4, messages
+        assert len(messages) in (2, 3), messages
+        # with the reason paho had in hand (issue 24: a TLS failure must say which)
+        assert "cannot connect (ConnectionRefusedError: [Errno 111]" in messages[0]
+        assert "); retrying with backoff" in messages[0]
+        assert all("still unreachable after" in m for m in messages[1:]), messages
+        broker.start()
+        assert wait(lambda: pub.connected, 10)
+        assert any("reachable again after" in r.getMessage() for r in caplog.records)
+    finally:
+        pub.stop()
+        broker.kill()

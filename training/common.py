@@ -29,6 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "plates"
 MODELS = REPO / "models"
 LOGS = Path(__file__).resolve().parent / "logs"
+BASE = REPO / ".cache" / "base"
+"""Base models unpacked from PyPI wheels (training/README.md, "Base models"); git ignores .cache/."""
+STOCK_REC = BASE / "PP-OCRv6_rec_small.onnx"
+STOCK_REC_V4 = BASE / "ch_PP-OCRv4_rec_infer.onnx"
 
 log = logging.getLogger("training")
 

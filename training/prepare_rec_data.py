@@ -14,10 +14,18 @@ A cut line is kept only when it plausibly holds the plate text: the stock recogn
 is within half the label's length (edit distance). Otherwise the 2nd line is tried (the reader tries
 it too); lines holding a state name or a frame slogan would teach the model to invent plates.
 
-Output: one .npz (lines resized to height 48, uint8 BGR, labels, sources, file names) plus a JSON
-summary. Splits follow `rec_split()` (the project-wide photo split); dev halves are never written.
+Every photo and crop of the five labelled sources is written (eu, br, us, us-crops, br-crops),
+with its source and file name: `train_recognizer.py --leave-out SOURCE` trains without a source,
+and the reader is then measured on that source (leave-one-source-out). `us-ucsd` is never read
+here: it is the check of a camera no model has seen. With `--synthetic N`, N plates rendered by
+`synth_plates.py` are cut the same way (sources synth-us, synth-eu, synth-br).
 
-Usage: /work/train-venv/bin/python training/prepare_rec_data.py [--out DIR] [--seed 0]
+Dim crops are stretched by `alprd.lines.even_light` first, as the reader does.
+
+Output: one .npz (lines resized to height 48, uint8 BGR, labels, sources, file names) plus a JSON
+summary.
+
+Usage: python training/prepare_rec_data.py --out DIR [--synthetic 20000] [--seed 0]
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import logging
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -46,16 +55,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from alprd.grammar import edit_distance  # noqa: E402
-from alprd.lines import LineFinder  # noqa: E402
+from alprd.lines import LineFinder, even_light  # noqa: E402
 from alprd.recognize import Recognizer  # noqa: E402
 from alprd.types import Box  # noqa: E402
-from training.common import hash_split  # noqa: E402
+from training.common import STOCK_REC, STOCK_REC_V4, hash_split  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "plates"
 MODELS = REPO / "models"
-STOCK_REC = Path("/work/tmp/wheels/rapidocr/rapidocr/models/PP-OCRv6_rec_small.onnx")
-DEFAULT_OUT = Path("/work/tmp/alprd-rec-data")
 HEIGHT = 48
+NEVER = "us-ucsd"
+"""Measured on, never trained on (../shared/data/README.md)."""
 STORE_MAX_WIDTH = 480
 
 log = logging.getLogger("prepare_rec_data")
@@ -121,6 +130,7 @@ class Cutter:
         self.empty = 0
 
     def sample(self, crop: np.ndarray, label: str) -> np.ndarray | None:
+        crop = even_light(crop)
         lines = self.finder.find(crop)
         if not lines:
             self.empty += 1
@@ -136,12 +146,54 @@ class Cutter:
         return None
 
 
-def stock_models_dir(tmp: Path) -> Path:
+PSEUDO_JITTERS = 4
+
+
+def pseudo_labels(cutter: Cutter, second: Recognizer, rng: random.Random,
+                  add: Callable[[str, str, str, np.ndarray | None], None]) -> None:
+    """Lines of the unlabelled ro-detect plates (MIT dash-cam frames, day and night, small and
+    distant), labelled where two stock recognizers (PP-OCRv6 small and PP-OCRv4) agree on a text
+    that fits an EU format: two models trained apart rarely make the same mistake, and both are
+    un-tuned, so no labelled source leaks in through them (left-out runs stay clean). This is how
+    the stock models' knowledge of real cameras joins the training. Boxes are jittered like
+    detector boxes."""
+    from alprd.grammar import GRAMMARS
+
+    eu = GRAMMARS["eu"]
+    for row in read_labels("ro-detect"):
+        img = cv2.imread(str(DATA / "ro-detect" / row["file"]))
+        if img is None:
+            continue
+        H, W = img.shape[:2]
+        gt = Box(int(row["x"]), int(row["y"]), int(row["w"]), int(row["h"]))
+        agreed: list[tuple[str, np.ndarray]] = []
+        for j in range(PSEUDO_JITTERS):
+            box = gt if j == 0 else jitter_box(gt, rng)
+            c = box.pad(0.15, 0.3).clamp(W, H)
+            if not c.area:
+                continue
+            crop = even_light(img[c.y : c.y + c.h, c.x : c.x + c.w])
+            lines = cutter.finder.find(crop)
+            if lines:
+                cut = LineFinder.cut(crop, lines[0])
+                a, b = cutter.rec.recognize(cut), second.recognize(cut)
+                if a.text == b.text and 5 <= len(a.text) <= 8 and eu.fits(a.text):
+                    agreed.append((a.text, to_height(cut)))
+        # The jitters of one box must agree too: a box cut short reads both models without its
+        # first character (IF82EVA as F82EVA), and the majority text is the plate.
+        texts = [t for t, _ in agreed]
+        major = max(sorted(set(texts)), key=texts.count) if texts else ""
+        for j in range(PSEUDO_JITTERS):
+            text, line = agreed[j] if j < len(agreed) else ("", None)
+            add("ro-pseudo", row["file"], text, line if text == major and texts.count(major) >= 2 else None)
+
+
+def stock_models_dir(tmp: Path, stock: Path = STOCK_REC) -> Path:
     """A models dir holding the stock recognizer: the data filter must not depend on a fine-tune."""
     import shutil
 
     tmp.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(STOCK_REC, tmp / "plate_rec.onnx")
+    shutil.copyfile(stock, tmp / "plate_rec.onnx")
     contract = {
         "name": "plate_rec",
         "file": "plate_rec.onnx",
@@ -156,8 +208,15 @@ def stock_models_dir(tmp: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--out", type=Path, required=True, help="folder for lines.npz and summary.json")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--synthetic", type=int, default=0, metavar="N", help="also cut N rendered plates")
+    ap.add_argument("--pseudo", action="store_true",
+                    help="also cut the unlabelled ro-detect plates and keep a line where the stock and the "
+                    "shipped recognizer read the same plate-like text (source ro-pseudo)")
+    ap.add_argument("--no-labelled", action="store_true", help="skip the labelled folders")
+    ap.add_argument("--stock", type=Path, default=STOCK_REC,
+                    help="the stock PP-OCRv6 small recognizer (filters lines; see training/README.md)")
     ap.add_argument("--row-margin", type=float, default=0.0,
                     help="extend each cut row by this fraction of its height at both ends (recorded "
                     "in summary.json; train_recognizer.py copies it into the model's contract)")
@@ -165,7 +224,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cv2.setNumThreads(1)
     rng = random.Random(args.seed)
-    cutter = Cutter(stock_models_dir(args.out / "stock"), args.row_margin)
+    cutter = Cutter(stock_models_dir(args.out / "stock", args.stock), args.row_margin)
     images: list[np.ndarray] = []
     labels: list[str] = []
     sources: list[str] = []
@@ -183,10 +242,8 @@ def main() -> None:
             sources.append(src)
             files.append(name)
 
-    for folder in ("eu", "br", "us"):
+    for folder in () if args.no_labelled else ("eu", "br", "us"):
         for row in read_labels(folder):
-            if rec_split(row["file"]) != "train":
-                continue
             img = cv2.imread(str(DATA / folder / row["file"]))
             if img is None:
                 continue
@@ -199,11 +256,8 @@ def main() -> None:
                 add(folder, row["file"], row["plate"], cutter.sample(crop, row["plate"]) if c.area else None)
         log.info("%s: %s (%.0f s)", folder, stats.get(folder), time.monotonic() - t0)
 
-    for folder in ("us-crops", "br-crops"):
+    for folder in () if args.no_labelled else ("us-crops", "br-crops"):
         for row in read_labels(folder):
-            # us-crops: its dev half is held back for evaluation; br-crops: all train.
-            if folder == "us-crops" and rec_split(row["file"]) != "train":
-                continue
             img = cv2.imread(str(DATA / folder / row["file"]))
             if img is None:
                 continue
@@ -211,6 +265,24 @@ def main() -> None:
                 crop = img if j == 0 else crop_window(img, rng)
                 add(folder, row["file"], row["plate"], cutter.sample(crop, row["plate"]))
         log.info("%s: %s (%.0f s)", folder, stats.get(folder), time.monotonic() - t0)
+
+    if args.pseudo:
+        v4 = Recognizer(stock_models_dir(args.out / "stock-v4", STOCK_REC_V4), threads=1)
+        pseudo_labels(cutter, v4, rng, add)
+        log.info("ro-pseudo: %s (%.0f s)", stats.get("ro-pseudo"), time.monotonic() - t0)
+
+    if args.synthetic:
+        from training.synth_plates import render
+
+        srng = random.Random(args.seed + 1)
+        for i in range(args.synthetic):
+            sample = render(srng)
+            src = f"synth-{sample.kind}"
+            add(src, f"synth{i:06d}", sample.label, cutter.sample(sample.image, sample.label))
+            if (i + 1) % 2000 == 0:
+                log.info("synthetic %d/%d: %s (%.0f s)", i + 1, args.synthetic,
+                         {k: v for k, v in stats.items() if k.startswith("synth")}, time.monotonic() - t0)
+    assert NEVER not in sources
 
     args.out.mkdir(parents=True, exist_ok=True)
     obj = np.empty(len(images), dtype=object)

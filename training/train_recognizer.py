@@ -3,13 +3,14 @@
 Starts from the stock Apache-2.0 ONNX (rapidocr==3.10.0 `PP-OCRv6_rec_small.onnx`), converts it to
 torch with onnx2torch, swaps the 18,710-class head for [blank, 0-9, A-Z] (rows copied from the
 stock head), trains with CTC on the lines written by `prepare_rec_data.py` (plus optional
-synthetic plates rendered with OpenCV fonts), and writes the trained weights back into the stock
+plates rendered by `synth_plates.py`), and writes the trained weights back into the stock
 ONNX graph: the exported model is the stock graph with a smaller head, so runtime speed and
 operators are unchanged, and the export is checked against the torch model.
 
 Usage:
-  /work/train-venv/bin/python training/train_recognizer.py --run NAME [--steps 600] [--install]
+  python training/train_recognizer.py --run NAME --data DIR/lines.npz [--leave-out us] [--install]
 `--install` copies the model into models/ and writes models/plate_rec.json (contract + SHA-256).
+`--leave-out SOURCE` trains without a source's lines, so that source measures generality.
 """
 
 from __future__ import annotations
@@ -39,12 +40,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training.common import _stub_torchvision, prune_dead_nodes, rewrite_onnx  # noqa: E402
+from alprd.lines import even_light  # noqa: E402
+from training.common import STOCK_REC, _stub_torchvision, prune_dead_nodes, rewrite_onnx  # noqa: E402
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-STOCK_REC = Path("/work/tmp/wheels/rapidocr/rapidocr/models/PP-OCRv6_rec_small.onnx")
-DATA_DIR = Path("/work/tmp/alprd-rec-data")
-RUNS = Path("/work/tmp/alprd-rec-runs")
+RUNS = REPO / ".cache" / "rec-runs"
 LOGS = REPO / "training" / "logs"
 MODELS = REPO / "models"
 HEIGHT = 48
@@ -54,9 +54,12 @@ MAX_WIDTH = 320
 
 log = logging.getLogger("train_recognizer")
 
-# Share of each source in the training stream: photos are few but are what the reader sees;
-# br-crops are many and one region only.
-MIX = {"eu": 0.28, "br": 0.14, "us": 0.22, "us-crops": 0.16, "br-crops": 0.10, "synthetic": 0.16}
+# Share of each source in the training stream (renormalised over the sources present): the real
+# lines are what the reader sees, but come from a few cameras; the rendered plates carry the
+# fonts, layouts, light and sizes those cameras lack (a third of the stream); br-crops are many and
+# one region only. ro-pseudo: ro-detect plates where the stock and the shipped model agree.
+MIX = {"eu": 0.14, "br": 0.10, "us": 0.14, "us-crops": 0.12, "br-crops": 0.07, "ro-pseudo": 0.08,
+       "synth-us": 0.18, "synth-eu": 0.11, "synth-br": 0.06}
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -358,7 +361,7 @@ def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
         kernel[k // 2, :] = 1.0 / k
         img = cv2.filter2D(img, -1, kernel)
     x = img.astype(np.float32)
-    if rng.random() < 0.6:  # brightness / contrast / gamma
+    if rng.random() < 0.6:  # brightness / contrast / gamma (dim results are stretched back below)
         x = (x - 128) * rng.uniform(0.6, 1.4) + 128 + rng.uniform(-40, 40)
         x = np.clip(x, 0, 255)
         if rng.random() < 0.3:
@@ -372,7 +375,8 @@ def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
         ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(15, 85)])
         if ok:
             img = cv2.imdecode(enc, cv2.IMREAD_COLOR)
-    return img
+    # the reader stretches dim crops before cutting rows (alprd.lines.even_light): so must we
+    return even_light(img)
 
 
 def width_bounds(scale: float) -> tuple[int, int]:
@@ -470,9 +474,16 @@ def write_contract(onnx_path: Path, extra: dict[str, object], row_margin: float 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", help="run name: output in /work/tmp/alprd-rec-runs/RUN, log rec_RUN.log")
-    ap.add_argument("--data", type=Path, default=DATA_DIR / "lines.npz")
-    ap.add_argument("--synthetic", type=Path, default=None, help="npz of synthetic lines (optional)")
+    ap.add_argument("--run", help="run name: output in .cache/rec-runs/RUN, log training/logs/rec_RUN.log")
+    ap.add_argument("--runs", type=Path, default=RUNS, help="folder of the runs (default: .cache/rec-runs)")
+    ap.add_argument("--stock", type=Path, default=STOCK_REC, help="the stock PP-OCRv6 small recognizer")
+    ap.add_argument("--data", type=Path, nargs="+", required=False, default=[],
+                    help="lines.npz files from prepare_rec_data.py (their summary.json gives row_margin)")
+    ap.add_argument("--leave-out", default="", metavar="SOURCES",
+                    help="comma-separated sources whose lines are not trained on (leave-one-source-out)")
+    ap.add_argument("--l2sp", type=float, default=0.0, metavar="W",
+                    help="pull the trained weights toward the stock model's (L2-SP, weight W): keeps "
+                         "what the stock model knows of text the plates here do not show")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -515,10 +526,10 @@ def main() -> None:
     HEIGHT = args.height
     MIN_INPUT = args.min_width
     if args.install_run:
-        install(RUNS / args.install_run / "plate_rec.onnx")
+        install(args.runs / args.install_run / "plate_rec.onnx")
         return
-    if not args.run:
-        ap.error("--run is required to train")
+    if not args.run or not args.data:
+        ap.error("--run and --data are required to train")
 
     import torch
     import torch.nn.functional as F
@@ -534,7 +545,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     log.info("args %s", vars(args))
 
-    rec = RecNet(STOCK_REC, args.fold, [a for a in args.drop_blocks.split(",") if a], args.init, args.height,
+    rec = RecNet(args.stock, args.fold, [a for a in args.drop_blocks.split(",") if a], args.init, args.height,
                  args.halve_width_at)
     log_fold = torch.from_numpy(np.log(rec.fold))  # 0 where a head row feeds a class, -inf elsewhere
 
@@ -549,10 +560,15 @@ def main() -> None:
     log.info("converted: %d parameters", rec.n_params)
     if args.freeze:
         log.info("frozen %d parameters (before node %d)", rec.freeze_before(args.freeze), args.freeze)
-    images, labels, sources = load_lines(args.data)
-    if args.synthetic is not None:
-        si, sl, ss = load_lines(args.synthetic)
-        images, labels, sources = images + si, labels + sl, sources + ss
+    images, labels, sources = [], [], []
+    for path in args.data:
+        im, lb, sr = load_lines(path)
+        images, labels, sources = images + im, labels + lb, sources + sr
+    left_out = {s for s in args.leave_out.split(",") if s}
+    if left_out - set(sources):
+        ap.error(f"--leave-out: no lines from {sorted(left_out - set(sources))}")
+    keep = [i for i, s in enumerate(sources) if s not in left_out]
+    images, labels, sources = [images[i] for i in keep], [labels[i] for i in keep], [sources[i] for i in keep]
     counts = {s: sources.count(s) for s in sorted(set(sources))}
     log.info("lines %d: %s", len(images), counts)
     bad = [lab for lab in labels if not lab or any(c not in ALPHABET for c in lab)]
@@ -572,6 +588,8 @@ def main() -> None:
     ])
     base = [g["lr"] for g in opt.param_groups]
     warm = max(1, args.steps // 20)
+    # L2-SP: the stock weights (the head excepted: it was cut to plates) are the prior
+    anchors = [(p, p.detach().clone()) for p in body] if args.l2sp > 0 else []
 
     teacher = None
     if args.teacher is not None:
@@ -612,6 +630,8 @@ def main() -> None:
         lengths = torch.tensor([len(lab) for lab in labs], dtype=torch.long)
         in_len = torch.full((len(labs),), logp.shape[0], dtype=torch.long)
         loss = F.ctc_loss(logp, targets, in_len, lengths, blank=0, zero_infinity=True)
+        if anchors:
+            loss = loss + args.l2sp * sum(((p - p0) ** 2).sum() for p, p0 in anchors)
         if teacher is not None:
             # The teacher's folded probabilities per step, the same steps as the student's: the
             # frames between characters and the runner-up classes carry what CTC labels do not.
@@ -641,7 +661,7 @@ def main() -> None:
     minutes = (time.monotonic() - t0) / 60
     log.info("trained %d steps in %.1f min", args.steps, minutes)
 
-    out = RUNS / args.run / "plate_rec.onnx"
+    out = args.runs / args.run / "plate_rec.onnx"
     net.eval()
     rec.export(out)
     # The export must compute what the torch model computes.
@@ -656,9 +676,11 @@ def main() -> None:
     assert diff < 1e-3, diff
     trained_on = {
         "lines": counts,
-        "data": "../shared/data/plates: eu, br, us photos (train half of the SHA-256 file-name split "
-        "shared with the detector, boxes jittered, cut by LineFinder), us-crops (train half), br-crops (all)"
-        + (", synthetic plates rendered with OpenCV Hershey fonts" if args.synthetic else ""),
+        "left_out": sorted(left_out) or None,
+        "data": "../shared/data/plates: eu, br, us photos (boxes jittered, cut by LineFinder), us-crops, "
+        "br-crops, ro-detect plates where two models agree (ro-pseudo), and plates rendered by "
+        "training/synth_plates.py (synth-*); only the sources listed under lines",
+        "l2sp": args.l2sp or None,
         "steps": args.steps, "batch": args.batch, "seed": args.seed, "folded_head": args.fold,
         "height": args.height,
         "halve_width_at": args.halve_width_at or None,
@@ -676,10 +698,10 @@ def main() -> None:
         "(openalpr/benchmarks eu, br, us photos and us crops; openalpr/train-detector br crops): "
         "whether that data's licence reaches the weights is a licence question to settle before "
         "redistribution"
-        + ("; synthetic plates are our own" if args.synthetic else ""),
+        + "; synthetic plates are our own",
         "trained_on": trained_on,
     }
-    summary = args.data.parent / "summary.json"
+    summary = args.data[0].parent / "summary.json"
     row_margin = float(json.loads(summary.read_text()).get("row_margin", 0.0)) if summary.exists() else 0.0
     write_contract(out, extra, row_margin, args.width_scale)
     if args.install:
