@@ -67,6 +67,12 @@ ZOOM_OUT_PAD = 0.5
 that fills the frame (a tight crop, a zoomed pole camera) fills a quarter of the padded frame:
 the size of the plates the detectors learned from, and the row finder gets room at the ends."""
 ZOOM_OUT_GREY = 128
+FRAME_ROW = (0.5, 1 / 6)
+"""Width and height, as shares of the frame, of the largest text row that make the frame itself a
+plate: a serial spans most of its plate's width and a third to a half of its height (US 2:1 plates:
+~0.35 of the height, EU/BR ~0.6); padding and framing leave at least half and a sixth."""
+FRAME_SCORE = 0.5
+"""The frame read as a plate has no detector score: it counts as an even chance of a plate."""
 
 
 class PlateReader:
@@ -135,9 +141,12 @@ class PlateReader:
         if self.cfg.zoom_out and not _confident(reads):
             t = time.perf_counter()
             wider = self._zoomed_out(image, region, detections)
-            t1 += time.perf_counter() - t
             detections += [Detection(r.box, r.detection_score) for r in wider]
             reads += wider
+            if not _confident(reads) and (whole := self._frame_as_plate(image, region)) is not None:
+                detections.append(Detection(whole.box, whole.detection_score))
+                reads.append(whole)
+            t1 += time.perf_counter() - t
         reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
         reads.sort(key=lambda r: r.confidence, reverse=True)
         t2 = time.perf_counter()
@@ -165,6 +174,16 @@ class PlateReader:
             if box.area and all(box.iou(d.box) < OVERLAP for d in seen):
                 reads.append(dataclasses.replace(read, box=box))
         return reads
+
+    def _frame_as_plate(self, image: Image, region: str) -> Read | None:
+        """The whole frame read as one plate, when its largest text row is as wide and as tall as
+        a plate's serial filling the frame (`FRAME_ROW`): a crop tighter than any detector box,
+        which even the wider look found nothing in. A scene's text rows are a small part of it."""
+        h, w = image.shape[:2]
+        rows = self.lines.find(even_light(image))
+        if not rows or rows[0].w < FRAME_ROW[0] * w or rows[0].h < FRAME_ROW[1] * h:
+            return None
+        return self.read_plate(image, Detection(Box(0, 0, w, h), FRAME_SCORE), region)
 
     def _read_all(self, image: Image, detections: list[Detection], region: str) -> list[Read]:
         return [r for d in detections if (r := self.read_plate(image, d, region)) is not None]

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The recognizer's recipe, trained once per left-out source and once on everything, then measured
+# leave-one-source-out (training/eval_loso.py). Two runs at a time, one thread each: on a 2-core
+# machine that is twice the throughput of one run on two threads.
+#
+#   TRAIN_PY=/path/to/train-venv/bin/python DATA=/path/to/recdata RUN=r30 bash training/loso.sh
+#
+# DATA holds real/lines.npz, synth/lines.npz and ro/lines.npz from prepare_rec_data.py:
+#   $TRAIN_PY training/prepare_rec_data.py --out $DATA/real --row-margin 0.2
+#   $TRAIN_PY training/prepare_rec_data.py --out $DATA/synth --row-margin 0.2 --no-labelled --synthetic 24000
+#   $TRAIN_PY training/prepare_rec_data.py --out $DATA/ro --row-margin 0.2 --no-labelled --pseudo
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRAIN_PY=${TRAIN_PY:?set TRAIN_PY to the training venv python (training/README.md)}
+DATA=${DATA:?set DATA to the folder of prepare_rec_data.py outputs}
+RUN=${RUN:-r30}
+STEPS=${STEPS:-2000}
+RECIPE=(--data "$DATA/real/lines.npz" "$DATA/synth/lines.npz" "$DATA/ro/lines.npz" --steps "$STEPS"
+        --batch 16 --freeze 90 --fold --threads 1 ${EXTRA:-})
+export OMP_WAIT_POLICY=PASSIVE
+
+train() {  # train NAME [LEFT-OUT]
+    local args=(--run "$1" "${RECIPE[@]}")
+    if [ -n "${2:-}" ]; then args+=(--leave-out "$2"); fi
+    "$TRAIN_PY" training/train_recognizer.py "${args[@]}" > /dev/null
+}
+pair() { train "$1" "${2:-}" & train "$3" "${4:-}"; wait; }
+
+pair "$RUN-no-us" us "$RUN-no-eu" eu
+pair "$RUN-no-br" br "$RUN-no-us-crops" us-crops
+pair "$RUN-no-br-crops" br-crops "$RUN"
+.venv/bin/python training/eval_loso.py --pair us="$RUN-no-us" --pair eu="$RUN-no-eu" --pair br="$RUN-no-br" \
+    --pair us-crops="$RUN-no-us-crops" --pair br-crops="$RUN-no-br-crops" --pair us-ucsd="$RUN" \
+    --json "training/logs/loso-$RUN.json"
