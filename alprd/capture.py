@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import SourceConfig
 from .errors import CaptureError, ImageError
-from .imageio import MAX_DECODE_PIXELS, read_image
+from .read.imageio import MAX_DECODE_PIXELS, read_image
 from .types import Frame, Image
 
 log = logging.getLogger(__name__)

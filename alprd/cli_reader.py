@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from .config import DETECTOR_MODELS, PHOTO_READER, ReaderConfig
 from .errors import AlprdError, ModelError
-from .imageio import read_image
+from .read.imageio import read_image
 from .types import Box, PhotoResult, Read
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def _option(loc: tuple[int | str, ...]) -> str:
 
 
 def _make_reader(args: argparse.Namespace) -> Any:
-    from .reader import PlateReader
+    from .read.reader import PlateReader
 
     return PlateReader(reader_config(args))
 

@@ -1138,7 +1138,7 @@ def _assemble(
         path = ps.device_key or ps.storage_dir / DEVICE_SEAL_KEY_NAME
         device_key = load_or_create_device_seal_key(path, create=ps.device_key is None)
     if reader is None:
-        from .reader import PlateReader
+        from .read.reader import PlateReader
 
         reader = PlateReader(cfg.reader)  # loads, hash-checks and warms the models
     services = PrivacyServices(

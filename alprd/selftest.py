@@ -28,7 +28,7 @@ from .keys import UNIT_PATHS, check_key_files, credential_source
 from .types import Image
 
 if TYPE_CHECKING:
-    from .reader import PlateReader
+    from .read.reader import PlateReader
 
 OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
 
@@ -127,7 +127,7 @@ def _cpu_model() -> str:
 
 def _dummy_input(session: Any, contract: Any) -> dict[str, Any]:
     """One plausible input per model input: a fixed random image, normalised as the contract says."""
-    from .onnx import normalise
+    from .read.onnx import normalise
 
     feeds: dict[str, Any] = {}
     rng = np.random.default_rng(0)
@@ -150,7 +150,7 @@ def _dummy_input(session: Any, contract: Any) -> dict[str, Any]:
 
 def model_checks(models_dir: Path, threads: int = 1) -> Iterator[Check]:
     """Every `*.json` contract in `models_dir`: SHA-256, load, one inference with finite outputs."""
-    from .onnx import load_contract, open_session
+    from .read.onnx import load_contract, open_session
 
     contracts = sorted(models_dir.glob("*.json"))
     if not contracts:
@@ -190,7 +190,7 @@ def read_check(reader_cfg: ReaderConfig, text: str = PLATE_TEXT) -> tuple[Check,
     """The whole reader (detector, line finder, recognizer, grammar) on a plate rendered here.
 
     Returns the loaded reader too (None if it could not load), for reading the user's own photos."""
-    from .reader import PlateReader
+    from .read.reader import PlateReader
 
     reader = None
     try:
@@ -216,7 +216,7 @@ def read_check(reader_cfg: ReaderConfig, text: str = PLATE_TEXT) -> tuple[Check,
 def photo_check(reader: PlateReader | None, path: str) -> tuple[Check, dict[str, Any]]:
     """Read one of the user's photos (a frame from this camera); also returns `alprd read`'s JSON for it."""
     from .cli_reader import plate_json
-    from .imageio import read_image
+    from .read.imageio import read_image
 
     name = f"photo {Path(path).name}"
     if reader is None:

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .config import TrackingConfig
-from .grammar import edit_distance
+from .read.grammar import edit_distance
 from .types import Box, Candidate, Frame, Image, Read
 
 MAX_CANDIDATES = 10

@@ -11,8 +11,8 @@ import pytest
 
 from alprd.cli_reader import load_labels
 from alprd.config import PACKAGE_MODELS_DIR, PHOTO_READER, ReaderConfig
-from alprd.imageio import read_image
-from alprd.reader import PlateReader
+from alprd.read.imageio import read_image
+from alprd.read.reader import PlateReader
 
 TOLERANCE = 0.02
 

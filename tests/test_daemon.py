@@ -838,7 +838,7 @@ def test_real_models_end_to_end_over_us_photos(
 
     from alprd.config import Config
     from alprd.daemon import assemble, privacy_settings
-    from alprd.reader import PlateReader
+    from alprd.read.reader import PlateReader
 
     us = data_dir / "us"
     labels = {r["file"]: r["plate"] for r in csv.DictReader((us / "labels.csv").read_text().splitlines())}

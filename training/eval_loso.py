@@ -53,8 +53,8 @@ def main() -> int:
 
     from alprd.cli_reader import fold, load_labels
     from alprd.config import PHOTO_READER, ReaderConfig
-    from alprd.imageio import read_image
-    from alprd.reader import PlateReader
+    from alprd.read.imageio import read_image
+    from alprd.read.reader import PlateReader
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=ROOT / ".cache" / "rec-runs")

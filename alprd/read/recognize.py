@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ModelError
+from ..errors import ModelError
+from ..types import Candidate, Image
 from .onnx import Contract, check_input, load_contract, normalise, open_session
-from .types import Candidate, Image
 
 log = logging.getLogger(__name__)
 

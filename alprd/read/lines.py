@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ModelError
+from ..errors import ModelError
+from ..types import Image
 from .onnx import check_input, load_contract, normalise, open_session
-from .types import Image
 
 log = logging.getLogger(__name__)
 

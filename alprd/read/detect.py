@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ImageError, ModelError
+from ..errors import ImageError, ModelError
+from ..types import Box, Detection, Image
 from .onnx import Contract, check_input, load_contract, normalise, open_session
-from .types import Box, Detection, Image
 
 log = logging.getLogger(__name__)
 

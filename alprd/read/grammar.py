@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .types import Candidate
+from ..types import Candidate
 
 L, N = "[A-Z]", "[0-9]"
 

@@ -13,13 +13,13 @@ import time
 import cv2
 import numpy as np
 
+from ..config import ReaderConfig
+from ..errors import ImageError, ModelError
+from ..types import Box, Candidate, Detection, Image, PhotoResult, Read
 from . import grammar
-from .config import ReaderConfig
 from .detect import PlateDetector
-from .errors import ImageError, ModelError
 from .lines import LineFinder, TextLine, even_light
 from .recognize import Recognition, Recognizer
-from .types import Box, Candidate, Detection, Image, PhotoResult, Read
 
 log = logging.getLogger(__name__)
 

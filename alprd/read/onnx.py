@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ModelError
+from ..errors import ModelError
 
 
 @dataclass(frozen=True)

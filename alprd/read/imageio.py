@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from .errors import ImageError
-from .types import Image
+from ..errors import ImageError
+from ..types import Image
 
 MAX_DECODE_PIXELS = 40_000_000
 """Default of `reader.max_pixels`: larger JPEGs are decoded at 1/2, 1/4 or 1/8 scale (libjpeg does
