@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alprd.cli_reader import load_labels
+from alprd.cli.reader import load_labels
 from alprd.config import ReaderConfig
 from alprd.read.detect import MIN_CANDIDATE_WIDTH, REFINE_MAX_UPSCALE
 from alprd.read.imageio import read_image

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alprd.cli_reader import load_labels
+from alprd.cli.reader import load_labels
 from alprd.config import PACKAGE_MODELS_DIR, PHOTO_READER, ReaderConfig
 from alprd.read.imageio import read_image
 from alprd.read.reader import PlateReader

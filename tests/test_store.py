@@ -16,8 +16,8 @@ import pytest
 from privacy_support import FakeClock, make_agency
 
 from alprd.errors import StoreError
-from alprd.keys import load_evidence_pub
-from alprd.privacy import seal_evidence
+from alprd.privacy.evidence import seal_evidence
+from alprd.privacy.keys import load_evidence_pub
 from alprd.store import DB_NAME, Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -51,7 +51,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "training"))
     from common import hash_split
 
-    from alprd.cli_reader import fold, load_labels
+    from alprd.cli.reader import fold, load_labels
     from alprd.config import PHOTO_READER, ReaderConfig
     from alprd.read.imageio import read_image
     from alprd.read.reader import PlateReader

@@ -24,7 +24,7 @@ DATA = ROOT.parent / "shared" / "data" / "plates"
 
 
 def main() -> int:
-    from alprd.cli_reader import add_reader_args, fold, load_labels, reader_config
+    from alprd.cli.reader import add_reader_args, fold, load_labels, reader_config
     from alprd.read.imageio import read_image
     from alprd.read.reader import PlateReader
 

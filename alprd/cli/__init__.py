@@ -1,7 +1,5 @@
-"""`alprd` command line: subcommands, POSIX exit codes (0 ok, 1 runtime failure, 2 usage/config).
-
-Each area registers its own subcommands from its own module (`register(subparsers)`), so this file
-only wires them; handlers return the exit code.
+"""`alprd` command line: one module per verb group, each registering its own subcommands
+(`register(subparsers)`); this file only wires them. Handlers return an exit code (`alprd.exits`).
 """
 
 from __future__ import annotations
@@ -11,13 +9,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
+from .. import __version__
+from ..exits import Exit
+from . import daemon, privacy, reader, selftest
 
 Handler = Callable[[argparse.Namespace], int]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,17 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"alprd {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import cli_reader
-
-    cli_reader.register(sub)
-    for name in ("cli_privacy", "cli_daemon", "cli_selftest"):
-        try:
-            module = __import__(f"alprd.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:
-            if e.name != f"alprd.{name}":
-                raise
-            continue
-        module.register(sub)
+    for group in (reader, privacy, daemon, selftest):
+        group.register(sub)
     return parser
 
 
@@ -52,14 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     try:
         return handler(args)
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
     except BrokenPipeError:
-        return EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return Exit.FAILURE

@@ -16,11 +16,12 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .config import Config, load_config
-from .errors import ConfigError, EvidenceError, HotListError, KeyFileError, StoreError
-from .keys import (
+from ..config import Config, load_config
+from ..errors import ConfigError, EvidenceError, HotListError, KeyFileError, StoreError
+from ..exits import Exit
+from ..privacy.keys import (
     generate_agency_keys,
     load_evidence_key,
     load_evidence_pub,
@@ -30,9 +31,12 @@ from .keys import (
     write_file_atomic,
 )
 
+if TYPE_CHECKING:
+    from ..privacy.hotlist import HotListInstaller
+    from ..store import Store
+
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -67,7 +71,7 @@ def _default_actor() -> str:
     return os.environ.get("SUDO_USER") or getpass.getuser()
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = sub.add_parser(
         "keys", help="make key files",
         description="Make the agency's key files at headquarters: signing.key/.pub (Ed25519, signs hot-list "
@@ -171,7 +175,7 @@ def register(sub: Any) -> None:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _fail(msg: str, code: int = EXIT_FAILURE) -> int:
+def _fail(msg: str, code: int = Exit.FAILURE) -> int:
     print(f"alprd: {msg}", file=sys.stderr)
     return code
 
@@ -182,10 +186,10 @@ def _config(path: Path) -> Config | int:
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
 
 
-def _print_json(obj: Any) -> None:
+def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=1, sort_keys=True))
 
 
@@ -193,8 +197,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def open_store(cfg: Config) -> Any:
-    from .store import Store
+def open_store(cfg: Config) -> Store:
+    from ..store import Store
 
     return Store.from_config(cfg)
 
@@ -216,11 +220,11 @@ def cmd_keys_agency(args: argparse.Namespace) -> int:
         "credentials); keep signing.key, evidence.key and ack.key at headquarters.",
         file=sys.stderr,
     )
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_keys_device(args: argparse.Namespace) -> int:
-    from .keys import DEVICE_SEAL_KEY_NAME, load_or_create_device_seal_key, public_pem
+    from ..privacy.keys import DEVICE_SEAL_KEY_NAME, load_or_create_device_seal_key, public_pem
 
     cfg = _config(args.config)
     if isinstance(cfg, int):
@@ -236,14 +240,14 @@ def cmd_keys_device(args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail(f"{args.out}: {e.strerror}")
     sys.stdout.write(pem.decode("ascii"))
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_keys_seal_list_key(args: argparse.Namespace) -> int:
-    from .listkey import seal_for_device
+    from ..privacy.listkey import seal_for_device
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.device_id):
-        return _fail(f"--device-id {args.device_id!r} is not a device_id ([A-Za-z0-9_.-], 1-64)", EXIT_USAGE)
+        return _fail(f"--device-id {args.device_id!r} is not a device_id ([A-Za-z0-9_.-], 1-64)", Exit.USAGE)
     try:
         signing = load_signing_key(args.keys / "signing.key")
         list_key = load_list_key(args.keys / "list.key")
@@ -258,14 +262,14 @@ def cmd_keys_seal_list_key(args: argparse.Namespace) -> int:
         f"publish it retained: mosquitto_pub -r -q 1 -t <prefix>/{args.device_id}/hotlist/key -f {args.out}",
         file=sys.stderr,
     )
-    return EXIT_OK
+    return Exit.OK
 
 
 # --- hot list ------------------------------------------------------------------------------------
 
 
 def cmd_hotlist_pack(args: argparse.Namespace) -> int:
-    from .hotlist import CsvError, pack_bundle, parse_csv
+    from ..privacy.hotlist import CsvError, pack_bundle, parse_csv
 
     try:
         data = args.csv.read_bytes()
@@ -276,7 +280,7 @@ def cmd_hotlist_pack(args: argparse.Namespace) -> int:
     except CsvError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
-        return _fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed", EXIT_USAGE)
+        return _fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed", Exit.USAGE)
     try:
         signing = load_signing_key(args.keys / "signing.key")
         list_key = load_list_key(args.keys / "list.key")
@@ -294,14 +298,14 @@ def cmd_hotlist_pack(args: argparse.Namespace) -> int:
         return _fail(str(e))
     except OSError as e:
         return _fail(f"{args.out}: {e.strerror}")
-    from .hotlist import read_manifest_unverified
+    from ..privacy.hotlist import read_manifest_unverified
 
     _print_json(read_manifest_unverified(bundle).public())
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_hotlist_inspect(args: argparse.Namespace) -> int:
-    from .hotlist import HotList, verify_bundle
+    from ..privacy.hotlist import HotList, verify_bundle
 
     try:
         if args.keys is not None:
@@ -321,13 +325,15 @@ def cmd_hotlist_inspect(args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail(f"{args.bundle}: {e.strerror}")
     _print_json({**hl.info(), "valid": True})
-    return EXIT_OK
+    return Exit.OK
 
 
-def _installer(cfg: Config, store: Any, actor: str) -> Any:
-    from .hotlist import HotListInstaller
+def _installer(cfg: Config, store: Store, actor: str) -> HotListInstaller:
+    """The installer as the daemon wires it, with the key files the config names (raises KeyFileError)."""
+    from ..privacy.hotlist import HotListInstaller, load_keys
 
-    return HotListInstaller.from_config(cfg.hotlist, store, actor=actor)
+    signing_pub, list_key = load_keys(cfg.hotlist)
+    return HotListInstaller.from_config(cfg.hotlist, store, signing_pub, list_key, actor=actor)
 
 
 def cmd_hotlist_install(args: argparse.Namespace) -> int:
@@ -343,7 +349,7 @@ def cmd_hotlist_install(args: argparse.Namespace) -> int:
         with open_store(cfg) as store:
             installer = _installer(cfg, store, actor)
             version = installer.install(data)
-            info = installer.active.info()
+            info = installer.active.info() if installer.active is not None else {}
     except (HotListError, KeyFileError, StoreError) as e:
         return _fail(f"{args.bundle}: refused: {e}")
     _print_json({"installed": version, **info})
@@ -351,22 +357,22 @@ def cmd_hotlist_install(args: argparse.Namespace) -> int:
         "A running daemon picks the new list up at its next start (or send it over hotlist/set).",
         file=sys.stderr,
     )
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_hotlist_query(args: argparse.Namespace) -> int:
     purpose = args.purpose.strip()
     if len(purpose) < 3:
-        return _fail("--purpose must say why you are looking (it is written to the audit log)", EXIT_USAGE)
+        return _fail("--purpose must say why you are looking (it is written to the audit log)", Exit.USAGE)
     cfg = _config(args.config)
     if isinstance(cfg, int):
         return cfg
-    from .hotlist import normalize_plate
-    from .privacy import seal_text
+    from ..privacy.evidence import seal_text
+    from ..privacy.hotlist import normalize_plate
 
     plate = normalize_plate(args.plate)
     if not plate:
-        return _fail(f"{args.plate!r} has no letters or digits", EXIT_USAGE)
+        return _fail(f"{args.plate!r} has no letters or digits", Exit.USAGE)
     actor = args.actor or _default_actor()
     if not cfg.storage.dir.is_dir():
         # nothing installed yet; opening the store would create storage.dir as whoever runs this
@@ -393,14 +399,14 @@ def cmd_hotlist_query(args: argparse.Namespace) -> int:
     if hl is None:
         return _fail("no hot list is installed (alprd hotlist install BUNDLE --config CFG)")
     _print_json({"query": plate, "matches": [m.as_dict() for m in matches]})
-    return EXIT_OK
+    return Exit.OK
 
 
 # --- evidence ------------------------------------------------------------------------------------
 
 
 def cmd_evidence_open(args: argparse.Namespace) -> int:
-    from .privacy import open_evidence
+    from ..privacy.evidence import open_evidence
 
     try:
         key = load_evidence_key(args.key)
@@ -422,14 +428,14 @@ def cmd_evidence_open(args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail(f"{out}: {e.strerror}")
     _print_json({"out": str(out), "meta": meta})
-    return EXIT_OK
+    return Exit.OK
 
 
 # --- audit ---------------------------------------------------------------------------------------
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from .audit import verify_chain, verify_checkpoint
+    from ..privacy.audit import verify_chain, verify_checkpoint
 
     cfg = _config(args.config)
     if isinstance(cfg, int):
@@ -447,17 +453,17 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         # the fresh database verifies, trivially: saying "ok" here once hid a destroyed chain
         print(f"audit chain NOT VERIFIED: the database failed its integrity check and was moved to "
               f"{quarantined}; the chain it held could not be read")
-        return EXIT_FAILURE
+        return Exit.FAILURE
     if entries and entries[0].event == "storage.quarantine":
         obj = entries[0].object if isinstance(entries[0].object, dict) else {}
         old = cfg.storage.dir / "quarantine" / str(obj.get("file"))
         print(f"audit chain INCOMPLETE: it restarted at {entries[0].ts} after the database was "
               f"quarantined; the entries before are in {old} (sha256 {obj.get('sha256')}), which "
               "could not be read")
-        return EXIT_FAILURE
+        return Exit.FAILURE
     if not result.ok:
         print(f"audit chain BROKEN at entry {result.broken_index}: {result.reason}")
-        return EXIT_FAILURE
+        return Exit.FAILURE
     if args.checkpoint is not None:
         try:
             cp = json.loads(args.checkpoint.read_text())
@@ -465,27 +471,27 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             return _fail(f"{args.checkpoint}: cannot read checkpoint ({e})")
         if not verify_checkpoint(cp, device_pub):
             print(f"checkpoint {args.checkpoint}: signature invalid or made by another device")
-            return EXIT_FAILURE
+            return Exit.FAILURE
         count = int(cp["count"])
         if count > len(entries):
             print(
                 f"audit chain BROKEN at entry {len(entries) + 1}: the checkpoint covers {count} "
                 f"entries, only {len(entries)} remain (truncated)"
             )
-            return EXIT_FAILURE
+            return Exit.FAILURE
         at = verify_chain(entries[:count], mac_key)
         if at.head != cp["head"]:
             print(f"audit chain BROKEN: head at entry {count} differs from the checkpoint (rewritten)")
-            return EXIT_FAILURE
+            return Exit.FAILURE
     print(f"audit chain ok: {result.count} entries, head {result.head}")
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if isinstance(cfg, int):
         return cfg
-    from .store import write_checkpoint
+    from ..store import write_checkpoint
 
     try:
         with open_store(cfg) as store:
@@ -497,4 +503,4 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail(f"{args.out}: {e.strerror}")
     _print_json(cp)
-    return EXIT_OK
+    return Exit.OK

@@ -10,20 +10,25 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 from pydantic import ValidationError
 
-from .config import DETECTOR_MODELS, PHOTO_READER, ReaderConfig
-from .errors import AlprdError, ModelError
-from .read.imageio import read_image
-from .types import Box, PhotoResult, Read
+from ..config import DETECTOR_MODELS, PHOTO_READER, ReaderConfig
+from ..errors import AlprdError, ModelError
+from ..exits import Exit
+from ..read.imageio import read_image
+from ..read.report import plate_json
+from ..types import Box, PhotoResult
+
+if TYPE_CHECKING:
+    from ..read.reader import PlateReader
 
 log = logging.getLogger(__name__)
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("read", help="read plates in photos; one JSON object per image per line",
                        description="Read licence plates in IMAGE files and print one JSON line per image.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos (JPEG, PNG, ...) to read")
@@ -90,23 +95,10 @@ def _option(loc: tuple[int | str, ...]) -> str:
         field, "--" + field.replace("_", "-"))
 
 
-def _make_reader(args: argparse.Namespace) -> Any:
-    from .read.reader import PlateReader
+def _make_reader(args: argparse.Namespace) -> PlateReader:
+    from ..read.reader import PlateReader
 
     return PlateReader(reader_config(args))
-
-
-def plate_json(read: Read, scale: float = 1.0) -> dict[str, Any]:
-    b = read.box
-    if scale != 1.0:
-        b = Box(round(b.x / scale), round(b.y / scale), round(b.w / scale), round(b.h / scale))
-    return {
-        "text": read.text,
-        "confidence": read.confidence,
-        "box": b.as_list(),
-        "chars": list(read.chars),
-        "candidates": [{"text": c.text, "confidence": c.confidence} for c in read.candidates[:10]],
-    }
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -114,7 +106,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         reader = _make_reader(args)
     except (ModelError, ValueError) as e:
         print(f"alprd read: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ValueError) else 1
+        return Exit.USAGE if isinstance(e, ValueError) else Exit.FAILURE
     failed = 0
     for name in args.images:
         t0 = time.perf_counter()
@@ -127,7 +119,7 @@ def cmd_read(args: argparse.Namespace) -> int:
             continue
         ms = (time.perf_counter() - t0) * 1000
         _emit({"file": name, "ms": round(ms, 1), "plates": [plate_json(r, scale) for r in result.reads]})
-    return 1 if failed else 0
+    return Exit.FAILURE if failed else Exit.OK
 
 
 def _emit(obj: dict[str, Any], out: TextIO = sys.stdout) -> None:
@@ -179,10 +171,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         reader = _make_reader(args)
     except (OSError, ValueError) as e:
         print(f"alprd bench: {e}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     except ModelError as e:
         print(f"alprd bench: {e}", file=sys.stderr)
-        return 1
+        return Exit.FAILURE
     files = sorted(labels)
     if args.limit:
         files = files[: args.limit]
@@ -233,4 +225,4 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         for k, v in summary.items():
             print(f"{k:>11}: {v}")
-    return 1 if errors else 0
+    return Exit.FAILURE if errors else Exit.OK

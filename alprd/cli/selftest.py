@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
+from ..exits import Exit
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "selftest",
         help="check this installation: models (SHA-256, one inference each), a full read of a rendered "
@@ -27,18 +25,18 @@ def register(sub: Any) -> None:
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
-    from .selftest import FAIL, Check, run
+    from ..selftest import FAIL, Check, run
 
     def emit(check: Check) -> None:
         print(check.line(), flush=True)
 
-    def emit_json(obj: dict[str, Any]) -> None:
+    def emit_json(obj: dict[str, object]) -> None:
         print(json.dumps(obj), flush=True)
 
     checks = run(args.config, args.models_dir, emit, args.photo, emit_json)
     failed = [c for c in checks if c.status == FAIL]
     if failed:
         print(f"selftest: FAIL ({len(failed)} of {len(checks)} checks: {', '.join(c.name for c in failed)})")
-        return EXIT_FAILURE
+        return Exit.FAILURE
     print(f"selftest: OK ({len(checks)} checks)")
-    return EXIT_OK
+    return Exit.OK

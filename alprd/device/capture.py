@@ -8,20 +8,23 @@ only the newest request): a plate reader that falls behind must skip frames, not
 from __future__ import annotations
 
 import logging
-import random
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import cv2
 import numpy as np
 
-from .config import SourceConfig
-from .errors import CaptureError, ImageError
-from .read.imageio import MAX_DECODE_PIXELS, read_image
-from .types import Frame, Image
+from ..clock import Backoff, Clock, SystemClock
+from ..config import SourceConfig
+from ..errors import CaptureError, ImageError
+from ..read.imageio import MAX_DECODE_PIXELS, read_image
+from ..types import Frame
+
+if TYPE_CHECKING:
+    from cv2.typing import MatLike
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,9 @@ class CaptureStats:
 
 
 class FrameSource(Protocol):
-    """Where frames come from. `read` never blocks longer than `timeout` seconds."""
+    """Where frames come from. `read` never blocks longer than `timeout` seconds.
+
+    A context manager: leaving the `with` closes it (open it with `open()` or `open_with_retry`)."""
 
     stats: CaptureStats
 
@@ -57,43 +62,40 @@ class FrameSource(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> Self: ...
 
-class Clock(Protocol):
-    def time(self) -> float: ...
-
-    def monotonic(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
+    def __exit__(self, *exc: object) -> None: ...
 
 
-class SystemClock:
-    def time(self) -> float:
-        return time.time()
+class _Source:
+    """What every source shares: `with source:` closes it at the end."""
 
-    def monotonic(self) -> float:
-        return time.monotonic()
+    def close(self) -> None:
+        raise NotImplementedError
 
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-class Backoff:
-    """Exponential backoff with jitter: waits in [d/2, d], d doubling from `low` up to `high`."""
+class VideoCapture(Protocol):
+    """The part of `cv2.VideoCapture` a VideoSource uses (a test hands in a scripted camera)."""
 
-    def __init__(self, low: float, high: float, rng: random.Random | None = None) -> None:
-        self.low = low
-        self.high = high
-        self.attempts = 0
-        self._rng = rng or random.Random()
+    def isOpened(self) -> bool: ...  # OpenCV names it so
 
-    def next_delay(self) -> float:
-        d = min(self.high, self.low * (2 ** min(self.attempts, 30)))
-        self.attempts += 1
-        return float(d * (0.5 + 0.5 * self._rng.random()))
+    def release(self) -> None: ...
 
-    def reset(self) -> None:
-        self.attempts = 0
+    def set(self, prop: int, value: float) -> bool: ...
+
+    def get(self, prop: int) -> float: ...
+
+    def grab(self) -> bool: ...
+
+    def retrieve(self) -> tuple[bool, MatLike]: ...
+
+    def read(self) -> tuple[bool, MatLike]: ...
 
 
 class _Pacer:
@@ -133,7 +135,7 @@ def _is_url(path: str) -> bool:
     return "://" in path
 
 
-class VideoSource:
+class VideoSource(_Source):
     """OpenCV capture: a device index (USB camera), an RTSP/HTTP URL, or a video file.
 
     Live sources (device, URL) are reopened with backoff when they fail; a file ends (or loops).
@@ -144,7 +146,7 @@ class VideoSource:
         cfg: SourceConfig,
         camera: str = "cam0",
         clock: Clock | None = None,
-        opener: Callable[[str | int], Any] | None = None,
+        opener: Callable[[str | int], VideoCapture | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.camera = camera
@@ -153,7 +155,7 @@ class VideoSource:
         self.live = _is_device_index(cfg.path) or _is_url(cfg.path)
         self._target: str | int = int(cfg.path) if _is_device_index(cfg.path) else cfg.path
         self._opener = opener or _open_cv
-        self._cap: Any = None
+        self._cap: VideoCapture | None = None
         self._seq = 0
         self._index = 0  # next frame index in a file
         self._finished = False
@@ -239,6 +241,7 @@ class VideoSource:
 
     def _read_live(self) -> Frame | None:
         cap = self._cap
+        assert cap is not None  # read() reopens it first
         # Frames that come back faster than half a frame period were sitting in a buffer: stale.
         # Skip them until a grab has to wait for the camera; that frame is live.
         skipped = 0
@@ -260,6 +263,7 @@ class VideoSource:
 
     def _read_file(self, timeout: float) -> Frame | None:
         cap = self._cap
+        assert cap is not None  # read() ends a file whose capture is gone
         if self._pacer is not None:
             due = self._pacer.due_index()
             if self._index < due:
@@ -278,7 +282,8 @@ class VideoSource:
 
     def _end_of_file(self) -> Frame | None:
         if self.cfg.loop and self._index > 0:
-            self._cap.release()
+            if self._cap is not None:
+                self._cap.release()
             self._cap = None
             self.open()
             return None
@@ -289,14 +294,14 @@ class VideoSource:
         self._finished = True
         return None
 
-    def _frame(self, image: Image) -> Frame:
+    def _frame(self, image: MatLike) -> Frame:
         self._seq += 1
         self.stats.frames_in += 1
         if image.ndim == 2:
-            image = np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), dtype=np.uint8)
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         return Frame(
-            image=np.ascontiguousarray(image), ts=self.clock.time(), mono=self.clock.monotonic(),
-            seq=self._seq, camera=self.camera,
+            image=np.ascontiguousarray(image, dtype=np.uint8), ts=self.clock.time(),
+            mono=self.clock.monotonic(), seq=self._seq, camera=self.camera,
         )
 
     def close(self) -> None:
@@ -306,7 +311,7 @@ class VideoSource:
         self.stats.connected = False
 
 
-def _open_cv(target: str | int) -> Any:
+def _open_cv(target: str | int) -> VideoCapture:
     if isinstance(target, int):
         return cv2.VideoCapture(target)
     if _is_url(target):
@@ -316,7 +321,7 @@ def _open_cv(target: str | int) -> Any:
     return cv2.VideoCapture(target)
 
 
-class ImageDirSource:
+class ImageDirSource(_Source):
     """A folder of photos in sorted order; each photo is its own scene (no tracking across photos)."""
 
     def __init__(
@@ -393,7 +398,7 @@ class ImageDirSource:
         self.stats.connected = False
 
 
-class PiCameraSource:  # pragma: no cover - needs a Raspberry Pi camera (tests marked `hardware`)
+class PiCameraSource(_Source):  # pragma: no cover - needs a Raspberry Pi camera (tests marked `hardware`)
     """The Raspberry Pi camera through picamera2 (from apt: python3-picamera2)."""
 
     def __init__(self, cfg: SourceConfig, camera: str = "cam0", clock: Clock | None = None) -> None:
@@ -502,6 +507,11 @@ class PiCameraSource:  # pragma: no cover - needs a Raspberry Pi camera (tests m
         self.stats.connected = False
 
 
+def is_live(cfg: SourceConfig) -> bool:
+    """A camera or a stream: it may be missing for a while (the daemon waits); a file or folder may not."""
+    return cfg.kind in ("picamera2", "opencv")
+
+
 def make_source(
     cfg: SourceConfig, camera: str = "cam0", clock: Clock | None = None, max_pixels: int = MAX_DECODE_PIXELS
 ) -> FrameSource:
@@ -517,7 +527,9 @@ def make_source(
     return VideoSource(cfg, camera, clock)
 
 
-def open_with_retry(source: FrameSource, timeout_s: float, stop: Any, clock: Clock | None = None) -> None:
+def open_with_retry(
+    source: FrameSource, timeout_s: float, stop: threading.Event, clock: Clock | None = None
+) -> None:
     """Open a source, retrying with backoff for up to `timeout_s` (a camera still booting); then raise."""
     clock = clock or SystemClock()
     deadline = clock.monotonic() + timeout_s

@@ -11,10 +11,12 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Self
 
-from .config import GpsdConfig, LocationConfig
-from .untrusted import UntrustedInput, loads
+from ..clock import Backoff
+from ..config import GpsdConfig, LocationConfig
+from ..payloads import Location
+from ..untrusted import UntrustedInput, loads
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,8 @@ class Fix:
     mono: float
     source: str
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"lat": round(self.lat, 7), "lon": round(self.lon, 7), "source": self.source}
+    def as_dict(self) -> Location:
+        out: Location = {"lat": round(self.lat, 7), "lon": round(self.lon, 7), "source": self.source}
         if self.heading is not None:
             out["heading"] = round(self.heading, 1)
         if self.speed is not None:
@@ -45,7 +47,8 @@ class GpsdClient:
         self._sock: socket.socket | None = None
         self._buf = b""
         self._retry_at = 0.0
-        self._delay = 1.0
+        # no jitter: one receiver per device, nothing to spread out
+        self._backoff = Backoff(1.0, 60.0, jitter=False)
         self.fix: Fix | None = None
         self.errors = 0
         self.refused = 0
@@ -58,14 +61,14 @@ class GpsdClient:
             sock.setblocking(False)
         except OSError as e:
             self.errors += 1
-            self._retry_at = now + self._delay
+            delay = self._backoff.next_delay()
+            self._retry_at = now + delay
             log.warning("gpsd at %s:%s unreachable (%s); retrying in %.0f s", self.cfg.host, self.cfg.port,
-                        e, self._delay)
-            self._delay = min(self._delay * 2, 60.0)
+                        e, delay)
             return
         self._sock = sock
         self._buf = b""
-        self._delay = 1.0
+        self._backoff.reset()
 
     def poll(self, now: float | None = None) -> None:
         """Read whatever gpsd has sent since the last call; never blocks."""
@@ -91,7 +94,7 @@ class GpsdClient:
             self._sock.close()
             self._sock = None
             self.errors += 1
-            self._retry_at = now + self._delay
+            self._retry_at = now + self._backoff.low  # a lost connection: only failed connects back off
             return
         *lines, self._buf = self._buf.split(b"\n")
         for line in lines:
@@ -142,7 +145,7 @@ class Locator:
         if self.gpsd is not None:
             self.gpsd.poll(now)
 
-    def current(self, now: float | None = None) -> dict[str, Any] | None:
+    def current(self, now: float | None = None) -> Location | None:
         now = time.monotonic() if now is None else now
         if self.gpsd is not None and self.gpsd.fix is not None:
             fix = self.gpsd.fix
@@ -155,3 +158,9 @@ class Locator:
     def close(self) -> None:
         if self.gpsd is not None:
             self.gpsd.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from .config import MotionConfig
-from .types import Box, Frame
+from ..config import MotionConfig
+from ..types import Box, Frame
 
 _WORK_WIDTH = 320  # difference image width: enough for a car, ~0.3 ms per 1080p frame
 STILL_S = 0.25

@@ -1,5 +1,9 @@
-"""MQTT publishing (paho-mqtt 2.x, callback API v2): status/Last Will, info, hits and summaries
-drained from the durable outbox, metrics, and the hot-list command topic.
+"""MQTT (paho-mqtt 2.x, callback API v2): status/Last Will, info, hits and summaries drained from the
+outbox, metrics, and the back office's commands in.
+
+`Publisher` is what the daemon needs from MQTT; `PahoPublisher` implements it. Bodies come from
+`alprd.payloads` (each knows its topic); the command topics and their size limits come from the
+command registry (`alprd.device.commands`), so this module knows no topic by name but `status`.
 
 Threads: paho runs its own network thread. Its callbacks only record what happened in thread-safe
 queues and flags; all work (outbox acks, resends, command handling) happens in `pump()`, called from
@@ -9,7 +13,6 @@ the pipeline thread. No lock of ours is ever held while calling paho, and callba
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import random
@@ -17,86 +20,35 @@ import ssl
 import stat
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .config import MqttConfig
-from .errors import PublishError
+from ..clock import Backoff
+from ..config import MqttConfig
+from ..errors import PublishError
+from ..payloads import Body, StatusBody, StatusDetail
+from ..types import Command
+from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    """One durable message: `key` is its hit_id / summary id (duplicates carry the same one)."""
-
-    item_id: str
-    key: str
-    kind: str
-    """`hit` or `summary`: the topic's last level."""
-    payload: bytes
-
-
-class Outbox(Protocol):
-    def pending(self, limit: int) -> list[OutboxItem]:
-        """The oldest rows not yet acknowledged."""
-
-    def ack(self, item_id: str) -> None:
-        """Forget a row: the broker (or the back office) has it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """Something the back office sent: `hotlist_set`, `hotlist_key` or `ack` (payload, not yet
-    parsed or verified: that is the daemon's job); `error` if refused unread."""
-
-    name: str
-    payload: bytes
-    error: str = ""
-
-    @property
-    def channel(self) -> str:
-        """The topic's last levels, as refusals are counted and logged."""
-        return {"hotlist_set": "hotlist/set", "hotlist_key": "hotlist/key"}.get(self.name, self.name)
-
-
-MAX_SMALL_COMMAND_BYTES = 4096
-"""An ack or a sealed list key is a few hundred bytes; larger ones are refused unread."""
 PUBLISH_OVERHEAD = 16
 """Bytes a PUBLISH packet adds to topic and payload (header, lengths, packet id, properties)."""
 
 
-class Topics:
-    def __init__(self, prefix: str, device_id: str) -> None:
-        base = f"{prefix.rstrip('/')}/{device_id}"
-        self.base = base
-        self.status = f"{base}/status"
-        self.info = f"{base}/info"
-        self.hit = f"{base}/hit"
-        self.summary = f"{base}/summary"
-        self.metrics = f"{base}/metrics"
-        self.hotlist_set = f"{base}/hotlist/set"
-        self.hotlist_result = f"{base}/hotlist/result"
-        self.hotlist_key = f"{base}/hotlist/key"
-        self.ack = f"{base}/ack"
+class Inbound(NamedTuple):
+    """A command topic to subscribe to, and the most bytes a message on it may have."""
 
-    def for_kind(self, kind: str) -> str:
-        return f"{self.base}/{kind}"
-
-
-def status_payload(state: str, session: int, device_id: str, extra: dict[str, Any] | None = None) -> bytes:
-    body: dict[str, Any] = {
-        "state": state, "session": session, "device_id": device_id, "ts": round(time.time(), 3),
-    }
-    body.update(extra or {})
-    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    max_bytes: int
+    limit_name: str
+    """How the refusal names the limit, e.g. `mqtt.max_command_bytes`."""
 
 
 def check_secret_mode(path: Path, what: str) -> None:
@@ -129,8 +81,68 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-class Publisher:
-    """Owns the paho client. Build it, `start()`, call `pump(outbox)` often, `stop()` at the end."""
+class Publisher(Protocol):
+    """What the daemon needs from MQTT. Called from the pipeline thread only."""
+
+    session: int
+    too_large: dict[str, int]
+    """Topic -> messages not sent because the broker's packet limit is smaller (the alarm)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def inflight(self) -> int: ...
+
+    @property
+    def status_delivered(self) -> bool:
+        """The broker acknowledged the retained status carrying what `set_status` last gave."""
+        ...
+
+    def set_status(self, detail: StatusDetail) -> None: ...
+
+    def publish_retained(self, body: Body) -> None:
+        """Sent now if connected, else at the next connect (and again after every reconnect)."""
+
+    def publish_event(self, body: Body, qos: int = 1) -> None:
+        """A non-durable message (metrics, command results): sent if connected, else dropped."""
+
+    def commands(self) -> list[Command]:
+        """What the back office sent since the last call."""
+        ...
+
+    def pump(self, outbox: Outbox, now: float | None = None) -> None:
+        """Apply broker acks to the outbox, then (re)publish pending rows while connected."""
+
+    def app_acked(self, key: str, outbox: Outbox) -> bool:
+        """The back office confirmed hit `key` (app_ack mode): forget it for good."""
+        ...
+
+    def drain(
+        self,
+        outbox: Outbox,
+        timeout: float,
+        is_empty: Callable[[], bool],
+        on_commands: Callable[[list[Command]], None] | None = None,
+    ) -> bool:
+        """Pump until `is_empty()` or `timeout` passes; True if it emptied."""
+        ...
+
+    def stop(self, state: str = "stopped") -> None:
+        """The final retained status, then disconnect (idempotent)."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class PahoPublisher:
+    """The Publisher on a paho client. Build it, `start()`, call `pump(outbox)` often, `stop()` at the end
+    (or leave its `with` block).
+
+    `inbound` names the command topics (below `<prefix>/<device_id>/`) to subscribe to, with their size
+    limits: a larger message is refused unread, on paho's thread, before it is queued.
+    """
 
     OUTAGE_REMINDER_S = 300.0
     """While the broker stays unreachable: one log line when the outage starts, then one this often."""
@@ -142,28 +154,30 @@ class Publisher:
         session: int,
         rng: random.Random | None = None,
         *,
-        list_key_topic: bool = False,
+        inbound: Mapping[str, Inbound] | None = None,
     ) -> None:
         self.cfg = cfg
         self.device_id = device_id
         self.session = session
-        self.topics = Topics(cfg.topic_prefix, device_id)
-        self._list_key_topic = list_key_topic
-        self._rng = rng or random.Random()
+        self.base = f"{cfg.topic_prefix.rstrip('/')}/{device_id}"
+        # topic -> (channel, limit): paho hands over the full topic
+        self._inbound = {self.topic(channel): (channel, limit) for channel, limit in (inbound or {}).items()}
+        # paho doubles its own delay without jitter; drive it with ours so a fleet does not reconnect in step
+        self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s, rng)
         self._acks: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._connected = False
         self._connects = 0
-        self._failures = 0
-        self._status_extra: dict[str, Any] = {}
-        # the newest `online` status sent: (the extra it carried, paho's handle to its PUBACK)
-        self._status_sent: tuple[dict[str, Any], mqtt.MQTTMessageInfo] | None = None
+        self._status_detail: StatusDetail | None = None
+        # the newest `online` status sent: (the detail it carried, paho's handle to its PUBACK)
+        self._status_sent: tuple[StatusDetail | None, mqtt.MQTTMessageInfo] | None = None
         self._mids: dict[int, str] = {}  # paho message id -> outbox row id
         self._sent: dict[str, float] = {}  # outbox row id -> monotonic time of the last publish
         self._delivered: dict[str, str] = {}  # rows the broker has, waiting for the app ack (app_ack mode)
         self.published = 0
         self.acked = 0
         self._stopping = False
+        self._stopped = False
         self._retained: dict[str, bytes] = {}  # topic -> payload, (re)published on every connect
         self._max_packet: int | None = None  # the broker's limit (MQTT 5 CONNACK), if it states one
         self.too_large: dict[str, int] = {}  # topic -> messages not sent: over the broker's limit
@@ -188,12 +202,7 @@ class Publisher:
         paho_log = logging.getLogger("alprd.paho")
         paho_log.addFilter(self._quiet_when_disconnected)
         client.enable_logger(paho_log)
-        client.will_set(
-            self.topics.status,
-            status_payload("offline", self.session, self.device_id),
-            qos=1,
-            retain=True,
-        )
+        client.will_set(self.topic(StatusBody.topic), self._status("offline", None), qos=1, retain=True)
         if cfg.username is not None:
             password = read_secret(cfg.password_file, "MQTT password") if cfg.password_file else None
             client.username_pw_set(cfg.username, password)
@@ -218,6 +227,10 @@ class Publisher:
         client.on_message = self._on_message
         self._set_backoff(client)
         return client
+
+    def subscribe(self, channel: str, limit: Inbound) -> None:
+        """Take commands on `<base>/<channel>` from the next connection on (call before `start`)."""
+        self._inbound[self.topic(channel)] = (channel, limit)
 
     def start(self) -> None:
         """Connect in the background (first attempt included): the daemon works offline too."""
@@ -254,10 +267,16 @@ class Publisher:
                         where, _duration(now - self._down_since), self._down_attempts, why)
 
     def _set_backoff(self, client: mqtt.Client) -> None:
-        # paho doubles its own delay without jitter; drive it with ours so a fleet does not reconnect in step
-        d = min(self.cfg.reconnect_max_s, self.cfg.reconnect_min_s * 2 ** min(self._failures, 20))
-        delay = max(1, round(d * (0.5 + 0.5 * self._rng.random())))
+        """paho's wait before its next reconnect: the backoff's next delay, whole seconds."""
+        delay = max(1, round(self._backoff.next_delay()))
         client.reconnect_delay_set(delay, delay)
+
+    def topic(self, channel: str) -> str:
+        """The full topic of a level below the device's base (`hit` -> `alprd/<device_id>/hit`)."""
+        return f"{self.base}/{channel}"
+
+    def _status(self, state: str, detail: StatusDetail | None) -> bytes:
+        return StatusBody.of(state, self.session, self.device_id, time.time(), detail).encode()
 
     # --- paho callbacks (network thread): record, never work -------------------------------------
 
@@ -278,14 +297,11 @@ class Publisher:
         self.connect_error = ""
         self._connected = True
         self._connects += 1
-        self._failures = 0
+        self._backoff.reset()
         self.connect_error = ""
         self._set_backoff(client)
-        client.subscribe(self.topics.hotlist_set, qos=1)
-        if self.cfg.app_ack:
-            client.subscribe(self.topics.ack, qos=1)
-        if self._list_key_topic:
-            client.subscribe(self.topics.hotlist_key, qos=1)
+        for topic in self._inbound:
+            client.subscribe(topic, qos=1)
         self._publish_status()
         # Retained messages go out only now, once the broker's size limit is known: one queued
         # before the connection and over the limit was resent by paho on every reconnect, and the
@@ -301,7 +317,6 @@ class Publisher:
         exc = sys.exc_info()[1]
         self.connect_error = f"{type(exc).__name__}: {exc}"[:300] if exc is not None else "no reason given"
         self._outage(f"cannot connect ({self.connect_error})")
-        self._failures += 1
         self._set_backoff(client)
 
     def _on_disconnect(
@@ -310,26 +325,21 @@ class Publisher:
         if self._connected and not self._stopping:
             self._outage(f"disconnected: {reason_code}")
         self._connected = False
-        self._failures += 1
         self._set_backoff(client)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
         self._acks.put((mid, not reason_code.is_failure))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == self.topics.hotlist_set:
-            name, limit, key = "hotlist_set", self.cfg.max_command_bytes, "mqtt.max_command_bytes"
-        elif msg.topic == self.topics.ack:
-            name, limit, key = "ack", MAX_SMALL_COMMAND_BYTES, "the ack limit"
-        elif msg.topic == self.topics.hotlist_key:
-            name, limit, key = "hotlist_key", MAX_SMALL_COMMAND_BYTES, "the list-key message limit"
-        else:
+        route = self._inbound.get(msg.topic)
+        if route is None:
             return
+        channel, (limit, name) = route
         if len(msg.payload) > limit:
-            why = f"payload of {len(msg.payload)} bytes exceeds {key} ({limit})"
-            self._commands.put(Command(name, b"", why))
+            why = f"payload of {len(msg.payload)} bytes exceeds {name} ({limit})"
+            self._commands.put(Command(channel, b"", why))
         else:
-            self._commands.put(Command(name, bytes(msg.payload)))
+            self._commands.put(Command(channel, bytes(msg.payload)))
 
     # --- pipeline thread --------------------------------------------------------------------------
 
@@ -375,37 +385,36 @@ class Publisher:
             return None
         return self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    def set_status(self, extra: dict[str, Any], publish: bool = True) -> None:
+    def set_status(self, detail: StatusDetail) -> None:
         """Change what the retained `online` status carries (camera state, alarms) and republish it."""
-        self._status_extra = dict(extra)
-        if publish and self._connected:
+        self._status_detail = detail
+        if self._connected:
             self._publish_status()
 
     def _publish_status(self) -> None:
-        extra = self._status_extra
-        info = self._send(self.topics.status, status_payload("online", self.session, self.device_id, extra),
-                          retain=True)
+        detail = self._status_detail
+        info = self._send(self.topic(StatusBody.topic), self._status("online", detail), retain=True)
         if info is not None:
-            self._status_sent = (extra, info)
+            self._status_sent = (detail, info)
 
     @property
     def status_delivered(self) -> bool:
         """The broker acknowledged the retained status carrying what `set_status` last gave."""
         sent = self._status_sent
-        # identity, not equality: on_connect (paho's thread) may have sent the previous extra
-        return sent is not None and sent[0] is self._status_extra and sent[1].is_published()
+        # identity, not equality: on_connect (paho's thread) may have sent the previous detail
+        return sent is not None and sent[0] is self._status_detail and sent[1].is_published()
 
-    def publish_retained(self, topic: str, body: dict[str, Any]) -> None:
+    def publish_retained(self, body: Body) -> None:
         """Sent now if connected, else at the next connect (and again after every reconnect)."""
-        payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        topic, payload = self.topic(body.topic), body.encode()
         self._retained[topic] = payload
         if self._connected:
             self._send(topic, payload, retain=True)
 
-    def publish_event(self, topic: str, body: dict[str, Any], qos: int = 1) -> None:
+    def publish_event(self, body: Body, qos: int = 1) -> None:
         """A non-durable message (metrics, command results): sent if connected, else dropped."""
         if self._connected:
-            self._send(topic, json.dumps(body, separators=(",", ":"), sort_keys=True).encode(), qos=qos)
+            self._send(self.topic(body.topic), body.encode(), qos=qos)
 
     def app_acked(self, key: str, outbox: Outbox) -> bool:
         """The back office confirmed hit `key`: forget it for good."""
@@ -428,21 +437,21 @@ class Publisher:
         if room <= 0:
             return
         for item in outbox.pending(self.cfg.max_inflight + len(self._sent)):
-            last = self._sent.get(item.item_id)
+            last = self._sent.get(item.msg_id)
             if last is not None and now - last < self.cfg.resend_after_s:
                 continue
-            info = self._send(self.topics.for_kind(item.kind), item.payload)
+            info = self._send(self.topic(item.kind), item.payload)
             if info is None:
                 # over the broker's limit: it stays in the outbox (alarm), the rows behind it go on
-                self._sent[item.item_id] = now
+                self._sent[item.msg_id] = now
                 continue
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                log.debug("publish of outbox row %s not queued: %s", item.item_id, info.rc)
+                log.debug("publish of outbox row %s not queued: %s", item.msg_id, info.rc)
                 break
-            self._mids[info.mid] = item.item_id
-            self._sent[item.item_id] = now
+            self._mids[info.mid] = item.msg_id
+            self._sent[item.msg_id] = now
             if self.cfg.app_ack and item.kind == "hit":
-                self._delivered.setdefault(item.item_id, item.key)
+                self._delivered.setdefault(item.msg_id, item.key)
             self.published += 1
             room -= 1
             if room <= 0:
@@ -492,12 +501,14 @@ class Publisher:
             time.sleep(0.05)
 
     def stop(self, state: str = "stopped", timeout: float = 5.0) -> None:
-        """Publish the final retained status (a clean disconnect does not fire the will) and disconnect."""
+        """Publish the final retained status (a clean disconnect does not fire the will) and disconnect.
+        Once: the daemon stops it after draining, and leaving its `with` block stops it again."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._connected:
-            info = self._send(
-                self.topics.status, status_payload(state, self.session, self.device_id, self._status_extra),
-                retain=True,
-            )
+            info = self._send(self.topic(StatusBody.topic), self._status(state, self._status_detail),
+                              retain=True)
             try:
                 if info is not None:
                     info.wait_for_publish(timeout)
@@ -509,3 +520,9 @@ class Publisher:
         self.client.loop_stop()
         logging.getLogger("alprd.paho").removeFilter(self._quiet_when_disconnected)
         self._connected = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

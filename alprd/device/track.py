@@ -12,37 +12,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .config import TrackingConfig
-from .read.grammar import edit_distance
-from .types import Box, Candidate, Frame, Image, Read
+from ..config import TrackingConfig
+from ..read.grammar import edit_distance
+from ..types import Box, Candidate, Frame, Image, Read, Track
 
 MAX_CANDIDATES = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Track:
-    """One closed pass of one plate."""
-
-    track_id: int
-    text: str
-    confidence: float
-    chars: tuple[float, ...]
-    candidates: tuple[Candidate, ...]
-    reads: int
-    """How many reads the pass is made of."""
-    agreeing_reads: int
-    """How many of them read exactly `text`."""
-    box: Box
-    """The box of the best read (in `image`)."""
-    first_ts: float
-    last_ts: float
-    camera: str
-    region: str
-    grammar_ok: bool
-    image: Image | None
-    """The frame of the best read (kept in RAM only, for hit evidence)."""
-    direction: str
-    """Movement in the picture: approaching, receding, left, right, or unknown."""
 
 
 def similarity(a: str, b: str) -> float:

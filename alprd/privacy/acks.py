@@ -17,7 +17,7 @@ import json
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .untrusted import UntrustedInput, loads
+from ..untrusted import UntrustedInput, loads
 
 ACK_DOMAIN = "alprd-ack/1|"
 MAX_ACK_BYTES = 1024

@@ -17,12 +17,14 @@ import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+Value = object
+"""What an entry's object may be: anything JSON can hold (a dict, as the daemon writes them)."""
 
 GENESIS = "0" * 64
 EVENTS = frozenset(
@@ -46,7 +48,7 @@ EVENTS = frozenset(
 """The events the privacy core writes or expects; others are accepted but should be added here."""
 
 
-def canonical(obj: Any) -> bytes:
+def canonical(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
@@ -56,12 +58,12 @@ class AuditEntry:
     ts: str
     actor: str
     event: str
-    object: Any
+    object: Value
     purpose: str
     prev: str
     mac: str
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> dict[str, Value]:
         return {
             "seq": self.seq,
             "ts": self.ts,
@@ -72,7 +74,7 @@ class AuditEntry:
             "prev": self.prev,
         }
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Value]:
         return {**self.body(), "mac": self.mac}
 
     def digest(self) -> str:
@@ -87,12 +89,12 @@ def mac_key(device_key: Ed25519PrivateKey) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"alprd/audit-mac/v1").derive(raw)
 
 
-def compute_mac(key: bytes, body: Mapping[str, Any]) -> str:
+def compute_mac(key: bytes, body: Mapping[str, object]) -> str:
     return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
 
 
 def make_entry(
-    key: bytes, prev: AuditEntry | None, ts: str, actor: str, event: str, obj: Any, purpose: str
+    key: bytes, prev: AuditEntry | None, ts: str, actor: str, event: str, obj: object, purpose: str
 ) -> AuditEntry:
     seq = 1 if prev is None else prev.seq + 1
     prev_hash = GENESIS if prev is None else prev.digest()
@@ -146,7 +148,7 @@ def verify_chain(entries: Iterable[AuditEntry], key: bytes | None) -> VerifyResu
 
 def make_checkpoint(
     device_key: Ed25519PrivateKey, device_id: str, count: int, head: str, ts: str
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """A statement `device D had `count` audit entries with head hash H at ts`, signed by the device."""
     pub = device_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     body = {
@@ -161,12 +163,15 @@ def make_checkpoint(
     return {**body, "sig": base64.b64encode(sig).decode("ascii")}
 
 
-def verify_checkpoint(cp: Mapping[str, Any], expected_pub: bytes | None = None) -> bool:
+def verify_checkpoint(cp: Mapping[str, object], expected_pub: bytes | None = None) -> bool:
     """Signature check (and, if given, that it was made by `expected_pub`)."""
     try:
         body = {k: cp[k] for k in ("v", "device_id", "count", "head", "ts", "device_pub")}
-        pub_raw = base64.b64decode(cp["device_pub"], validate=True)
-        sig = base64.b64decode(cp["sig"], validate=True)
+        pub_b64, sig_b64 = cp["device_pub"], cp["sig"]
+        if not isinstance(pub_b64, str) or not isinstance(sig_b64, str):
+            return False
+        pub_raw = base64.b64decode(pub_b64, validate=True)
+        sig = base64.b64decode(sig_b64, validate=True)
         if expected_pub is not None and pub_raw != expected_pub:
             return False
         Ed25519PublicKey.from_public_bytes(pub_raw).verify(

@@ -26,10 +26,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from .errors import EvidenceError
+from ..errors import EvidenceError
+from ..untrusted import UntrustedInput, loads
+from .evidence import open_list_key_blob, seal_list_key_blob
 from .keys import LIST_KEY_BYTES
-from .privacy import open_list_key_blob, seal_list_key_blob
-from .untrusted import UntrustedInput, loads
 
 DOMAIN = "alprd-list-key/1|"
 MAX_MESSAGE_BYTES = 4096
@@ -85,3 +85,26 @@ def open_for_device(
     if len(key) != LIST_KEY_BYTES:
         raise UntrustedInput(f"the sealed list key is {len(key)} bytes, not {LIST_KEY_BYTES}")
     return ListKey(key, issued)
+
+
+class ListKeyReceiver:
+    """The device's side: checks list-key messages and holds the key's `issued` time, so that an older
+    message than the key held (a replay) cannot swap an old key in. The key itself goes to the
+    installer, in RAM only."""
+
+    def __init__(self, device_key: X25519PrivateKey, signing_pub: Ed25519PublicKey, device_id: str) -> None:
+        self._device_key = device_key
+        self._signing_pub = signing_pub
+        self._device_id = device_id
+        self.issued: int | None = None
+
+    def accept(self, payload: bytes) -> ListKey | None:
+        """The new key; None for the retained copy of the key already held (every reconnect brings it).
+        Raises UntrustedInput with the reason for anything else."""
+        got = open_for_device(payload, self._device_key, self._signing_pub, self._device_id)
+        if self.issued is not None and got.issued <= self.issued:
+            if got.issued == self.issued:
+                return None
+            raise UntrustedInput(f"issued {got.issued}, older than the key held ({self.issued})")
+        self.issued = got.issued
+        return got

@@ -186,3 +186,9 @@ def read_image(path: str | Path, max_pixels: int = MAX_DECODE_PIXELS) -> tuple[I
     except OSError as e:
         raise ImageError(f"{p}: cannot read file ({e.strerror})") from None
     return decode_image(data, str(p), max_pixels)
+
+
+def encode_jpeg(image: Image, quality: int = 85) -> bytes:
+    """JPEG bytes of a BGR image (b"" if OpenCV cannot encode it: evidence goes out without it)."""
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return bytes(buf.tobytes()) if ok else b""

@@ -1,7 +1,8 @@
 """On-device storage: one SQLite file (WAL, synchronous=FULL) under `storage.dir`.
 
 Tables: `outbox` (messages until the broker acknowledges them), `evidence` (index of sealed evidence
-files under `evidence/`), `audit` (the hash chain, see alprd.audit) and `state` (hot-list version...).
+files under `evidence/`), `audit` (the hash chain, see alprd.privacy.audit) and `state` (hot-list
+version...); `alprd.store.schema` creates them and migrates older databases (`PRAGMA user_version`).
 A returned write has been fsync'd: it survives SIGKILL and power loss. Deleted rows are zeroed
 (`secure_delete`) because outbox rows hold hit messages.
 
@@ -24,8 +25,6 @@ under storage.dir keep no copy of a delivered hit.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -43,20 +42,21 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 
-from . import audit as audit_chain
-from .clock import Clock, SystemClock
-from .errors import InstanceLockedError, KeyFileError, StoreError
-from .keys import load_or_create_device_key, write_file_atomic
-from .privacy import EVIDENCE_MAGIC
+from ..clock import Clock, SystemClock
+from ..errors import KeyFileError, StoreError
+from ..privacy import audit as audit_chain
+from ..privacy.evidence import EVIDENCE_MAGIC
+from ..privacy.keys import load_or_create_device_key, write_file_atomic
+from ..types import OutboxItem
+from .schema import migrate
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "alprd.db"
 DEVICE_KEY_NAME = "device.key"
-LOCK_NAME = "alprd.lock"
 CLOCK_JUMP_S = 60.0
 NO_SPACE_BYTES = 1 << 20
 """Below this much free space (for this user) an open that fails is taken as 'disk full'."""
@@ -64,39 +64,6 @@ WAL_CHECKPOINT_S = 1.0
 """Deliveries within this long share one WAL checkpoint (each one fsyncs)."""
 _HIT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    msg_id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    kind TEXT NOT NULL,
-    created REAL NOT NULL,
-    created_mono REAL NOT NULL,
-    boot TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS evidence (
-    hit_id TEXT PRIMARY KEY,
-    file TEXT NOT NULL,
-    created REAL NOT NULL,
-    created_mono REAL NOT NULL,
-    boot TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    ts TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    event TEXT NOT NULL,
-    object TEXT NOT NULL,
-    purpose TEXT NOT NULL,
-    prev TEXT NOT NULL,
-    mac TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS state (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
 
 
 _CORRUPT_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
@@ -104,18 +71,6 @@ _CORRUPT_CODES = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
 class _Corrupt(Exception):
     """The database opened but failed `PRAGMA integrity_check`."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxItem:
-    msg_id: str
-    topic: str
-    payload: bytes
-    kind: str
-    created: float
-    """Wall-clock seconds when it was queued."""
-    seq: int = 0
-    """Queue position (grows; never reused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +157,12 @@ class Store:
                       "space returns", self.db_path, e)
 
     @classmethod
-    def from_config(cls, cfg: Config, clock: Clock | None = None) -> Store:
-        """The store as the config describes it: outbox rows live at most `policy.retention_days`."""
+    def from_config(
+        cls, cfg: Config, clock: Clock | None = None, *, allow_unavailable: bool = False
+    ) -> Store:
+        """The store as the config describes it (the daemon and the CLI open it the same way).
+
+        An undeliverable hit is still ALPR data: outbox rows live at most `policy.retention_days`."""
         return cls(
             cfg.storage.dir,
             clock,
@@ -211,6 +170,7 @@ class Store:
             outbox_ttl_s=cfg.policy.retention_days * 86400.0,
             max_db_bytes=cfg.storage.max_db_mb * 1024 * 1024,
             device_id=cfg.device_id,
+            allow_unavailable=allow_unavailable,
         )
 
     def device_public_bytes(self) -> bytes:
@@ -238,7 +198,7 @@ class Store:
             result = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
             if result != ["ok"]:
                 raise _Corrupt("integrity_check: " + "; ".join(map(str, result[:5])))
-            conn.executescript(_SCHEMA)
+            migrate(conn, self.db_path)
             if self.max_db_bytes:
                 page = conn.execute("PRAGMA page_size").fetchone()[0]
                 conn.execute(f"PRAGMA max_page_count={max(16, int(self.max_db_bytes) // int(page))}")
@@ -412,7 +372,7 @@ class Store:
             "SELECT msg_id, topic, payload, kind, created, seq FROM outbox ORDER BY seq LIMIT ?",
             (int(limit),),
         )
-        return [OutboxItem(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+        return [OutboxItem(r[0], r[0], r[3], bytes(r[2]), topic=r[1], created=r[4], seq=r[5]) for r in rows]
 
     def outbox_ack(self, msg_id: str) -> None:
         with self._tx("outbox_ack") as c:
@@ -543,7 +503,7 @@ class Store:
             c.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", (key, value))
 
     def commit_state(
-        self, updates: Mapping[str, str], actor: str, event: str, obj: Any, purpose: str
+        self, updates: Mapping[str, str], actor: str, event: str, obj: object, purpose: str
     ) -> None:
         """Write state and its audit entry in one transaction: both or neither survive a crash."""
         with self._tx("commit_state") as c:
@@ -553,12 +513,12 @@ class Store:
 
     # -- audit ------------------------------------------------------------------------------------
 
-    def audit(self, actor: str, event: str, obj: Any, purpose: str = "") -> None:
+    def audit(self, actor: str, event: str, obj: object, purpose: str = "") -> None:
         """Append an entry to the audit chain (never put a plate in clear in `obj`)."""
         with self._tx("audit") as c:
             self._append(c, actor, event, obj, purpose)
 
-    def _append(self, c: sqlite3.Connection, actor: str, event: str, obj: Any, purpose: str) -> None:
+    def _append(self, c: sqlite3.Connection, actor: str, event: str, obj: object, purpose: str) -> None:
         row = c.execute(
             "SELECT seq, ts, actor, event, object, purpose, prev, mac FROM audit ORDER BY seq DESC LIMIT 1"
         ).fetchone()
@@ -596,7 +556,7 @@ class Store:
     def verify_audit(self) -> audit_chain.VerifyResult:
         return audit_chain.verify_chain(self.audit_entries(), self._mac_key)
 
-    def checkpoint(self) -> dict[str, Any]:
+    def checkpoint(self) -> dict[str, object]:
         """A signed statement of the chain's current length and head hash, for publication."""
         result = self.verify_audit()
         if not result.ok:
@@ -617,59 +577,5 @@ def _file_sha256(path: Path) -> str | None:
     return h.hexdigest()
 
 
-class InstanceLock:
-    """One daemon per storage dir: an exclusive `flock` on `<storage.dir>/alprd.lock`.
-
-    Two daemons on one config took over each other's MQTT client id 40 times a minute, sent every hit
-    twice and wrote one SQLite file. The kernel drops the lock when the process dies, SIGKILL
-    included, so a stale file never blocks a restart. The file holds the PID for the refusal message.
-    """
-
-    def __init__(self, dir: Path) -> None:
-        self.path = Path(dir) / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock or raise InstanceLockedError naming the PID that holds it."""
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # no inode left: nobody else can make it either
-                log.error("%s cannot be created (%s): running without the one-instance lock",
-                          self.path, e.strerror)
-                return
-            raise StoreError(f"{self.path}: cannot open the instance lock: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            try:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            finally:
-                os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StoreError(f"{self.path}: cannot lock: {e.strerror}") from None
-            raise InstanceLockedError(
-                f"another alprd (PID {holder}) is running on storage.dir {self.path.parent} "
-                f"(it holds {self.path}); stop it first, or give this one its own storage.dir"
-            ) from None
-        with contextlib.suppress(OSError):  # a full disk: the lock holds without the PID in it
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        # the file stays: unlinking it would let a third process lock a new file beside a holder
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> InstanceLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def write_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:
+def write_checkpoint(path: Path, checkpoint: Mapping[str, object]) -> None:
     write_file_atomic(path, json.dumps(checkpoint, sort_keys=True, indent=1).encode() + b"\n", 0o644)
