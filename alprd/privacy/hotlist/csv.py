@@ -320,13 +320,49 @@ class _RowParser:
         self.states: dict[str, str] = {}
         self.priorities = {str(i): i for i in range(101)}
 
+    def _has_controls(self, row: list[str], line: int) -> bool:
+        bad = [name for name, i in self.cols.items() if _CONTROL_RE.search(row[i])]
+        if bad:
+            self.add(line, f"{', '.join(bad)}: control characters are not allowed")
+        return bool(bad)
+
+    def _new_expires(self, exp: str, line: int) -> datetime | None:
+        """A date not seen before in this file, parsed and remembered; None (and a problem) if invalid."""
+        try:
+            expires = self.dates[exp] = _parse_expires(exp)
+        except ValueError:
+            self.add(line, f"expires {exp!r} is not an ISO date or date-time (2026-12-31, 2026-12-31T18:00Z)")
+            return None
+        return expires
+
+    def _uncommon_priority(self, prio: str, line: int) -> int | None:
+        """A priority not written as a plain 0-100 ("007"), or a problem (None)."""
+        if prio.isascii() and prio.isdigit() and int(prio) <= 100:
+            return int(prio)
+        self.add(line, f"priority {prio!r} is not a whole number from 0 (highest) to 100")
+        return None
+
+    def _short_enough(
+        self, line: int, reason: str, plate_type: str, source: str, case: str, note: str
+    ) -> bool:
+        """Each free-text field within its limit (checked only when together they are long)."""
+        ok = True
+        for name, value in (
+            ("reason", reason),
+            ("plate_type", plate_type),
+            ("source", source),
+            ("case_number", case),
+            ("note", note),
+        ):
+            if len(value) > MAX_FIELD_CHARS[name]:
+                self.add(line, f"{name} is longer than {MAX_FIELD_CHARS[name]} characters")
+                ok = False
+        return ok
+
     def __call__(self, row: list[str], line: int) -> Entry | None:
         add = self.add
-        if self.check_controls:
-            bad = [name for name, i in self.cols.items() if _CONTROL_RE.search(row[i])]
-            if bad:
-                add(line, f"{', '.join(bad)}: control characters are not allowed")
-                return None
+        if self.check_controls and self._has_controls(row, line):
+            return None
         row.append("")
         raw_plate, reason, state, plate_type, prio, exp, source, case, note = map(str.strip, self.get(row))
         ok = True
@@ -342,16 +378,7 @@ class _RowParser:
             add(line, "reason is empty (say why the plate is listed)")
             ok = False
         if len(reason) + len(plate_type) + len(source) + len(case) + len(note) > 40:
-            for name, value in (
-                ("reason", reason),
-                ("plate_type", plate_type),
-                ("source", source),
-                ("case_number", case),
-                ("note", note),
-            ):
-                if len(value) > MAX_FIELD_CHARS[name]:
-                    add(line, f"{name} is longer than {MAX_FIELD_CHARS[name]} characters")
-                    ok = False
+            ok = self._short_enough(line, reason, plate_type, source, case, note) and ok
         if state:
             known = self.states.get(state)
             if known is not None:
@@ -364,25 +391,16 @@ class _RowParser:
         priority = DEFAULT_PRIORITY
         if prio:
             p = self.priorities.get(prio)
-            if p is None and prio.isascii() and prio.isdigit() and int(prio) <= 100:
-                p = int(prio)  # "007"
             if p is None:
-                add(line, f"priority {prio!r} is not a whole number from 0 (highest) to 100")
+                p = self._uncommon_priority(prio, line)
+            if p is None:
                 ok = False
             else:
                 priority = p
         expires = None
         if exp:
-            expires = self.dates.get(exp)
-            if expires is None:
-                try:
-                    expires = self.dates[exp] = _parse_expires(exp)
-                except ValueError:
-                    add(
-                        line,
-                        f"expires {exp!r} is not an ISO date or date-time (2026-12-31, 2026-12-31T18:00Z)",
-                    )
-                    ok = False
+            expires = self.dates.get(exp) or self._new_expires(exp, line)
+            ok = expires is not None and ok
         if not ok:
             return None
         sh = self.shared

@@ -165,6 +165,15 @@ def _glob_align(pattern: str, text: str) -> list[int] | None:
     return lit
 
 
+def _confidences(text: str, norm: str, chars: tuple[float, ...]) -> Sequence[float]:
+    """One confidence per character of the normalised read (assumed when the read carries none)."""
+    if len(chars) == len(norm):
+        return chars
+    if len(chars) == len(text) and chars:
+        return [c for ch, c in zip(text, chars, strict=True) if ch.upper() in ALNUM]
+    return [ASSUMED_CHAR_CONFIDENCE] * len(norm)
+
+
 class HotList:
     """A decrypted hot list, held only in RAM. Build with `HotList.from_plaintext` or `load_bundle`."""
 
@@ -362,33 +371,7 @@ class HotList:
         # Most reads match nothing: time, confidences and state are only looked at for a candidate.
         cands: list[tuple[int, str, list[int], list[int] | None]] = []
         if len(nb) <= self._w:
-            key = _word_key(fb)
-            keys = self._keys
-            bucket = key >> self._shift
-            i = self._starts[bucket]
-            end = self._starts[bucket + 1]
-            while i < end:
-                if keys[i] != key:
-                    i += 1
-                    continue
-                eid = self._order[i]
-                i += 1
-                a = self._plates_at + eid * self._w
-                pb = self._pt[a : a + self._w].rstrip(b"\0")
-                if len(pb) != len(nb):
-                    continue  # a 64-bit key collision
-                if 63 in pb:  # b"?": a filling of an expanded `?` entry
-                    literal = [j for j, c in enumerate(pb) if c != 63]
-                    if any(self._fold_b[pb[j]] != fb[j] for j in literal):
-                        continue
-                    subs = [j for j in literal if nb[j] != pb[j]]
-                elif pb.translate(self._fold_b) != fb:
-                    continue  # a 64-bit key collision
-                else:
-                    literal = None
-                    subs = [] if nb == pb else [j for j in range(len(nb)) if nb[j] != pb[j]]
-                if len(subs) <= self.lookalike.max_substitutions:
-                    cands.append((eid, pb.decode("ascii"), subs, literal))
+            self._indexed_candidates(nb, fb, cands)
         if self._wild_any:
             self._wild_candidates(norm, fb, cands)
         if not cands:
@@ -396,12 +379,7 @@ class HotList:
         t = self._when(now)
         if t >= self._expires_ts:
             return []  # a stale list must not put officers on a car
-        if len(chars) == len(norm):
-            conf: Sequence[float] = chars
-        elif len(chars) == len(text) and chars:
-            conf = [c for ch, c in zip(text, chars, strict=True) if ch.upper() in ALNUM]
-        else:
-            conf = [ASSUMED_CHAR_CONFIDENCE] * len(norm)
+        conf = _confidences(text, norm, chars)
         read_state = (state or "").upper()
         found = []
         for eid, plate, subs, lit in cands:
@@ -411,6 +389,39 @@ class HotList:
         if len(found) > 1:
             found.sort(key=_rank)
         return found
+
+    def _indexed_candidates(
+        self, nb: bytes, fb: bytes, out: list[tuple[int, str, list[int], list[int] | None]]
+    ) -> None:
+        """Entries whose folded plate is `fb`: one bucket of the hash index (exact, look-alike and the
+        fillings of `?` entries)."""
+        key = _word_key(fb)
+        keys = self._keys
+        bucket = key >> self._shift
+        i = self._starts[bucket]
+        end = self._starts[bucket + 1]
+        while i < end:
+            if keys[i] != key:
+                i += 1
+                continue
+            eid = self._order[i]
+            i += 1
+            a = self._plates_at + eid * self._w
+            pb = self._pt[a : a + self._w].rstrip(b"\0")
+            if len(pb) != len(nb):
+                continue  # a 64-bit key collision
+            if 63 in pb:  # b"?": a filling of an expanded `?` entry
+                literal = [j for j, c in enumerate(pb) if c != 63]
+                if any(self._fold_b[pb[j]] != fb[j] for j in literal):
+                    continue
+                subs = [j for j in literal if nb[j] != pb[j]]
+            elif pb.translate(self._fold_b) != fb:
+                continue  # a 64-bit key collision
+            else:
+                literal = None
+                subs = [] if nb == pb else [j for j in range(len(nb)) if nb[j] != pb[j]]
+            if len(subs) <= self.lookalike.max_substitutions:
+                out.append((eid, pb.decode("ascii"), subs, literal))
 
     def _wild_candidates(
         self, norm: str, fb: bytes, out: list[tuple[int, str, list[int], list[int] | None]]
