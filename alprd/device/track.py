@@ -12,8 +12,9 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from rapidfuzz.distance import Levenshtein
+
 from ..config import TrackingConfig
-from ..read.grammar import edit_distance
 from ..types import Box, Candidate, Frame, Image, Read, Track
 
 MAX_CANDIDATES = 10
@@ -23,7 +24,7 @@ def similarity(a: str, b: str) -> float:
     """1 - Levenshtein distance / longer length (1.0 = equal; empty strings are unlike anything)."""
     if not a or not b:
         return 1.0 if a == b and a else 0.0
-    return 1.0 - edit_distance(a, b) / max(len(a), len(b))
+    return 1.0 - Levenshtein.distance(a, b) / max(len(a), len(b))
 
 
 @dataclass
