@@ -11,6 +11,7 @@ from typing import Protocol
 
 from ..clock import Clock
 from ..config import Config
+from ..errors import StoreError
 from ..payloads import MetricsBody, StatusDetail
 from ..privacy.hotlist import HotList
 from .capture import FrameSource
@@ -140,8 +141,6 @@ def status_detail(d: Parts) -> StatusDetail:
 
 
 def metrics(d: Parts) -> MetricsBody:
-    from ..errors import StoreError
-
     stats = d.source.stats
     now = d.clock.time()
     hl = d.hotlist.active
