@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from .errors import PublishError
+from .exits import Exit
 from .types import Image
 
 WIDTH, HEIGHT, FPS = 1280, 720, 10
@@ -296,7 +297,7 @@ def run_demo(broker: str | None = None, keep: Path | None = None, frames: int = 
             target = parse_broker(broker)
         except ValueError as e:
             print(f"alprd demo: --broker: {e}", file=sys.stderr)
-            return 2
+            return Exit.USAGE
         check_broker(*target)
     workdir = keep or Path(tempfile.mkdtemp(prefix="alprd-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -337,8 +338,8 @@ def prepare(workdir: Path, clip: Path, host: str, port: int, protocol: str) -> D
     """Agency keys and a signed, encrypted hot list holding some of the clip's plates."""
     from datetime import UTC, datetime, timedelta
 
-    from .hotlist import entries_from_rows, pack_bundle
-    from .keys import generate_agency_keys, load_list_key, load_signing_key
+    from .privacy.hotlist import entries_from_rows, pack_bundle
+    from .privacy.keys import generate_agency_keys, load_list_key, load_signing_key
 
     keys = workdir / "keys"
     if not (keys / "list.key").exists():
@@ -362,7 +363,7 @@ def prepare(workdir: Path, clip: Path, host: str, port: int, protocol: str) -> D
 
 def run_prepared(setup: DemoSetup) -> int:
     from .config import Config
-    from .daemon import PrivacySettings, assemble
+    from .device.daemon import build
 
     keys = setup.workdir / "keys"
     storage = setup.workdir / "storage"
@@ -376,33 +377,28 @@ def run_prepared(setup: DemoSetup) -> int:
         "mqtt": {"host": setup.host, "port": setup.port, "protocol": setup.protocol, "drain_timeout_s": 15},
         "location": {"lat": 52.52, "lon": 13.405, "heading_deg": 90},
         "metrics": {"interval_s": 5},
-        "hotlist": {"list_id": "demo"},
+        "storage": {"dir": str(storage)},
+        "hotlist": {"list_id": "demo", "bundle": str(storage / "hotlist.bundle"),
+                    "list_key": str(keys / "list.key"), "signing_pub": str(keys / "signing.pub")},
+        "privacy": {"evidence_pub": str(keys / "evidence.pub"), "summary_interval_s": 3600},
         "policy": {
             "purpose": "demonstration on a synthetic clip", "custodian": "whoever runs alprd demo",
             "retention_days": 1, "sharing": "none: loopback only",
         },
     })
-    ps = PrivacySettings(
-        storage_dir=storage, bundle=storage / "hotlist.bundle", list_key=keys / "list.key",
-        signing_pub=keys / "signing.pub", lookalike_max=1, summary_interval_s=3600.0,
-        evidence_pub=keys / "evidence.pub", list_id=cfg.hotlist.list_id,
-    )
-    from .hotlist import HotListInstaller
-    from .keys import load_list_key, load_signing_pub
+    from .privacy.hotlist import HotListInstaller, load_keys
     from .store import Store
 
     # installed the way `alprd hotlist install` does it: signature, expiry and rollback checked
     with Store(storage) as store:
-        version = HotListInstaller(
-            store, ps.bundle, load_signing_pub(ps.signing_pub), load_list_key(ps.list_key), actor="demo",
-            list_id=ps.list_id,
-        ).install((setup.workdir / "incoming.bundle").read_bytes())
+        installer = HotListInstaller.from_config(cfg.hotlist, store, *load_keys(cfg.hotlist), actor="demo")
+        version = installer.install((setup.workdir / "incoming.bundle").read_bytes())
     print(f"alprd demo: hot list version {version} verified and installed", flush=True)
     printer = Printer(setup.host, setup.port, setup.protocol, f"alprd/{cfg.device_id}")
     stop = threading.Event()
     try:
         print("alprd demo: loading models ...", flush=True)
-        daemon = assemble(cfg, ps, stop)
+        daemon = build(cfg, stop)
         cap = cv2.VideoCapture(str(setup.clip))
         n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         cap.release()
@@ -414,12 +410,12 @@ def run_prepared(setup: DemoSetup) -> int:
         n = daemon.pipeline.frames
         print(
             f"alprd demo: done in {took:.1f} s: {n} frames ({daemon.pipeline.processed} read, "
-            f"{daemon.pipeline.skipped} skipped by the motion gate), {daemon.hits} hit(s), "
-            f"{daemon.passes} other pass(es) counted but never published", flush=True,
+            f"{daemon.pipeline.skipped} skipped by the motion gate), {daemon.recorder.hits} hit(s), "
+            f"{daemon.recorder.passes} other pass(es) counted but never published", flush=True,
         )
         listed = sorted(v.plate for v in vehicles() if v.listed)
         got = sorted({str(h.get("plate")) for h in printer.hits})
         print(f"alprd demo: listed plates {listed}; hits received {got}", flush=True)
-        return rc if printer.hits else 1
+        return rc if printer.hits else Exit.FAILURE
     finally:
         printer.close()

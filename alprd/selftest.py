@@ -24,11 +24,11 @@ import numpy as np
 
 from .config import Config, ReaderConfig, load_config
 from .errors import AlprdError, ConfigError
-from .keys import UNIT_PATHS, check_key_files, credential_source
+from .privacy.keys import UNIT_PATHS, check_key_files, credential_source
 from .types import Image
 
 if TYPE_CHECKING:
-    from .reader import PlateReader
+    from .read.reader import PlateReader
 
 OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
 
@@ -127,7 +127,7 @@ def _cpu_model() -> str:
 
 def _dummy_input(session: Any, contract: Any) -> dict[str, Any]:
     """One plausible input per model input: a fixed random image, normalised as the contract says."""
-    from .onnx import normalise
+    from .read.onnx import normalise
 
     feeds: dict[str, Any] = {}
     rng = np.random.default_rng(0)
@@ -150,7 +150,7 @@ def _dummy_input(session: Any, contract: Any) -> dict[str, Any]:
 
 def model_checks(models_dir: Path, threads: int = 1) -> Iterator[Check]:
     """Every `*.json` contract in `models_dir`: SHA-256, load, one inference with finite outputs."""
-    from .onnx import load_contract, open_session
+    from .read.onnx import load_contract, open_session
 
     contracts = sorted(models_dir.glob("*.json"))
     if not contracts:
@@ -190,7 +190,7 @@ def read_check(reader_cfg: ReaderConfig, text: str = PLATE_TEXT) -> tuple[Check,
     """The whole reader (detector, line finder, recognizer, grammar) on a plate rendered here.
 
     Returns the loaded reader too (None if it could not load), for reading the user's own photos."""
-    from .reader import PlateReader
+    from .read.reader import PlateReader
 
     reader = None
     try:
@@ -215,8 +215,8 @@ def read_check(reader_cfg: ReaderConfig, text: str = PLATE_TEXT) -> tuple[Check,
 
 def photo_check(reader: PlateReader | None, path: str) -> tuple[Check, dict[str, Any]]:
     """Read one of the user's photos (a frame from this camera); also returns `alprd read`'s JSON for it."""
-    from .cli_reader import plate_json
-    from .imageio import read_image
+    from .read.imageio import read_image
+    from .read.report import plate_json
 
     name = f"photo {Path(path).name}"
     if reader is None:
@@ -273,8 +273,8 @@ def storage_check(cfg: Config) -> Check:
 
 
 def hotlist_check(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Check:
-    from .hotlist import verify_bundle
-    from .keys import load_list_key, load_signing_pub
+    from .privacy.hotlist import verify_bundle
+    from .privacy.keys import load_list_key, load_signing_pub
 
     bundle = cfg.hotlist.bundle
     if not bundle.exists():
@@ -305,10 +305,8 @@ def config_check(path: Path) -> tuple[Check, Config | None]:
         cfg = load_config(path)
     except ConfigError as e:
         return Check("config", FAIL, "; ".join(e.problems) or str(e)), None
-    try:
-        from .daemon import preflight
-    except ImportError:
-        return Check("config", OK, f"{path} valid"), cfg
+    from .device.preflight import preflight
+
     # key files have their own lines below
     problems = preflight(cfg, path, keys=False)
     if problems:

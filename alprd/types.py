@@ -1,12 +1,15 @@
-"""Frozen dataclasses that flow between pipeline stages.
+"""Frozen dataclasses that cross a stage: every type that more than one package sees is defined here.
 
 source.read() -> Frame -> detect -> [Detection] -> recognize -> [Read] -> track -> [Track]
--> hotlist.match -> Match | None -> publish / store / summary
+-> hotlist.match -> Match | None -> Hit | Pass (an Event) -> OutboxItem -> MQTT
+and back: MQTT -> Command -> the command handlers.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -106,3 +109,132 @@ class PhotoResult:
     ms: float
     stage_ms: dict[str, float] = field(default_factory=dict)
     detections: tuple[Detection, ...] = ()
+
+
+# --- after the reader: passes, matches, events ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One pass of one plate: the reads of several frames, voted into one text."""
+
+    track_id: int
+    text: str
+    confidence: float
+    chars: tuple[float, ...]
+    candidates: tuple[Candidate, ...]
+    reads: int
+    """How many reads the pass is made of."""
+    agreeing_reads: int
+    """How many of them read exactly `text`."""
+    box: Box
+    """The box of the best read (in `image`)."""
+    first_ts: float
+    last_ts: float
+    camera: str
+    region: str
+    grammar_ok: bool
+    image: Image | None
+    """The frame of the best read (kept in RAM only, for hit evidence)."""
+    direction: str
+    """Movement in the picture: approaching, receding, left, right, or unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A read that matched a hot-list entry."""
+
+    kind: str
+    """"exact", "lookalike" or "wildcard"."""
+    reason: str
+    priority: int
+    list_version: int
+    p_not_entry: float
+    """Estimated probability that the car is *not* this entry (from per-character confidences)."""
+    entry_plate: str
+    read_plate: str
+    substitutions: int
+    state: str
+    plate_type: str
+    expires: datetime | None
+    source: str
+    case_number: str
+    note: str
+    list_id: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "priority": self.priority,
+            "list_id": self.list_id,
+            "list_version": self.list_version,
+            "p_not_entry": self.p_not_entry,
+            "entry_plate": self.entry_plate,
+            "read_plate": self.read_plate,
+            "substitutions": self.substitutions,
+            "state": self.state,
+            "plate_type": self.plate_type,
+            "expires": None if self.expires is None else iso_z(self.expires),
+            "source": self.source,
+            "case_number": self.case_number,
+            "note": self.note,
+        }
+
+
+def iso_z(dt: datetime) -> str:
+    """ISO 8601 in UTC with a `Z`, as the hot list's manifest and the audit records write times."""
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A pass that matched the hot list."""
+
+    track: Track
+    match: Match
+    verified: bool
+    hit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """A closed pass that did not match: it only ever feeds the privacy-preserving summary."""
+
+    track: Track
+
+
+Event = Hit | Pass
+
+
+# --- to and from the broker -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One message waiting in an outbox until the broker (or, with app acks, the back office) has it."""
+
+    msg_id: str
+    """The outbox's handle for the row: what `ack` takes."""
+    key: str
+    """Its hit_id or summary_id (the durable outbox uses it as `msg_id` too); duplicates share it."""
+    kind: str
+    """`hit` or `summary`: the topic's last level."""
+    payload: bytes
+    topic: str = ""
+    """What the durable outbox recorded as the topic (the daemon records the kind)."""
+    created: float = 0.0
+    """Wall-clock seconds when it was queued (durable rows)."""
+    seq: int = 0
+    """Queue position (durable rows; grows, never reused)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A message the back office sent, not yet parsed or verified (that is its handler's job)."""
+
+    channel: str
+    """The topic below the device's base, e.g. `hotlist/set`: how handlers are found and refusals counted."""
+    payload: bytes
+    error: str = ""
+    """Set when the message was refused unread (too large): the payload is then empty."""

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from alprd.cli_reader import load_labels
+from alprd.cli.reader import load_labels
 from alprd.config import ReaderConfig
-from alprd.detect import MIN_CANDIDATE_WIDTH, REFINE_MAX_UPSCALE
-from alprd.imageio import read_image
-from alprd.reader import CROP_PAD, PlateReader
+from alprd.read.detect import MIN_CANDIDATE_WIDTH, REFINE_MAX_UPSCALE
+from alprd.read.imageio import read_image
+from alprd.read.reader import CROP_PAD, PlateReader
 from alprd.types import Box
 
 # The models' train/dev split (needs only numpy at run time, as training/eval_reader.py).

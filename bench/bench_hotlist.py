@@ -46,7 +46,7 @@ def _plate(rng: random.Random) -> str:
 
 def _wildcard(rng: random.Random) -> str:
     """A partial plate: one `*` or `?`, sometimes one more `?`; too vague ones are drawn again."""
-    from alprd.hotlist import wildcard_kind
+    from alprd.privacy.hotlist import wildcard_kind
 
     while True:
         p = list(_plate(rng))
@@ -79,8 +79,8 @@ def generate(path: Path, n: int, seed: int) -> list[str]:
 def phase_pack(csv: Path, keys: Path, out: Path) -> dict[str, float]:
     from datetime import UTC, datetime, timedelta
 
-    from alprd.hotlist import pack_bundle, parse_csv
-    from alprd.keys import load_list_key, load_signing_key, write_file_atomic
+    from alprd.privacy.hotlist import pack_bundle, parse_csv
+    from alprd.privacy.keys import load_list_key, load_signing_key, write_file_atomic
 
     t0 = time.perf_counter()
     entries = parse_csv(csv.read_bytes(), str(csv))
@@ -114,8 +114,8 @@ def phase_inspect(bundle_path: Path, keys: Path) -> dict[str, float]:
     """What `alprd hotlist inspect` does: read, verify signature, decrypt, check SHA-256, build the index."""
     from datetime import UTC, datetime
 
-    from alprd.hotlist import HotList, verify_bundle
-    from alprd.keys import load_list_key, load_signing_pub
+    from alprd.privacy.hotlist import HotList, verify_bundle
+    from alprd.privacy.keys import load_list_key, load_signing_pub
 
     pub = load_signing_pub(keys / "signing.pub")
     key = load_list_key(keys / "list.key")
@@ -132,8 +132,8 @@ def phase_load(
     import gc
     from datetime import UTC, datetime
 
-    from alprd.hotlist import HotListInstaller
-    from alprd.keys import load_list_key, load_signing_pub
+    from alprd.privacy.hotlist import HotListInstaller
+    from alprd.privacy.keys import load_list_key, load_signing_pub
     from alprd.store import Store
 
     pub = load_signing_pub(keys / "signing.pub")
@@ -282,7 +282,7 @@ def main() -> int:
         )
         return 0
 
-    from alprd.keys import generate_agency_keys
+    from alprd.privacy.keys import generate_agency_keys
 
     with tempfile.TemporaryDirectory(prefix="bench-hotlist-") as tmp:
         w = Path(tmp)

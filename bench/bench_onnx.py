@@ -30,7 +30,7 @@ def session(path: Path, profile: bool = False) -> Any:
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.enable_cpu_mem_arena = False  # as alprd.onnx.open_session
+    opts.enable_cpu_mem_arena = False  # as alprd.read.onnx.open_session
     opts.log_severity_level = 3
     if profile:
         opts.enable_profiling = True

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import cv2
 
-from alprd.cli_reader import add_reader_args, load_labels, reader_config
-from alprd.imageio import read_image
-from alprd.reader import PlateReader
+from alprd.cli.reader import add_reader_args, load_labels, reader_config
+from alprd.read.imageio import read_image
+from alprd.read.reader import PlateReader
 
 
 def main() -> int:

@@ -100,8 +100,8 @@ def main() -> int:
     import yaml
     from conftest import Mosquitto, Subscriber  # the test suite's broker fixture, reused
 
-    from alprd.hotlist import HotListInstaller, entries_from_rows, pack_bundle
-    from alprd.keys import generate_agency_keys, load_list_key, load_signing_key, load_signing_pub
+    from alprd.privacy.hotlist import HotListInstaller, entries_from_rows, pack_bundle
+    from alprd.privacy.keys import generate_agency_keys, load_list_key, load_signing_key, load_signing_pub
     from alprd.store import Store
 
     rows = list(csv.DictReader((DATA / "labels.csv").read_text().splitlines()))[: args.photos]

@@ -36,13 +36,19 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import Mosquitto, Subscriber  # noqa: E402
 
-from alprd.acks import make_ack  # noqa: E402
-from alprd.hotlist import HotListInstaller, entries_from_rows, pack_bundle  # noqa: E402
-from alprd.keys import generate_agency_keys, load_ack_key, load_list_key, load_signing_key, load_signing_pub  # noqa: E402
+from alprd.privacy.acks import make_ack  # noqa: E402
+from alprd.privacy.hotlist import HotListInstaller, entries_from_rows, pack_bundle  # noqa: E402
+from alprd.privacy.keys import (  # noqa: E402
+    generate_agency_keys,
+    load_ack_key,
+    load_list_key,
+    load_signing_key,
+    load_signing_pub,
+)
 from alprd.store import Store  # noqa: E402
 
 DEV = "soak-dev"
-HIT_LOG = re.compile(r"alprd\.daemon: hit ([0-9a-f-]{36})")
+HIT_LOG = re.compile(r"alprd\.device\.record: hit ([0-9a-f-]{36})")
 JUNK = [b"[" * 4000, b"{" * 5000, b'{"hit_id":' * 2000, b"\x00" * 64, b"", b"null", b"9" * 5000]
 
 

@@ -11,9 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
-from alprd.cli_daemon import install_signal_handlers
 from alprd.config import load_config
-from alprd.daemon import assemble, privacy_settings
+from alprd.device.daemon import build
+from alprd.device.systemd import install_signal_handlers
 from alprd.types import Box, Candidate, Image, PhotoResult, Read
 
 
@@ -31,7 +31,7 @@ def main() -> int:
     cfg = load_config(Path(sys.argv[1]))
     stop = threading.Event()
     install_signal_handlers(stop)
-    daemon = assemble(cfg, privacy_settings(cfg), stop, reader=OnePlateReader())
+    daemon = build(cfg, stop, reader=OnePlateReader())
     return daemon.run(stop)
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alprd.hotlist import Entry, pack_bundle, parse_csv
-from alprd.keys import generate_agency_keys, load_list_key, load_signing_key
+from alprd.privacy.hotlist import Entry, pack_bundle, parse_csv
+from alprd.privacy.keys import generate_agency_keys, load_list_key, load_signing_key
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

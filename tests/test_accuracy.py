@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from alprd.cli_reader import load_labels
+from alprd.cli.reader import load_labels
 from alprd.config import PACKAGE_MODELS_DIR, PHOTO_READER, ReaderConfig
-from alprd.imageio import read_image
-from alprd.reader import PlateReader
+from alprd.read.imageio import read_image
+from alprd.read.reader import PlateReader
 
 TOLERANCE = 0.02
 

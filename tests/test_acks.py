@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from alprd.acks import ack_text, make_ack, verify_ack
-from alprd.keys import generate_agency_keys, load_ack_key, load_ack_pub
+from alprd.privacy.acks import ack_text, make_ack, verify_ack
+from alprd.privacy.keys import generate_agency_keys, load_ack_key, load_ack_pub
 from alprd.untrusted import UntrustedInput
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from privacy_support import FakeClock
 
-from alprd.audit import GENESIS, verify_chain, verify_checkpoint
+from alprd.privacy.audit import GENESIS, verify_chain, verify_checkpoint
 from alprd.store import DB_NAME, Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,8 +18,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -32,8 +33,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from test_publish import ListOutbox, cfg, wait
 
 from alprd.config import MqttConfig
+from alprd.device.publish import PahoPublisher
 from alprd.errors import PublishError
-from alprd.publish import Publisher
+from alprd.payloads import Body
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config" / "mosquitto"
@@ -205,7 +207,7 @@ def test_device_over_tls_with_its_password_is_online_and_a_bad_certificate_is_lo
     office.subscribe("alprd/#", qos=1)
     good = MqttConfig(host="127.0.0.1", port=shipped.port, username="dev1", password_file=password,
                       tls={"ca": shipped.pki["ca"]}, keepalive_s=5)  # type: ignore[arg-type]
-    pub = Publisher(good, "dev1", session=1)
+    pub = PahoPublisher(good, "dev1", session=1)
     pub.start()
     try:
         assert wait(lambda: pub.connected)
@@ -216,8 +218,8 @@ def test_device_over_tls_with_its_password_is_online_and_a_bad_certificate_is_lo
     # a broker certificate from another CA: refused, and the log says why (it used to say only
     # "Client is not connected")
     other = make_pki(tmp_path / "other", "other")
-    caplog.set_level(logging.WARNING, logger="alprd.publish")
-    bad = Publisher(good.model_copy(update={"tls": good.tls.model_copy(update={"ca": other["ca"]})}),  # type: ignore[union-attr]
+    caplog.set_level(logging.WARNING, logger="alprd.device.publish")
+    bad = PahoPublisher(good.model_copy(update={"tls": good.tls.model_copy(update={"ca": other["ca"]})}),  # type: ignore[union-attr]
                     "dev1", session=2)
     bad.start()
     try:
@@ -257,9 +259,9 @@ def test_a_password_file_others_can_read_is_refused(tmp_path: Path) -> None:
     os.chmod(password, 0o644)
     loose = MqttConfig(username="dev1", password_file=password)  # type: ignore[arg-type]
     with pytest.raises(PublishError, match=r"mode 0644.*chmod 600"):
-        Publisher(loose, "dev1", session=1)
+        PahoPublisher(loose, "dev1", session=1)
     os.chmod(password, 0o600)
-    Publisher(loose, "dev1", session=1)  # fine now (not started)
+    PahoPublisher(loose, "dev1", session=1)  # fine now (not started)
 
 
 # --- a broker whose packet limit is below what we send ----------------------------------------------
@@ -278,6 +280,18 @@ def small_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto
         broker.kill()
 
 
+@dataclass(frozen=True, kw_only=True)
+class BigInfo(Body):
+    topic: ClassVar[str] = "info"
+    big: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmallInfo(Body):
+    topic: ClassVar[str] = "info2"
+    small: int
+
+
 def test_messages_over_the_brokers_limit_are_not_sent_alarmed_and_no_reconnect_loop(
     small_broker: Mosquitto,
 ) -> None:
@@ -285,9 +299,9 @@ def test_messages_over_the_brokers_limit_are_not_sent_alarmed_and_no_reconnect_l
     dropped the connection each time, and 0 of 174 hits got through."""
     outbox = ListOutbox()
     sub = Subscriber(small_broker, "alprd/dev6/#")
-    pub = Publisher(cfg(small_broker), "dev6", session=1)
-    pub.publish_retained(pub.topics.info, {"big": "x" * 2000})  # queued before the connection
-    pub.publish_retained(f"{pub.topics.base}/info2", {"small": 1})
+    pub = PahoPublisher(cfg(small_broker), "dev6", session=1)
+    pub.publish_retained(BigInfo(big="x" * 2000))  # queued before the connection
+    pub.publish_retained(SmallInfo(small=1))
     pub.start()
     try:
         outbox.put("hit", "big", {"hit_id": "big", "pad": "x" * 1000})
@@ -301,7 +315,7 @@ def test_messages_over_the_brokers_limit_are_not_sent_alarmed_and_no_reconnect_l
         time.sleep(2.0)
         pub.pump(outbox)
         assert pub.connects == 1, "reconnected: something over the limit was sent"
-        assert pub.too_large == {pub.topics.info: 1, pub.topics.hit: 1}
+        assert pub.too_large == {pub.topic("info"): 1, pub.topic("hit"): 1}
         assert not sub.on("/info")
     finally:
         pub.stop()
@@ -311,7 +325,7 @@ def test_messages_over_the_brokers_limit_are_not_sent_alarmed_and_no_reconnect_l
 def test_forced_reconnect_cycles_lose_no_hit(mosquitto: Mosquitto) -> None:
     outbox = ListOutbox()
     sub = Subscriber(mosquitto, "alprd/dev7/hit")
-    pub = Publisher(cfg(mosquitto), "dev7", session=1)
+    pub = PahoPublisher(cfg(mosquitto), "dev7", session=1)
     pub.start()
     n = 0
     try:

@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from alprd.capture import Backoff, ImageDirSource, VideoSource, make_source, open_with_retry
+from alprd.clock import Backoff
 from alprd.config import MotionConfig, SourceConfig
+from alprd.device.capture import ImageDirSource, VideoSource, make_source, open_with_retry
+from alprd.device.motion import MotionGate
 from alprd.errors import CaptureError
-from alprd.motion import MotionGate
 from alprd.types import Frame
 
 

@@ -15,8 +15,8 @@ import pytest
 from privacy_support import SAMPLE_CSV, Agency, device_dir, write_config
 
 from alprd.cli import main
-from alprd.keys import load_evidence_key, load_evidence_pub
-from alprd.privacy import open_text, seal_evidence
+from alprd.privacy.evidence import open_text, seal_evidence
+from alprd.privacy.keys import load_evidence_key, load_evidence_pub
 from alprd.store import DB_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -326,8 +326,8 @@ def test_keys_agency_adds_ack_keys_to_an_older_key_folder_only(
 def test_keys_device_and_seal_list_key_give_the_retained_message_for_hq_mode(
     hq: Path, device: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from alprd.keys import load_list_key, load_or_create_device_seal_key, load_signing_pub
-    from alprd.listkey import open_for_device
+    from alprd.privacy.keys import load_list_key, load_or_create_device_seal_key, load_signing_pub
+    from alprd.privacy.listkey import open_for_device
 
     pub = tmp_path / "device.pub"
     capsys.readouterr()

@@ -26,7 +26,7 @@ UNIT = Path("/etc/systemd/system/alprd.service")
 
 def with_keys(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     """The example config with its key files made here (agency keys), not systemd credentials."""
-    from alprd.keys import generate_agency_keys
+    from alprd.privacy.keys import generate_agency_keys
 
     keys = tmp_path / "keys"
     generate_agency_keys(keys)

@@ -16,11 +16,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from alprd.config import MatchingConfig, MotionConfig, TrackingConfig
-from alprd.daemon import Hit, Notifier, Pass, Pipeline, hit_payload
-from alprd.hotlist import HotList, entries_from_rows, load_bundle, pack_bundle
-from alprd.motion import MotionGate
-from alprd.track import Tracker
-from alprd.types import Box, Candidate, Frame, Image, PhotoResult, Read
+from alprd.device.motion import MotionGate
+from alprd.device.pipeline import Pipeline
+from alprd.device.systemd import Notifier
+from alprd.device.track import Tracker
+from alprd.payloads import HitBody
+from alprd.privacy.hotlist import HotList, entries_from_rows, load_bundle, pack_bundle
+from alprd.types import Box, Candidate, Frame, Hit, Image, Pass, PhotoResult, Read
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +35,13 @@ def make_hotlist(plates: dict[str, str], version: int = 1) -> HotList:
     bundle = pack_bundle(entries, list_key=key, signing_key=sk, version=version, issued=now,
                          valid_for=timedelta(days=1))
     return load_bundle(bundle, sk.public_key(), key, now)
+
+
+class Installed:
+    """A list-backed stand-in for the hot-list installer: the pipeline matches against `active`."""
+
+    def __init__(self, hot: HotList) -> None:
+        self.active = hot
 
 
 class ScriptedReader:
@@ -62,7 +71,7 @@ def frame(seq: int) -> Frame:
 def run_pipeline(script: dict[int, list[Read]], n: int, hot: HotList, min_agree: int = 2) -> list[Hit | Pass]:
     pipe = Pipeline(
         ScriptedReader(script), Tracker(TrackingConfig(close_after_frames=3)),
-        MotionGate(MotionConfig(enabled=False)), hot, MatchingConfig(min_agreeing_reads=min_agree),
+        MotionGate(MotionConfig(enabled=False)), Installed(hot), MatchingConfig(min_agreeing_reads=min_agree),
     )
     events: list[Hit | Pass] = []
     for i in range(1, n + 1):
@@ -86,7 +95,7 @@ def test_pipeline_one_event_per_pass_and_verified_flag() -> None:
     by_plate = {h.track.text: h for h in hits}
     assert by_plate["7ABC123"].verified and by_plate["7ABC123"].track.reads == 3
     assert not by_plate["9ZZZ999"].verified
-    body = hit_payload(by_plate["7ABC123"], "dev", {"lat": 1.0, "lon": 2.0}, None)
+    body = HitBody.of(by_plate["7ABC123"], "dev", {"lat": 1.0, "lon": 2.0}, None).as_dict()
     for key in ("v", "hit_id", "device_id", "camera", "ts", "plate", "state", "confidence", "chars",
                 "candidates", "reads", "verified", "match", "box", "location", "evidence"):
         assert key in body
@@ -101,7 +110,7 @@ def test_listed_car_standing_in_view_is_a_hit_at_its_second_agreeing_read() -> N
     script[1] = [rd("7A8C123", 100, 0.4), rd("5XYZ777", 400)]
     pipe = Pipeline(
         ScriptedReader(script), Tracker(TrackingConfig(close_after_frames=3, max_track_s=3600)),
-        MotionGate(MotionConfig(enabled=False)), hot, MatchingConfig(min_agreeing_reads=2),
+        MotionGate(MotionConfig(enabled=False)), Installed(hot), MatchingConfig(min_agreeing_reads=2),
     )
     when: dict[str, int] = {}
     events: list[Hit | Pass] = []
@@ -121,8 +130,8 @@ def test_lookalike_hit_and_motion_gate_skips_reader() -> None:
     hot = make_hotlist({"8OB1234": "wanted"})
     pipe = Pipeline(
         ScriptedReader({1: [rd("BOB1234", 10)], 2: [rd("BOB1234", 20)]}),
-        Tracker(TrackingConfig(close_after_frames=2)), MotionGate(MotionConfig(hold_frames=0)), hot,
-        MatchingConfig(),
+        Tracker(TrackingConfig(close_after_frames=2)), MotionGate(MotionConfig(hold_frames=0)),
+        Installed(hot), MatchingConfig(),
     )
     static = frame(1)
     events = []
@@ -196,7 +205,7 @@ def test_unit_forbids_core_dumps_caps_memory_and_the_tpm_drop_in_parses() -> Non
 
 
 def agency(tmp: Path) -> Path:
-    from alprd.keys import generate_agency_keys
+    from alprd.privacy.keys import generate_agency_keys
 
     keys = tmp / "keys"
     generate_agency_keys(keys)
@@ -204,7 +213,7 @@ def agency(tmp: Path) -> Path:
 
 
 def bundle_for(keys: Path, plates: dict[str, str], version: int) -> bytes:
-    from alprd.keys import load_list_key, load_signing_key
+    from alprd.privacy.keys import load_list_key, load_signing_key
 
     entries = entries_from_rows([{"plate": p, "reason": r} for p, r in plates.items()])
     return pack_bundle(entries, list_key=load_list_key(keys / "list.key"),
@@ -236,7 +245,7 @@ def test_daemon_hits_summaries_bad_hotlist_and_stopped(
 
     from conftest import Subscriber
 
-    from alprd.daemon import assemble, privacy_settings
+    from alprd.device.daemon import build
 
     photos = sorted((data_dir / "us").glob("*.jpg"))[:4]
     folder = tmp_path / "photos"
@@ -249,10 +258,9 @@ def test_daemon_hits_summaries_bad_hotlist_and_stopped(
     reader = ScriptedReader({1: [rd("7ABC123", 10)], 2: [rd("5SECRET9", 10)], 3: [rd("8OB1234", 10)]})
     sub = Subscriber(mosquitto, "alprd/test-dev/#")  # type: ignore[arg-type]
     stop = threading.Event()
-    daemon = assemble(cfg, privacy_settings(cfg), stop, reader=reader)  # type: ignore[arg-type]
+    daemon = build(cfg, stop, reader=reader)  # type: ignore[arg-type]
     try:
-        daemon.services.install_hotlist(bundle_for(keys, {"7ABC123": "stolen", "BOB1234": "wanted"}, 5))
-        daemon.pipeline.matcher = daemon.services.matcher
+        daemon.hotlist.install(bundle_for(keys, {"7ABC123": "stolen", "BOB1234": "wanted"}, 5))
         assert sub.wait_for(lambda s: any(m["state"] == "online" for m in s.json_on("/status")))
         # a forged / garbage hot-list update is refused, the old list keeps matching
         sub.client.publish("alprd/test-dev/hotlist/set", b"\x00garbage" * 10, qos=1).wait_for_publish(5)
@@ -334,8 +342,8 @@ def start_daemon(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def prepared(tmp: Path, data_dir: Path) -> tuple[Path, Path]:
-    from alprd.hotlist import HotListInstaller
-    from alprd.keys import load_list_key, load_signing_pub
+    from alprd.privacy.hotlist import HotListInstaller
+    from alprd.privacy.keys import load_list_key, load_signing_pub
     from alprd.store import Store
 
     photos = tmp / "photos"
@@ -352,7 +360,7 @@ def prepared(tmp: Path, data_dir: Path) -> tuple[Path, Path]:
 def produced_hits(log: Path) -> set[str]:
     import re
 
-    return set(re.findall(r"alprd\.daemon: hit ([0-9a-f-]{36})", log.read_text()))
+    return set(re.findall(r"alprd\.device\.record: hit ([0-9a-f-]{36})", log.read_text()))
 
 
 def test_broker_killed_and_restarted_mid_run_every_hit_arrives(
@@ -395,8 +403,8 @@ def test_daemon_sigkilled_with_hits_in_outbox_delivers_after_restart(
 
     from conftest import Subscriber
 
-    from alprd.acks import make_ack
-    from alprd.keys import load_ack_key
+    from alprd.privacy.acks import make_ack
+    from alprd.privacy.keys import load_ack_key
 
     keys, photos = prepared(tmp_path, data_dir)
     # app_ack: hits stay in the outbox until the back office confirms them (signed with ack.key)
@@ -513,7 +521,7 @@ def test_metrics_payload_threads_and_gpsd_location_on_hits(
     from test_location import FakeGpsd, tpv
 
     from alprd.config import Config
-    from alprd.daemon import assemble, privacy_settings
+    from alprd.device.daemon import build
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -541,9 +549,8 @@ def test_metrics_payload_threads_and_gpsd_location_on_hits(
     test_threads.update(t.name for t in threading.enumerate() if t is not threading.main_thread())
     stop = threading.Event()
     try:
-        daemon = assemble(cfg, privacy_settings(cfg), stop, reader=reader)
-        daemon.services.install_hotlist(bundle_for(keys, {"7ABC123": "stolen"}, 1))
-        daemon.pipeline.matcher = daemon.services.matcher
+        daemon = build(cfg, stop, reader=reader)
+        daemon.hotlist.install(bundle_for(keys, {"7ABC123": "stolen"}, 1))
         assert daemon.run(stop) == 0
         assert sub.wait_for(lambda s: any(m["state"] == "stopped" for m in s.json_on("/status")))
     finally:
@@ -580,7 +587,7 @@ def test_metrics_payload_threads_and_gpsd_location_on_hits(
 
 
 def test_cpu_temperature_is_read_when_the_thermal_zone_exists(tmp_path: Path) -> None:
-    from alprd.daemon import THERMAL_ZONE, cpu_temp_c
+    from alprd.device.health import THERMAL_ZONE, cpu_temp_c
 
     zone = tmp_path / "temp"
     zone.write_text("48312\n")  # what a Raspberry Pi 4 reports: millidegrees
@@ -594,7 +601,7 @@ def test_cpu_temperature_is_read_when_the_thermal_zone_exists(tmp_path: Path) ->
 def test_housekeeper_runs_on_its_thread_and_reports_failures() -> None:
     import threading
 
-    from alprd.daemon import Housekeeper
+    from alprd.device.housekeeping import Housekeeper
     from alprd.errors import StoreError
 
     calls: list[str] = []
@@ -716,13 +723,12 @@ class StoreDoubleDisk:
 def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
     tmp_path: Path, mosquitto: object, data_dir: Path, disk_kind: str
 ) -> None:
-    import dataclasses
     import threading
 
     from conftest import Subscriber
 
     from alprd.config import Config
-    from alprd.daemon import Daemon, assemble, privacy_settings
+    from alprd.device.daemon import Daemon, build
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -737,7 +743,8 @@ def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
         "hotlist": {"bundle": str(disk.mountpoint / "state" / "hotlist.bundle"),
                     "list_key": str(keys / "list.key"), "signing_pub": str(keys / "signing.pub")},
     })
-    ps = dataclasses.replace(privacy_settings(cfg), summary_interval_s=1.0)
+    # summaries every second: below what a config may say, so set past its validation
+    cfg = cfg.model_copy(update={"privacy": cfg.privacy.model_copy(update={"summary_interval_s": 1})})
     # every other frame shows one listed plate, so each frame pair closes one pass
     reader = ScriptedReader({1: [rd("7ABC123", 10)], 3: [rd("4DEF567", 10)], 5: [rd("9GHJ890", 10)]})
     sub = Subscriber(mosquitto, "alprd/test-dev/#")  # type: ignore[arg-type]
@@ -760,15 +767,14 @@ def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
         return [str(h["plate"]) for h in s.json_on("/hit")]
 
     try:
-        daemon = assemble(cfg, ps, threading.Event(), reader=reader, store=disk.store)
+        daemon = build(cfg, threading.Event(), reader=reader, store=disk.store)
         daemon.HOUSEKEEPING_S = 0.2  # type: ignore[misc]  # summaries and status come quickly in a test
-        daemon.services.install_hotlist(
+        daemon.hotlist.install(
             bundle_for(keys, {"7ABC123": "stolen", "4DEF567": "stolen", "9GHJ890": "stolen"}, 1))
-        daemon.pipeline.matcher = daemon.services.matcher
         daemon.announce()
         # 1. disk fine: the hit goes through the durable outbox, evidence is sealed to disk
         frames(2)
-        assert ticking(lambda s: hit_plates(s) == ["7ABC123"] and daemon.services.outbox_depth() == 0)
+        assert ticking(lambda s: hit_plates(s) == ["7ABC123"] and daemon.store.outbox_depth() == 0)
         assert daemon.alarms == []
 
         # 2a. disk full, broker up: the hit is kept in RAM and published from there; alarm in status
@@ -777,7 +783,7 @@ def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
         frames(2)
         assert "storage" in daemon.alarms
         assert ticking(lambda s: hit_plates(s) == ["7ABC123", "4DEF567"] and len(daemon.outbox) == 0)
-        assert daemon.services.outbox_depth() == 0  # it never reached the disk, and is not resent
+        assert daemon.store.outbox_depth() == 0  # it never reached the disk, and is not resent
 
         def storage_alarm(s: Subscriber) -> bool:
             last = s.json_on("/status")[-1:]
@@ -785,7 +791,8 @@ def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
                 "full" in str(last[0].get("storage_error")))
 
         assert ticking(storage_alarm)
-        assert ticking(lambda s: daemon.summaries_dropped >= 1, 10)  # a summary came due and was dropped
+        # a summary came due and was dropped
+        assert ticking(lambda s: daemon.recorder.summaries_dropped >= 1, 10)
         assert len(sub.on("/summary")) == summaries_before
 
         # 2b. disk full and broker gone: the hit waits in RAM, retried every second
@@ -801,7 +808,7 @@ def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
         # 3. space again: the RAM hit moves into the durable outbox, the alarm clears
         disk.free()
         assert ticking(lambda s: len(daemon.outbox) == 0 and daemon.alarms == [], 10)
-        assert daemon.services.outbox_depth() >= 1
+        assert daemon.store.outbox_depth() >= 1
         mosquitto.start()  # type: ignore[attr-defined]
         assert ticking(lambda s: hit_plates(s) == ["7ABC123", "4DEF567", "9GHJ890"], 30)
         assert ticking(lambda s: len(s.on("/summary")) > summaries_before, 10)  # summaries are back
@@ -811,7 +818,7 @@ def test_full_disk_stops_summaries_keeps_hits_in_ram_and_raises_the_alarm(
         assert sub.wait_for(lambda s: s.json_on("/status")[-1]["state"] == "stopped")
     finally:
         if daemon is not None:
-            daemon.services.close()
+            daemon.store.close()
             if daemon.publisher is not None:
                 daemon.publisher.stop()
         sub.close()
@@ -837,8 +844,8 @@ def test_real_models_end_to_end_over_us_photos(
     from conftest import Subscriber
 
     from alprd.config import Config
-    from alprd.daemon import assemble, privacy_settings
-    from alprd.reader import PlateReader
+    from alprd.device.daemon import build
+    from alprd.read.reader import PlateReader
 
     us = data_dir / "us"
     labels = {r["file"]: r["plate"] for r in csv.DictReader((us / "labels.csv").read_text().splitlines())}
@@ -859,22 +866,35 @@ def test_real_models_end_to_end_over_us_photos(
         def __init__(self) -> None:
             self.inner = PlateReader(cfg.reader)
             self.model_hashes = self.inner.model_hashes
-            self.pipeline: object = None
+            self.scene = ""  # the photo being read, as SceneSource hands it out
 
         def read(self, image: Image, region: str | None = None) -> PhotoResult:
             result = self.inner.read(image, region)
-            scene = str(self.pipeline.last_frame.scene)  # type: ignore[attr-defined]
-            reads_by_photo[scene] = [(r.text, tuple(r.box.as_list())) for r in result.reads]
+            reads_by_photo[self.scene] = [(r.text, tuple(r.box.as_list())) for r in result.reads]
             return result
+
+    class SceneSource:
+        """The daemon's own photo source, telling the reader which photo comes next."""
+
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def read(self, timeout: float) -> Frame | None:
+            frame: Frame | None = self.inner.read(timeout)  # type: ignore[attr-defined]
+            if frame is not None:
+                reader.scene = frame.scene
+            return frame
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.inner, name)
 
     reader = RecordingReader()
     sub = Subscriber(mosquitto, "alprd/test-dev/#")  # type: ignore[arg-type]
     caplog.set_level(logging.DEBUG)
     try:
-        daemon = assemble(cfg, privacy_settings(cfg), stop, reader=reader)
-        reader.pipeline = daemon.pipeline
-        daemon.services.install_hotlist(bundle_for(keys, {p: "e2e test" for p in listed}, 1))
-        daemon.pipeline.matcher = daemon.services.matcher
+        daemon = build(cfg, stop, reader=reader)
+        daemon.source = SceneSource(daemon.source)  # type: ignore[assignment]
+        daemon.hotlist.install(bundle_for(keys, {p: "e2e test" for p in listed}, 1))
         assert daemon.run(stop) == 0
         assert sub.wait_for(lambda s: any(m["state"] == "stopped" for m in s.json_on("/status")), 20)
     finally:
@@ -914,57 +934,51 @@ def test_services_bound_outbox_by_retention_rotate_token_key_audited_and_alarm_q
 
     from privacy_support import FakeClock
 
-    from alprd.daemon import privacy_settings
-    from alprd.keys import load_list_key, load_signing_pub
-    from alprd.services import PrivacyServices
+    from alprd.device.housekeeping import purge
+    from alprd.device.record import lifecycle_audit
+    from alprd.privacy.summaries import Summarizer
+    from alprd.store import Store
 
     keys = agency(tmp_path)
     broker = types.SimpleNamespace(host="127.0.0.1", port=1883)  # never contacted here
     cfg = daemon_config(tmp_path, keys, broker, {"kind": "images", "path": str(tmp_path)})
-    assert privacy_settings(cfg).outbox_ttl_s == 86400.0  # policy.retention_days: 1
     state = tmp_path / "state"
     state.mkdir()
     (state / "alprd.db").write_bytes(b"not a database at all" * 100)
     clock = FakeClock()
-    services = PrivacyServices(
-        state, "test-dev", state / "hotlist.bundle", load_signing_pub(keys / "signing.pub"),
-        load_list_key(keys / "list.key"), summary_mode="tokens", summary_interval_s=60,
-        outbox_ttl_s=privacy_settings(cfg).outbox_ttl_s, clock=clock,
-    )
+    # the store and the token summarizer as the daemon builds them
+    store = Store.from_config(cfg, clock, allow_unavailable=True)  # type: ignore[arg-type]
+    summarizer = Summarizer("tokens", 16, 60, clock, audit=lifecycle_audit(store))
+    assert store.outbox_ttl_s == 86400.0  # policy.retention_days: 1
     try:
         # the damaged database was moved aside and a fresh one started: the alarm has to say so
-        assert services.quarantined is not None and services.quarantined.exists()
-        services.put("hit", "h-1", {"hit_id": "h-1"})
+        assert store.quarantined is not None and store.quarantined.exists()
+        store.outbox_put("h-1", "hit", b'{"hit_id":"h-1"}', "hit")
         clock.advance(3600)
-        services.housekeeping(clock.time())
-        assert services.outbox_depth() == 1  # an hour old: kept for delivery
+        purge(store)
+        assert store.outbox_depth() == 1  # an hour old: kept for delivery
         clock.advance(86400)
-        services.housekeeping(clock.time())
-        assert services.outbox_depth() == 0  # older than the retention the policy names: gone
-        services.summarizer.add("7ABC123", None, 0.9, False)
-        body = services.summary(float("inf"))
+        purge(store)
+        assert store.outbox_depth() == 0  # older than the retention the policy names: gone
+        summarizer.add("7ABC123", None, 0.9, False)
+        body = summarizer.flush().as_dict()
         assert body is not None and body["mode"] == "tokens"
-        rotations = [e.object for e in services.store.audit_entries() if e.event == "summary.key_rotated"]
+        rotations = [e.object for e in store.audit_entries() if e.event == "summary.key_rotated"]
         assert rotations == [{"epoch": 0, "next_epoch": 1}]
     finally:
-        services.close()
+        store.close()
 
 
 def test_token_key_rotation_on_a_full_disk_still_gives_the_summary(tmp_path: Path) -> None:
-    from alprd.keys import load_list_key, load_signing_pub
-    from alprd.services import PrivacyServices
+    from alprd.device.record import lifecycle_audit
+    from alprd.privacy.summaries import Summarizer
 
-    keys = agency(tmp_path)
     disk = StoreDoubleDisk(tmp_path / "disk")
-    services = PrivacyServices(
-        disk.mountpoint / "state", "test-dev", disk.mountpoint / "state" / "hotlist.bundle",
-        load_signing_pub(keys / "signing.pub"), load_list_key(keys / "list.key"),
-        summary_mode="tokens", store=disk.store,
-    )
+    summarizer = Summarizer("tokens", audit=lifecycle_audit(disk.store))
     try:
         disk.fill()
-        body = services.summary(float("inf"))  # the audit write fails; the summary must not
-        assert body is not None and body["mode"] == "tokens" and services.summarizer.epoch == 1
+        body = summarizer.flush().as_dict()  # the audit write fails; the summary must not
+        assert body is not None and body["mode"] == "tokens" and summarizer.epoch == 1
         disk.free()
     finally:
-        services.close()
+        disk.store.close()

@@ -13,8 +13,8 @@ import pytest
 from contract_support import set_contract_key
 
 from alprd.config import PACKAGE_MODELS_DIR
-from alprd.detect import PlateDetector
 from alprd.errors import ImageError, ModelError
+from alprd.read.detect import PlateDetector
 from alprd.types import Box, Detection
 
 DATA_FILES = Path(__file__).resolve().parent / "data"
@@ -135,7 +135,7 @@ def test_wrong_input_shape(models_copy: Path) -> None:
     # A valid ONNX file whose input is 1 x 1 x 64 x 64 (grey, fixed size) where 3 channels are needed.
     wrong = models_copy / "plate_det.onnx"
     shutil.copy(DATA_FILES / "detector_wrong_input.onnx", wrong)
-    from alprd.onnx import file_sha256
+    from alprd.read.onnx import file_sha256
 
     set_contract_key(models_copy / "plate_det.json", "sha256", file_sha256(wrong))
     with pytest.raises(ModelError, match=r"plate_det\.onnx takes input \[1, 1, 64, 64\]"):
@@ -198,7 +198,7 @@ class _LookCounting(PlateDetector):
 
 
 def test_no_second_look_at_candidates_too_narrow_to_read(data_dir: Path) -> None:
-    from alprd.detect import MIN_CANDIDATE_WIDTH
+    from alprd.read.detect import MIN_CANDIDATE_WIDTH
 
     det = _LookCounting(PACKAGE_MODELS_DIR, threads=1, size=640)
     # The first US photo (file order) whose first pass also finds specks a few pixels wide: which

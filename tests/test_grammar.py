@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from alprd.grammar import GRAMMARS, rank
+from alprd.read.grammar import GRAMMARS, rank
 from alprd.types import Candidate
 
 
@@ -60,7 +60,7 @@ def test_state_names_are_not_plates() -> None:
 
 
 def test_lettering_without_a_digit_ranks_below_a_plate_but_is_not_dropped() -> None:
-    from alprd.grammar import likeness
+    from alprd.read.grammar import likeness
 
     # truck and sign lettering fits the permissive US format: only its look tells it apart
     assert GRAMMARS["us"].fits("PENSKE") and GRAMMARS["us"].fits("7ABC123")
@@ -69,7 +69,7 @@ def test_lettering_without_a_digit_ranks_below_a_plate_but_is_not_dropped() -> N
 
 
 def test_digits_only_ranks_below_a_plate_but_is_not_dropped() -> None:
-    from alprd.grammar import likeness
+    from alprd.read.grammar import likeness
 
     # a truck's fleet number or a camera's date stamp against a real plate in the same frame
     assert likeness("205014") < likeness("91A4ZA") == 1.0
@@ -77,7 +77,7 @@ def test_digits_only_ranks_below_a_plate_but_is_not_dropped() -> None:
 
 
 def test_a_short_read_ranks_below_a_full_length_plate_but_is_not_dropped() -> None:
-    from alprd.grammar import SHORT_LEN, likeness
+    from alprd.read.grammar import SHORT_LEN, likeness
 
     # a car badge (S300) or a sticker fragment against the plate of the same frame
     assert likeness("S300") < likeness("DK2Z5S") == 1.0
@@ -87,7 +87,7 @@ def test_a_short_read_ranks_below_a_full_length_plate_but_is_not_dropped() -> No
 
 
 def test_lettering_read_with_zeros_and_ones_ranks_as_lettering() -> None:
-    from alprd.grammar import NO_DIGIT_FACTOR, likeness
+    from alprd.read.grammar import NO_DIGIT_FACTOR, likeness
 
     # A state name or slogan read as a recognizer trained on US labels reads it (O as 0, I as 1)
     assert likeness("EXPL0RE") == likeness("EXPLORE") == NO_DIGIT_FACTOR
@@ -96,7 +96,7 @@ def test_lettering_read_with_zeros_and_ones_ranks_as_lettering() -> None:
 
 
 def test_us_serial_formats_choose_among_the_recognizers_candidates() -> None:
-    from alprd.grammar import SERIAL_RATIO
+    from alprd.read.grammar import SERIAL_RATIO
 
     # a frame edge read as a leading character: the recognizer offered the read without it
     cands = [Candidate("FANH453", 0.5), Candidate("ANH453", 0.3)]

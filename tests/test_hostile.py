@@ -26,11 +26,11 @@ from conftest import Mosquitto, Subscriber
 from daemon_runner import OnePlateReader
 from test_daemon import agency, bundle_for, prepared, produced_hits, start_daemon, write_config
 
-from alprd.acks import make_ack
 from alprd.config import Config
-from alprd.daemon import Daemon, assemble, privacy_settings
-from alprd.keys import load_ack_key, load_list_key, load_signing_key
-from alprd.listkey import seal_for_device
+from alprd.device.daemon import Daemon, build
+from alprd.privacy.acks import make_ack
+from alprd.privacy.keys import load_ack_key, load_list_key, load_signing_key
+from alprd.privacy.listkey import seal_for_device
 from alprd.store import DB_NAME, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,9 +127,8 @@ def test_deep_nesting_on_the_ack_topic_and_from_gpsd_is_refused_not_fatal(
     publish(sub, "ack", b"[" * 4000, retain=True)
     run = None
     try:
-        daemon = assemble(cfg, privacy_settings(cfg), threading.Event(), reader=OnePlateReader())
-        daemon.services.install_hotlist(bundle_for(keys, {"7ABC123": "stolen"}, 1))
-        daemon.pipeline.matcher = daemon.services.matcher
+        daemon = build(cfg, threading.Event(), reader=OnePlateReader())
+        daemon.hotlist.install(bundle_for(keys, {"7ABC123": "stolen"}, 1))
         run = Running(daemon)
         assert sub.wait_for(lambda s: len(s.on("/hit")) >= 2 and run.alive, 30), repr(run.error)
         assert run.alive and daemon.refusals.total.get("ack", 0) >= 1
@@ -163,9 +162,8 @@ def test_unsigned_or_wrongly_signed_acks_drop_nothing_signed_ones_do(
     forger = Ed25519PrivateKey.generate()
     run = None
     try:
-        daemon = assemble(cfg, privacy_settings(cfg), threading.Event(), reader=OnePlateReader())
-        daemon.services.install_hotlist(bundle_for(keys, {"7ABC123": "stolen"}, 1))
-        daemon.pipeline.matcher = daemon.services.matcher
+        daemon = build(cfg, threading.Event(), reader=OnePlateReader())
+        daemon.hotlist.install(bundle_for(keys, {"7ABC123": "stolen"}, 1))
         run = Running(daemon)
         assert sub.wait_for(lambda s: len(s.on("/hit")) >= 4, 30), repr(run.error)
         ids = sorted(hit_ids(sub))
@@ -211,7 +209,7 @@ def test_fuzzing_every_subscribed_topic_counts_refusals_per_window_and_hits_keep
 
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from alprd.keys import load_or_create_device_seal_key
+    from alprd.privacy.keys import load_or_create_device_seal_key
 
     keys = agency(tmp_path)
     cfg = config(tmp_path, keys, mosquitto, photos, mqtt={"app_ack": True},
@@ -220,7 +218,7 @@ def test_fuzzing_every_subscribed_topic_counts_refusals_per_window_and_hits_keep
     rng = random.Random(24)
     run = None
     try:
-        daemon = assemble(cfg, privacy_settings(cfg), threading.Event(), reader=OnePlateReader())
+        daemon = build(cfg, threading.Event(), reader=OnePlateReader())
         run = Running(daemon)
         assert sub.wait_for(lambda s: any(json.loads(p).get("state") == "online" for p in s.on("/status")))
         assert "no_hotlist" in daemon.alarms  # no list key on the device: nothing to decrypt with
@@ -228,7 +226,7 @@ def test_fuzzing_every_subscribed_topic_counts_refusals_per_window_and_hits_keep
         signing = load_signing_key(keys / "signing.key")
         list_key = load_list_key(keys / "list.key")
         publish(sub, "hotlist/key", seal_for_device(signing, device_pub, DEV, list_key), retain=True)
-        assert sub.wait_for(lambda s: daemon.services.installer.has_list_key, 10)
+        assert sub.wait_for(lambda s: daemon.hotlist.has_list_key, 10)
         publish(sub, "hotlist/set", bundle_for(keys, {"7ABC123": "stolen"}, 5))
         assert sub.wait_for(lambda s: any(r["ok"] for r in s.json_on("/hotlist/result")), 10)
         good_bundle = bundle_for(keys, {"7ABC123": "stolen"}, 6)
@@ -256,7 +254,7 @@ def test_fuzzing_every_subscribed_topic_counts_refusals_per_window_and_hits_keep
             daemon.refusals.total, repr(run.error))
         assert sum(daemon.refusals.total.values()) == sent
         assert run.alive and set(daemon.refusals.total) == {"hotlist/set", "hotlist/key", "ack"}
-        assert daemon.services.matcher is not None and daemon.services.matcher.version == 5
+        assert daemon.hotlist.active is not None and daemon.hotlist.active.version == 5
         # hits still flow and leave the outbox on signed acks
         ack_key = load_ack_key(keys / "ack.key")
         before = len(sub.on("/hit"))
@@ -478,7 +476,7 @@ def test_a_broker_off_this_machine_without_tls_or_password_raises_insecure_trans
     tmp_path: Path, mosquitto: Mosquitto, photos: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from alprd.cli import main
-    from alprd.daemon import transport_warnings
+    from alprd.device.preflight import transport_warnings
 
     keys = agency(tmp_path)
     local = config(tmp_path, keys, mosquitto, photos)
@@ -500,9 +498,9 @@ def test_a_broker_off_this_machine_without_tls_or_password_raises_insecure_trans
                                               "retention_days": 1, "sharing": "s" * 500}})
     reader = OnePlateReader()
     reader.model_hashes = {f"model_{i}": "f" * 64 for i in range(5)}
-    daemon = assemble(worst, privacy_settings(worst), threading.Event(), reader=reader)
+    daemon = build(worst, threading.Event(), reader=reader)
     try:
-        daemon.services.install_hotlist(bundle_for(keys, {"7ABC123": "stolen"}, 1))
+        daemon.hotlist.install(bundle_for(keys, {"7ABC123": "stolen"}, 1))
         assert "insecure_transport" in daemon.alarms
         info = json.dumps(daemon.info(), separators=(",", ":"), sort_keys=True)
         assert len(info) < 512, len(info)

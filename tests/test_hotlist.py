@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from privacy_support import SAMPLE_CSV, T0, Agency, FakeClock, make_agency
 
 from alprd.errors import HotListError
-from alprd.hotlist import (
+from alprd.privacy.hotlist import (
     DEFAULT_LOOKALIKE_CLASSES,
     MAGIC,
     CsvError,
@@ -31,7 +31,6 @@ from alprd.hotlist import (
     HotList,
     HotListInstaller,
     Lookalike,
-    _glob_align,
     encode_entries,
     encrypt_payload,
     load_bundle,
@@ -41,6 +40,7 @@ from alprd.hotlist import (
     read_manifest_unverified,
     verify_bundle,
 )
+from alprd.privacy.hotlist.index import _glob_align
 from alprd.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -451,8 +451,8 @@ def test_rolled_back_bundle_file_is_refused_at_start(agency: Agency, tmp_path: P
 _CRASH_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from alprd.hotlist import HotListInstaller
-    from alprd.keys import load_list_key, load_signing_pub
+    from alprd.privacy.hotlist import HotListInstaller
+    from alprd.privacy.keys import load_list_key, load_signing_pub
     from alprd.store import Store
 
     agency, storage, bundle, stage = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
@@ -461,9 +461,20 @@ _CRASH_SCRIPT = textwrap.dedent("""
         if at == stage:
             os.kill(os.getpid(), signal.SIGKILL)
 
+    class CrashingInstaller(HotListInstaller):
+        # dies between the install's steps: decrypted, bundle file written, version committed
+        def _write_bundle(self, data):
+            hook("decrypted")
+            super()._write_bundle(data)
+            hook("bundle_written")
+
+        def _commit(self, manifest, actor, recovered=False):
+            super()._commit(manifest, actor, recovered)
+            hook("committed")
+
     store = Store(storage)
-    inst = HotListInstaller(store, storage / "hotlist.bundle", load_signing_pub(agency / "signing.pub"),
-                            load_list_key(agency / "list.key"), crash_hook=hook)
+    inst = CrashingInstaller(store, storage / "hotlist.bundle", load_signing_pub(agency / "signing.pub"),
+                             load_list_key(agency / "list.key"))
     inst.load_installed()
     inst.install(bundle.read_bytes())
     print("survived")
@@ -516,7 +527,7 @@ def test_sigkill_during_install_keeps_a_consistent_list(agency: Agency, tmp_path
 
 def test_tiny_plaintext_layout_errors_are_refused(agency: Agency) -> None:
     """A decrypted body with a broken layout (a buggy packer) is refused, not crashed on."""
-    from alprd.hotlist import pack_bundle
+    from alprd.privacy.hotlist import pack_bundle
 
     bundle = pack_bundle(
         [],

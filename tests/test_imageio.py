@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alprd.errors import ImageError
-from alprd.imageio import MAX_DECODE_PIXELS, decode_image, read_image
+from alprd.read.imageio import MAX_DECODE_PIXELS, decode_image, read_image
 
 
 def test_empty_file(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from alprd.errors import KeyFileError
-from alprd.keys import (
+from alprd.privacy.keys import (
     AGENCY_FILES,
     generate_agency_keys,
     load_evidence_key,

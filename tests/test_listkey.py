@@ -8,14 +8,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from alprd.keys import (
+from alprd.privacy.keys import (
     generate_agency_keys,
     load_list_key,
     load_or_create_device_seal_key,
     load_signing_key,
     load_signing_pub,
 )
-from alprd.listkey import open_for_device, seal_for_device
+from alprd.privacy.listkey import open_for_device, seal_for_device
 from alprd.untrusted import UntrustedInput
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from alprd.config import GpsdConfig, LocationConfig
-from alprd.location import GpsdClient, Locator
+from alprd.device.location import GpsdClient, Locator
 
 VERSION = b'{"class":"VERSION","release":"3.22","rev":"3.22","proto_major":3,"proto_minor":14}\n'
 DEVICES = b'{"class":"DEVICES","devices":[{"class":"DEVICE","path":"/dev/ttyACM0","driver":"u-blox"}]}\n'

@@ -2,8 +2,8 @@
 through SHA-256 in seconds, so a hashed plate is a plate).
 
 Every use of a hash primitive in alprd/ must be listed below with what it hashes. A new one fails
-this test until someone has looked at it: a keyed HMAC of a plate (privacy.Summarizer tokens) is
-fine, anything unkeyed over plate text is not. The hot list's in-RAM index (`hotlist._word_key`, a
+this test until someone has looked at it: a keyed HMAC of a plate (privacy.summaries.Summarizer tokens) is
+fine, anything unkeyed over plate text is not. The hot list's in-RAM index (`hotlist.index._word_key`, a
 bijective mix of the folded plate) is no digest: it lives in RAM beside the decrypted list it indexes.
 """
 
@@ -18,16 +18,16 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("audit.py", "AuditEntry.digest", "hashlib.sha256"): "the previous audit entry (no plate in entries)",
     ("audit.py", "compute_mac", "hmac.new"): "HMAC keyed from the device key",
     ("audit.py", "compute_mac", "hashlib.sha256"): "digestmod of that HMAC",
-    ("config.py", "config_hash", "hashlib.sha256"): "the validated config",
-    ("daemon.py", "Daemon.info", "hashlib.sha256"): "the policy text",
-    ("hotlist.py", "encrypt_payload", "hashlib.sha256"): "the whole list plaintext, with a random salt",
-    ("hotlist.py", "verify_bundle", "hashlib.sha256"): "the same, to check it",
+    ("schema.py", "config_hash", "hashlib.sha256"): "the validated config",
+    ("payloads.py", "InfoBody.of", "hashlib.sha256"): "the policy text",
+    ("bundle.py", "encrypt_payload", "hashlib.sha256"): "the whole list plaintext, with a random salt",
+    ("bundle.py", "verify_bundle", "hashlib.sha256"): "the same, to check it",
     ("keys.py", "key_id", "hashlib.sha256"): "a key (public, or the list key's id)",
     ("onnx.py", "file_sha256", "hashlib.sha256"): "a model file",
-    ("privacy.py", "Summarizer._token_int", "hmac.new"): "the tokens: HMAC under a RAM-only, ratcheted key",
-    ("privacy.py", "Summarizer._token_int", "hashlib.sha256"): "digestmod of that HMAC",
-    ("privacy.py", "recipient_id", "hashlib.sha256"): "an evidence public key",
-    ("store.py", "_file_sha256", "hashlib.sha256"): "a quarantined database file",
+    ("summaries.py", "Summarizer._token_int", "hmac.new"): "the tokens: HMAC under a RAM-only, ratcheted key",
+    ("summaries.py", "Summarizer._token_int", "hashlib.sha256"): "digestmod of that HMAC",
+    ("evidence.py", "recipient_id", "hashlib.sha256"): "an evidence public key",
+    ("sqlite.py", "_file_sha256", "hashlib.sha256"): "a quarantined database file",
 }
 HASH_MODULES = {"hashlib", "hmac", "zlib", "binascii", "mmh3", "xxhash", "hashes"}
 HASH_NAMES = {"sha1", "sha224", "sha256", "sha384", "sha512", "sha3_256", "sha3_512", "md5", "blake2b",

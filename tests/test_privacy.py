@@ -14,17 +14,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from privacy_support import FakeClock, device_dir, make_agency
 
-from alprd import privacy
 from alprd.errors import EvidenceError
-from alprd.keys import load_evidence_key, load_evidence_pub, load_list_key, load_signing_pub
-from alprd.privacy import (
+from alprd.privacy import evidence as privacy
+from alprd.privacy.evidence import (
     EVIDENCE_MAGIC,
-    Summarizer,
     open_evidence,
     open_text,
     seal_evidence,
     seal_text,
 )
+from alprd.privacy.keys import load_evidence_key, load_evidence_pub, load_list_key, load_signing_pub
+from alprd.privacy.summaries import Summarizer
 from alprd.store import Store
 
 PLATES = [("ABC1234", "CA"), ("7XYZ321", "NV"), ("KL55MN", ""), ("B0B8008", "TX")]
@@ -50,7 +50,7 @@ def test_counts_mode_emits_no_plate_derived_value() -> None:
     _feed(s, hit_every=5)
     clock.advance(60)
     assert s.due()
-    summary = s.flush()
+    summary = s.flush().as_dict()
     text = json.dumps(summary)
     for plate, state in PLATES:
         for needle in _plate_derived_strings(plate, state):
@@ -77,7 +77,7 @@ def test_tokens_mode_counts_non_hits_only_and_leaks_no_unkeyed_hash() -> None:
     s = Summarizer("tokens", 16, 60, clock)
     expected = {s.token(p, st) for p, st in PLATES}
     _feed(s, hit_every=4)  # every 4th pass is a hit: ABC1234 is always the hit
-    summary = s.flush()
+    summary = s.flush().as_dict()
     assert summary["token_bits"] == 16
     assert sum(summary["tokens"].values()) == 12 - 3
     assert set(summary["tokens"]) <= expected
@@ -97,7 +97,7 @@ def test_tokens_differ_across_epochs_and_restarts() -> None:
         epochs.append(a.token(plate, state))
         a.add(plate, state, 0.9, hit=False)
         clock.advance(60)
-        summary = a.flush()
+        summary = a.flush().as_dict()
         assert list(summary["tokens"]) == [epochs[-1]]
     assert len(set(epochs)) == 5
     assert b.token(plate, state) not in epochs
@@ -213,7 +213,7 @@ def test_a_clock_set_back_gives_counts_only_until_it_passes_the_last_window_neve
             clock.advance(900 - step_back_at)
         else:
             clock.advance(900)
-        out = s.flush()
+        out = s.flush().as_dict()
         windows.append(out)
         return out
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import Mosquitto, Subscriber
 
 from alprd.config import MqttConfig
-from alprd.publish import OutboxItem, Publisher
+from alprd.device.publish import Inbound, PahoPublisher
+from alprd.types import OutboxItem
 
 
 class ListOutbox:
@@ -56,7 +57,7 @@ def statuses(sub: Subscriber) -> list[str]:
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_online_then_stopped_retained(mosquitto: Mosquitto, protocol: str) -> None:
-    pub = Publisher(cfg(mosquitto, protocol=protocol), "dev1", session=7)
+    pub = PahoPublisher(cfg(mosquitto, protocol=protocol), "dev1", session=7)
     pub.start()
     assert wait(lambda: pub.connected)
     sub = Subscriber(mosquitto, "alprd/dev1/#")
@@ -75,7 +76,7 @@ def test_online_then_stopped_retained(mosquitto: Mosquitto, protocol: str) -> No
 
 
 def test_last_will_offline_then_online_on_reconnect(mosquitto: Mosquitto) -> None:
-    pub = Publisher(cfg(mosquitto), "dev2", session=3)
+    pub = PahoPublisher(cfg(mosquitto), "dev2", session=3)
     pub.start()
     assert wait(lambda: pub.connected)
     sub = Subscriber(mosquitto, "alprd/dev2/status")
@@ -98,7 +99,7 @@ def test_last_will_offline_then_online_on_reconnect(mosquitto: Mosquitto) -> Non
 def test_outbox_rows_leave_only_on_puback_and_survive_broker_restart(mosquitto: Mosquitto) -> None:
     outbox = ListOutbox()
     sub = Subscriber(mosquitto, "alprd/dev3/hit")
-    pub = Publisher(cfg(mosquitto), "dev3", session=1)
+    pub = PahoPublisher(cfg(mosquitto), "dev3", session=1)
     try:
         for i in range(20):
             outbox.put("hit", f"h{i}", {"hit_id": f"h{i}"})
@@ -132,7 +133,9 @@ def test_outbox_rows_leave_only_on_puback_and_survive_broker_restart(mosquitto: 
 
 
 def test_hotlist_commands_queued_and_oversized_refused_unread(mosquitto: Mosquitto) -> None:
-    pub = Publisher(cfg(mosquitto, max_command_bytes=2048), "dev4", session=1)
+    pub = PahoPublisher(cfg(mosquitto, max_command_bytes=2048), "dev4", session=1)
+    # as alprd.device.commands routes it
+    pub.subscribe("hotlist/set", Inbound(pub.cfg.max_command_bytes, "mqtt.max_command_bytes"))
     pub.start()
     assert wait(lambda: pub.connected)
     sender = Subscriber(mosquitto, "nothing/here", client_id="sender")
@@ -154,7 +157,7 @@ def test_app_ack_keeps_hit_until_back_office_confirms(mosquitto: Mosquitto) -> N
     outbox = ListOutbox()
     outbox.put("hit", "abc", {"hit_id": "abc"})
     outbox.put("summary", "s1", {"id": "s1"})
-    pub = Publisher(cfg(mosquitto, app_ack=True), "dev5", session=1)
+    pub = PahoPublisher(cfg(mosquitto, app_ack=True), "dev5", session=1)
     pub.start()
     assert wait(lambda: pub.connected)
     try:
@@ -171,7 +174,7 @@ def test_broker_outage_is_logged_once_then_reminded_not_per_attempt(
     import logging
 
     broker = Mosquitto(tmp_path_factory.mktemp("late-broker"))  # its port, nothing listening yet
-    pub = Publisher(MqttConfig(host=broker.host, port=broker.port, reconnect_min_s=1, reconnect_max_s=1),
+    pub = PahoPublisher(MqttConfig(host=broker.host, port=broker.port, reconnect_min_s=1, reconnect_max_s=1),
                     "dev-outage", session=1)
     pub.OUTAGE_REMINDER_S = 3.0
     caplog.set_level(logging.INFO)

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from alprd.config import PHOTO_READER, DetectorModel, ReaderConfig
-from alprd.grammar import edit_distance
-from alprd.imageio import read_image
-from alprd.lines import BOX_ROW_SHARES, LineFinder, TextLine, even_light
-from alprd.reader import (
+from alprd.read.grammar import edit_distance
+from alprd.read.imageio import read_image
+from alprd.read.lines import BOX_ROW_SHARES, LineFinder, TextLine, even_light
+from alprd.read.reader import (
     CONFIDENT,
     CROP_PAD,
     MIN_PLATE_ASPECT,
@@ -395,8 +395,8 @@ def test_a_small_row_of_lettering_does_not_outrank_the_plates_row(
     """US plates carry a state name and a slogan above and below the serial, at half its height
     or less: on a sample of the US crops, ranking small rows lower reads fewer of them as the
     plate and reads no fewer plates right."""
-    import alprd.reader as reader_module
-    from alprd.grammar import likeness
+    import alprd.read.reader as reader_module
+    from alprd.read.grammar import likeness
 
     def run() -> tuple[int, int]:
         right = lettering = 0

@@ -13,9 +13,9 @@ from contract_support import set_contract_key
 
 from alprd.config import PACKAGE_MODELS_DIR, ReaderConfig
 from alprd.errors import ModelError
-from alprd.lines import LineFinder
-from alprd.reader import PlateReader
-from alprd.recognize import ALPHABET, Recognizer, decode
+from alprd.read.lines import LineFinder
+from alprd.read.reader import PlateReader
+from alprd.read.recognize import ALPHABET, Recognizer, decode
 
 
 def _dist(pairs: list[tuple[str, float]]) -> np.ndarray:

@@ -13,12 +13,12 @@ import pytest
 
 from alprd import selftest
 from alprd.cli import main
-from alprd.cli_reader import plate_json
 from alprd.config import PACKAGE_MODELS_DIR, HotlistConfig, PrivacyConfig, ReaderConfig, load_config
-from alprd.hotlist import entries_from_rows, pack_bundle
-from alprd.imageio import read_image
-from alprd.keys import generate_agency_keys, load_list_key, load_signing_key
-from alprd.reader import PlateReader
+from alprd.privacy.hotlist import entries_from_rows, pack_bundle
+from alprd.privacy.keys import generate_agency_keys, load_list_key, load_signing_key
+from alprd.read.imageio import read_image
+from alprd.read.reader import PlateReader
+from alprd.read.report import plate_json
 
 
 def _lines(out: str) -> dict[str, str]:

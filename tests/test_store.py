@@ -16,8 +16,8 @@ import pytest
 from privacy_support import FakeClock, make_agency
 
 from alprd.errors import StoreError
-from alprd.keys import load_evidence_pub
-from alprd.privacy import seal_evidence
+from alprd.privacy.evidence import seal_evidence
+from alprd.privacy.keys import load_evidence_pub
 from alprd.store import DB_NAME, Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -425,3 +425,44 @@ def test_a_store_that_cannot_open_on_a_full_disk_starts_closed_and_opens_when_sp
             store.close()
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# --- schema migrations (PRAGMA user_version) -------------------------------------------------------
+
+
+def test_a_new_database_records_its_schema_version(tmp_path: Path) -> None:
+    from alprd.store import SCHEMA_VERSION
+
+    _store(tmp_path, FakeClock()).close()
+    with sqlite3.connect(tmp_path / "storage" / DB_NAME) as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 1
+
+
+def test_a_database_from_before_versions_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    from alprd.store.schema import MIGRATIONS
+
+    folder = tmp_path / "storage"
+    folder.mkdir()
+    with sqlite3.connect(folder / DB_NAME) as c:  # as alprd wrote it before it kept a version
+        for statement in MIGRATIONS[0]:
+            c.execute(statement)
+        c.execute("INSERT INTO outbox(msg_id, topic, payload, kind, created, created_mono, boot) "
+                  "VALUES ('old', 'hit', x'7b7d', 'hit', 1.0, 1.0, 'b')")
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 0
+    store = _store(tmp_path, FakeClock())
+    try:
+        assert [i.msg_id for i in store.outbox_pending()] == ["old"] and store.quarantined is None
+    finally:
+        store.close()
+    with sqlite3.connect(folder / DB_NAME) as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_a_database_from_a_newer_alprd_is_refused_not_quarantined(tmp_path: Path) -> None:
+    _store(tmp_path, FakeClock()).close()
+    db = tmp_path / "storage" / DB_NAME
+    with sqlite3.connect(db) as c:
+        c.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema version 99, newer than this alprd knows"):
+        _store(tmp_path, FakeClock())
+    assert db.exists() and not (tmp_path / "storage" / "quarantine").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from alprd.config import TrackingConfig
-from alprd.track import Tracker, similarity, vote
+from alprd.device.track import Tracker, similarity, vote
 from alprd.types import Box, Candidate, Frame, Read
 
 IMG = np.zeros((8, 8, 3), np.uint8)

@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from alprd.onnx import file_sha256
+from alprd.read.onnx import file_sha256
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

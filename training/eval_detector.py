@@ -1,4 +1,4 @@
-"""Evaluate a plate detector the way production runs it (alprd.detect.PlateDetector).
+"""Evaluate a plate detector the way production runs it (alprd.read.detect.PlateDetector).
 
 Per folder: recall at IoU >= 0.5 (each detection matches at most one labelled plate), false
 positives per image (detections matching no labelled plate; many are real but unlabelled plates
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import DATA, MODELS, Sample, dev_sets, photo_split, ro_detect_split
 
-from alprd.detect import PlateDetector
+from alprd.read.detect import PlateDetector
 from alprd.types import Box, Detection
 
 

@@ -51,10 +51,10 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "training"))
     from common import hash_split
 
-    from alprd.cli_reader import fold, load_labels
+    from alprd.cli.reader import fold, load_labels
     from alprd.config import PHOTO_READER, ReaderConfig
-    from alprd.imageio import read_image
-    from alprd.reader import PlateReader
+    from alprd.read.imageio import read_image
+    from alprd.read.reader import PlateReader
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=ROOT / ".cache" / "rec-runs")

@@ -24,9 +24,9 @@ DATA = ROOT.parent / "shared" / "data" / "plates"
 
 
 def main() -> int:
-    from alprd.cli_reader import add_reader_args, fold, load_labels, reader_config
-    from alprd.imageio import read_image
-    from alprd.reader import PlateReader
+    from alprd.cli.reader import add_reader_args, fold, load_labels, reader_config
+    from alprd.read.imageio import read_image
+    from alprd.read.reader import PlateReader
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)

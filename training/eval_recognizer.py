@@ -2,7 +2,7 @@
 
 For each dev photo: ground-truth box -> `Box.pad(0.15, 0.3).clamp` crop -> `LineFinder.find` ->
 `LineFinder.cut` of the top line -> `Recognizer` (exact and O/0, I/1-folded accuracy). "reader"
-reads the top two lines and picks as `alprd.reader.PlateReader.read_plate` does (region grammar over
+reads the top two lines and picks as `alprd.read.reader.PlateReader.read_plate` does (region grammar over
 the candidates): the whole reader with a perfect detector. us-crops dev: the whole crop goes
 through the same finder (region us). Dev = the SHA-256 file-name split's "dev" half; nothing here
 was trained on.
@@ -34,11 +34,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from alprd import grammar  # noqa: E402
-from alprd.detect import PlateDetector  # noqa: E402
-from alprd.lines import LineFinder  # noqa: E402
-from alprd.reader import CROP_PAD, GRAMMAR_MISS_FACTOR, MIN_CHARS  # noqa: E402
-from alprd.recognize import Recognizer  # noqa: E402
+from alprd.read import grammar  # noqa: E402
+from alprd.read.detect import PlateDetector  # noqa: E402
+from alprd.read.lines import LineFinder  # noqa: E402
+from alprd.read.reader import CROP_PAD, GRAMMAR_MISS_FACTOR, MIN_CHARS  # noqa: E402
+from alprd.read.recognize import Recognizer  # noqa: E402
 from alprd.types import Box  # noqa: E402
 from training.prepare_rec_data import DATA, MODELS, fold, read_labels, rec_split, stock_models_dir  # noqa: E402
 

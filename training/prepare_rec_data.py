@@ -20,7 +20,7 @@ and the reader is then measured on that source (leave-one-source-out). `us-ucsd`
 here: it is the check of a camera no model has seen. With `--synthetic N`, N plates rendered by
 `synth_plates.py` are cut the same way (sources synth-us, synth-eu, synth-br).
 
-Dim crops are stretched by `alprd.lines.even_light` first, as the reader does.
+Dim crops are stretched by `alprd.read.lines.even_light` first, as the reader does.
 
 Output: one .npz (lines resized to height 48, uint8 BGR, labels, sources, file names) plus a JSON
 summary.
@@ -54,9 +54,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from alprd.grammar import edit_distance  # noqa: E402
-from alprd.lines import LineFinder, even_light  # noqa: E402
-from alprd.recognize import Recognizer  # noqa: E402
+from alprd.read.grammar import edit_distance  # noqa: E402
+from alprd.read.lines import LineFinder, even_light  # noqa: E402
+from alprd.read.recognize import Recognizer  # noqa: E402
 from alprd.types import Box  # noqa: E402
 from training.common import STOCK_REC, STOCK_REC_V4, hash_split  # noqa: E402
 
@@ -157,7 +157,7 @@ def pseudo_labels(cutter: Cutter, second: Recognizer, rng: random.Random,
     un-tuned, so no labelled source leaks in through them (left-out runs stay clean). This is how
     the stock models' knowledge of real cameras joins the training. Boxes are jittered like
     detector boxes."""
-    from alprd.grammar import GRAMMARS
+    from alprd.read.grammar import GRAMMARS
 
     eu = GRAMMARS["eu"]
     for row in read_labels("ro-detect"):

@@ -11,7 +11,7 @@ labels are needed, the teacher is the model being replaced.
     .venv/bin/python training/eval_recognizer.py        # then the whole reader: alprd bench
 
 Crops: eu/br photo train halves and the ro-detect training frames (labelled box padded as
-`alprd.reader.CROP_PAD`, jittered), the train half of us-crops and all br-crops (whole crop, as
+`alprd.read.reader.CROP_PAD`, jittered), the train half of us-crops and all br-crops (whole crop, as
 `training/eval_recognizer.py` reads them). Never a US photo or any dev half.
 """
 
@@ -35,12 +35,12 @@ from train_detector import BASE_MODEL, build_model, export, load_crops, load_pho
 
 log = logging.getLogger("training.line_finder")
 
-HEIGHT = 96  # alprd.lines.LineFinder's input height
+HEIGHT = 96  # alprd.read.lines.LineFinder's input height
 MAX_WIDTH = 480
 STRIDE = 2
 MEAN, STD = 0.5, 0.5
 CROP_PAD = (0.15, 0.3)
-"""alprd.reader.CROP_PAD, spelt out: the training venv does not install the daemon's dependencies."""
+"""alprd.read.reader.CROP_PAD, spelt out: the training venv does not install the daemon's dependencies."""
 
 
 def crop_width(w: int, h: int) -> int:

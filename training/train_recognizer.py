@@ -40,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from alprd.lines import even_light  # noqa: E402
+from alprd.read.lines import even_light  # noqa: E402
 from training.common import STOCK_REC, _stub_torchvision, prune_dead_nodes, rewrite_onnx  # noqa: E402
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -72,7 +72,7 @@ SEPARATORS = "-·:=+.&*：~'•/,—_|"
 
 def fold_matrix(fold: bool) -> np.ndarray:
     """Head rows -> [blank, 0-9, A-Z]. With `fold`, rows a-z add their probability to A-Z and the
-    separator rows (then the space) add theirs to blank, as `alprd.recognize` folds the stock model."""
+    separator rows (then the space) add theirs to blank, as `alprd.read.recognize` folds the stock model."""
     n = 1 + len(ALPHABET)
     extra = 26 + len(SEPARATORS) + 1 if fold else 0
     matrix = np.zeros((n + extra, n), np.float32)
@@ -375,7 +375,7 @@ def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
         ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(15, 85)])
         if ok:
             img = cv2.imdecode(enc, cv2.IMREAD_COLOR)
-    # the reader stretches dim crops before cutting rows (alprd.lines.even_light): so must we
+    # the reader stretches dim crops before cutting rows (alprd.read.lines.even_light): so must we
     return even_light(img)
 
 

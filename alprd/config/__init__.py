@@ -1,0 +1,39 @@
+"""Typed configuration: the sections (`schema`) and reading the YAML file (`load`).
+
+Everything is importable from `alprd.config` itself.
+"""
+
+from .load import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, key_lines, load_config, parse_config
+from .schema import (
+    CREDENTIALS,
+    DETECTOR_MODELS,
+    PACKAGE_MODELS_DIR,
+    PHOTO_READER,
+    Config,
+    DetectorModel,
+    GpsdConfig,
+    HotlistConfig,
+    LocationConfig,
+    MatchingConfig,
+    MetricsConfig,
+    MotionConfig,
+    MqttConfig,
+    MqttTlsConfig,
+    PolicyConfig,
+    PrivacyConfig,
+    ReaderConfig,
+    Region,
+    Section,
+    SourceConfig,
+    StorageConfig,
+    TrackingConfig,
+    config_hash,
+)
+
+__all__ = [
+    "CREDENTIALS", "DETECTOR_MODELS", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "PACKAGE_MODELS_DIR",
+    "PHOTO_READER", "Config", "DetectorModel", "GpsdConfig", "HotlistConfig", "LocationConfig",
+    "MatchingConfig", "MetricsConfig", "MotionConfig", "MqttConfig", "MqttTlsConfig", "PolicyConfig",
+    "PrivacyConfig", "ReaderConfig", "Region", "Section", "SourceConfig", "StorageConfig",
+    "TrackingConfig", "config_hash", "key_lines", "load_config", "parse_config",
+]

@@ -1,0 +1,430 @@
+"""The typed, strict configuration: one pydantic model per section, `extra="forbid"`, bounds and a
+description on every field. Each stage receives only its own section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+_SHIPPED = resources.files("alprd.models")
+PACKAGE_MODELS_DIR = _SHIPPED if isinstance(_SHIPPED, Path) else Path(str(_SHIPPED))
+"""The shipped models: the package alprd.models, which is models/ in a checkout (pyproject.toml maps
+it) and site-packages/alprd/models in an installed wheel. Always a folder on disk: onnxruntime opens
+the files by path."""
+
+Region = Literal["us", "eu", "br", "auto"]
+DetectorModel = Literal["plate_det", "plate_det_mit", "plate_det_fast"]
+DETECTOR_MODELS: tuple[str, ...] = get_args(DetectorModel)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+CREDENTIALS = Path("/run/credentials/alprd.service")
+"""systemd's $CREDENTIALS_DIRECTORY for alprd.service (LoadCredential=); secrets default to files there."""
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Relative paths in a config file are relative to that file, not to the working directory."""
+    base = (info.context or {}).get("base_dir")
+    if base is not None and value is not None and not value.is_absolute():
+        return Path(base) / value
+    return value
+
+
+class ReaderConfig(Section):
+    models_dir: Path = Field(
+        PACKAGE_MODELS_DIR, description="Folder with the ONNX models and their contract files."
+    )
+    region: Region = Field("auto", description="Plate grammar used to rank candidates; auto = any region.")
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per model.")
+    detector_model: DetectorModel = Field(
+        "plate_det",
+        description="Plate detector in models_dir: plate_det (default, trained partly on AGPL-3.0 "
+        "test photos), plate_det_mit (MIT dash-cam frames and rendered plates only; lower recall) "
+        "or plate_det_fast (a small network, a seventh of the detector's time; lower recall on "
+        "small plates). See models/README.md.",
+    )
+    fallback_model: DetectorModel | None = Field(
+        None,
+        description="When the first detector reads no plate that is confident and fits the "
+        "region's grammar, or reads several, this detector reads the frame again at "
+        "detector_size (and does the retry_size look); its reads stand, the first's stay for "
+        "plates it did not find. Pairs a fast first detector with an accurate one; null: none. "
+        "`alprd read`/`bench` use plate_det_fast first and plate_det as the fallback.",
+    )
+    detector_size: Annotated[int, Field(ge=320, le=1920, multiple_of=32)] = Field(
+        640, description="Long side of the image fed to the plate detector (640 near, 960 distant)."
+    )
+    retry_size: int | None = Field(
+        None, ge=320, le=1920, multiple_of=32,
+        description="When the first pass finds no confident plate that fits the region's grammar, "
+        "look again with the detector at this input size (distant plates); null disables. A stream "
+        "sees each car grow over many frames, and most frames hold no plate, so the daemon's default "
+        "is off; `alprd read`/`bench` (one chance per photo) use 960.",
+    )
+    zoom_out: bool = Field(
+        False,
+        description="When no confident plate that fits the region's grammar is found, look again at "
+        "the frame padded on every side (a plate that fills the frame: tight crops, zoomed pole "
+        "cameras). `alprd read`/`bench` use it; the daemon's stream sees plates at many sizes.",
+    )
+    min_detection_score: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Plate-detector boxes below this score are ignored (null: the model contract's value).",
+    )
+    tall_row_px: int = Field(
+        40, ge=0, le=4096,
+        description="Character rows at least this many pixels high in the frame are read by "
+        "plate_rec_tall (the recognizer at 32 px instead of 48, two thirds of the time); where it "
+        "is unsure, plate_rec reads the row again. 0: every row by plate_rec. See models/README.md.",
+    )
+    max_plates: int = Field(8, ge=1, le=64, description="At most this many plates are read per frame.")
+    min_confidence: float = Field(
+        0.0, ge=0.0, le=1.0, description="Reads below this confidence are dropped."
+    )
+    max_pixels: int = Field(
+        40_000_000, ge=1_000_000, le=1_000_000_000,
+        description="Most pixels decoded from one image file (source.kind images): a larger JPEG is "
+        "decoded at 1/2, 1/4 or 1/8 scale, any other larger image is refused unread with a message.",
+    )
+
+
+PHOTO_READER: dict[str, Any] = {
+    "detector_model": "plate_det_fast", "fallback_model": "plate_det", "retry_size": 960, "zoom_out": True,
+}
+"""How `alprd read` and `alprd bench` read a photo (one chance per photo): the fast detector
+first, the accurate one where that reads nothing well, then a closer look. The daemon's defaults
+(ReaderConfig) suit a stream, which sees each car over many frames."""
+
+
+# --- daemon sections (capture, motion, tracking, matching, mqtt, location, metrics, service) ---------
+
+
+class SourceConfig(Section):
+    kind: Literal["picamera2", "opencv", "video", "images"] = Field(
+        "opencv",
+        description="picamera2 = Pi camera; opencv = USB device index or rtsp://, http:// URL; "
+        "video = a file; images = a folder of photos (each its own scene).",
+    )
+    path: str = Field(
+        "0", max_length=4096,
+        description="Device index (opencv), stream URL (opencv), file (video) or folder (images).",
+    )
+    fps: float = Field(
+        0.0, ge=0.0, le=240.0,
+        description="Replay pace for video/images (frames due per second; late frames are dropped); "
+        "0 = as fast as possible. For picamera2 the requested frame rate (0 = camera default).",
+    )
+    loop: bool = Field(False, description="Restart a video/images source at its end instead of stopping.")
+    width: int = Field(1920, ge=64, le=8192, description="Requested capture width.")
+    height: int = Field(1080, ge=64, le=8192, description="Requested capture height.")
+    reconnect_min_s: float = Field(1.0, gt=0.0, le=600.0, description="First wait before reopening.")
+    reconnect_max_s: float = Field(30.0, gt=0.0, le=3600.0, description="Longest wait between reopens.")
+    open_timeout_s: float = Field(
+        30.0, ge=0.0, le=3600.0,
+        description="At start, keep trying to open a live source this long; then raise the camera alarm "
+        "and keep retrying with the reconnect backoff (the daemon does not exit).",
+    )
+
+    @model_validator(mode="after")
+    def _check_source(self) -> SourceConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.kind in ("video", "images") and not self.path.strip():
+            raise ValueError(f"source.path must name a {'file' if self.kind == 'video' else 'folder'}")
+        if self.kind == "picamera2" and self.loop:
+            raise ValueError("loop only applies to video and images sources; remove it for picamera2")
+        return self
+
+
+class MotionConfig(Section):
+    enabled: bool = Field(True, description="Skip plate reading on frames without motion (static scene).")
+    threshold: int = Field(25, ge=1, le=255, description="Per-pixel grey-level change that counts as motion.")
+    min_area: float = Field(
+        0.002, ge=0.0, le=1.0, description="Fraction of the (ROI) area that must change to count as motion."
+    )
+    hold_frames: int = Field(
+        10, ge=0, le=10000, description="Keep reading this many frames after motion stops (vehicle leaving)."
+    )
+    roi: tuple[int, int, int, int] | None = Field(
+        None, description="Region of interest [x, y, w, h] in pixels; motion and plates outside are ignored."
+    )
+
+    @model_validator(mode="after")
+    def _check_roi(self) -> MotionConfig:
+        if self.roi is not None and (self.roi[2] <= 0 or self.roi[3] <= 0 or min(self.roi[:2]) < 0):
+            raise ValueError("roi must be [x, y, w, h] with x, y >= 0 and w, h > 0")
+        return self
+
+
+class TrackingConfig(Section):
+    close_after_frames: int = Field(
+        6, ge=1, le=1000, description="A vehicle's pass ends when it has not been read for this many frames."
+    )
+    max_track_s: float = Field(
+        60.0, gt=0.0, le=3600.0, description="Longer passes are closed (a parked car: one event per period)."
+    )
+    min_iou: float = Field(
+        0.1, ge=0.0, le=1.0, description="Overlap with the predicted box that makes two reads one vehicle."
+    )
+    min_text_similarity: float = Field(
+        0.5, ge=0.0, le=1.0, description="Text similarity (1 - edit distance / length) needed with overlap."
+    )
+    same_text_similarity: float = Field(
+        0.8, ge=0.0, le=1.0, description="Text similarity that joins reads without box overlap (fast movers)."
+    )
+
+
+class MatchingConfig(Section):
+    min_agreeing_reads: int = Field(
+        2, ge=1, le=100,
+        description="A hit backed by fewer agreeing reads of one pass is published with verified=false.",
+    )
+    min_confidence: float = Field(
+        0.0, ge=0.0, le=1.0, description="Passes whose voted confidence is below this are not matched."
+    )
+
+
+class MqttTlsConfig(Section):
+    ca: Path | None = Field(None, description="CA certificate (PEM) that signed the broker's.")
+    cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key: Path | None = Field(None, description="Client private key (PEM) for mutual TLS.")
+    insecure: bool = Field(False, description="Skip broker host-name checks (testing only).")
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> MqttTlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together: set both or neither")
+        return self
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(True, description="Publish over MQTT (off: hits stay in the outbox).")
+    host: str = Field("localhost", min_length=1, max_length=253, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with TLS).")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT protocol version; 3.1.1 for brokers that lack 5 (e.g. amqtt)."
+    )
+    topic_prefix: str = Field(
+        "alprd", min_length=1, max_length=128, pattern=r"^[^#+\x00]+$",
+        description="Topics are <topic_prefix>/<device_id>/status|info|hit|summary|metrics|hotlist/...",
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive (Last Will after ~1.5x).")
+    session_expiry_s: int = Field(
+        86400, ge=0, le=4294967295, description="MQTT 5 session expiry (clean start is off)."
+    )
+    username: str | None = Field(None, max_length=256, description="Broker user name, if any.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (e.g. $CREDENTIALS_DIRECTORY/mqtt-password).",
+    )
+    tls: MqttTlsConfig | None = Field(None, description="Use TLS; leave out for plain TCP on a trusted link.")
+    reconnect_min_s: int = Field(1, ge=1, le=600, description="First reconnect wait (jittered).")
+    reconnect_max_s: int = Field(60, ge=1, le=3600, description="Longest reconnect wait (jittered).")
+    resend_after_s: float = Field(
+        30.0, gt=0.0, le=3600.0, description="Publish an outbox row again if unacknowledged this long."
+    )
+    max_inflight: int = Field(100, ge=1, le=65535, description="Outbox rows published, unacked.")
+    max_command_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024,
+        description="Largest hotlist/set payload accepted; bigger ones are refused unread.",
+    )
+    app_ack: bool = Field(
+        False,
+        description="Keep hits until the back office also acknowledges on <p>/<device>/ack, with an ack "
+        "signed by ack.key (alprd.acks); unsigned or wrongly signed acks are refused and counted.",
+    )
+    ack_pub: Path = Field(
+        CREDENTIALS / "ack.pub",
+        description="Agency Ed25519 public key that signs acks (ack.pub from `alprd keys agency`); "
+        "read only with app_ack.",
+    )
+    drain_timeout_s: float = Field(
+        30.0, ge=0.0, le=3600.0,
+        description="At the end of a finite source or on SIGTERM, wait this long for the outbox to empty.",
+    )
+
+    _resolve = field_validator("ack_pub")(_resolve_path)
+
+    @model_validator(mode="after")
+    def _check_mqtt(self) -> MqttConfig:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs a username")
+        return self
+
+
+class GpsdConfig(Section):
+    host: str = Field("127.0.0.1", min_length=1, max_length=253, description="gpsd host.")
+    port: int = Field(2947, ge=1, le=65535, description="gpsd TCP port.")
+    max_age_s: float = Field(10.0, gt=0.0, le=3600.0, description="A fix older than this is not reported.")
+
+
+class LocationConfig(Section):
+    lat: float | None = Field(None, ge=-90.0, le=90.0, description="Static latitude (a pole-mounted camera).")
+    lon: float | None = Field(None, ge=-180.0, le=180.0, description="Static longitude.")
+    heading_deg: float | None = Field(
+        None, ge=0.0, lt=360.0, description="Compass bearing the camera looks along (static installs)."
+    )
+    gpsd: GpsdConfig | None = Field(None, description="Read position/heading from gpsd (a car).")
+
+    @model_validator(mode="after")
+    def _check_latlon(self) -> LocationConfig:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together: set both or neither")
+        return self
+
+
+class MetricsConfig(Section):
+    interval_s: float = Field(60.0, ge=1.0, le=86400.0, description="Seconds between metrics messages.")
+
+
+class StorageConfig(Section):
+    dir: Path = Field(
+        Path("/var/lib/alprd"),
+        description="SQLite file (outbox, evidence index, audit chain, state), sealed evidence, device key.",
+    )
+    max_db_mb: int = Field(
+        512, ge=16, le=1_000_000, description="Cap on the SQLite file; writes past it fail as 'storage full'."
+    )
+
+    _resolve = field_validator("dir")(_resolve_path)
+
+
+class HotlistConfig(Section):
+    bundle: Path = Field(
+        Path("/var/lib/alprd/hotlist.bundle"),
+        description="Where the installed (still encrypted) hot-list bundle is kept.",
+    )
+    list_id: str = Field(
+        "default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The list this device runs (`alprd hotlist pack --list-id`): bundles of any other "
+        "list are refused whatever their version; each list id keeps its own rollback floor.",
+    )
+    key_source: Literal["file", "hq"] = Field(
+        "file",
+        description="file: list_key is a file (a systemd credential; LoadCredentialEncrypted= keeps it "
+        "TPM-sealed). hq: there is no list key on the device; headquarters sends it sealed to the "
+        "device's own X25519 key, retained on <prefix>/<device>/hotlist/key, and it lives only in RAM.",
+    )
+    list_key: Path = Field(
+        CREDENTIALS / "list.key", description="32-byte list key file (secret, mode 0600); key_source file."
+    )
+    device_key: Path | None = Field(
+        None,
+        description="key_source hq: the device's X25519 key that the list key is sealed to (secret, mode "
+        "0600); null: <storage.dir>/device-x25519.key, made at the first start (`alprd keys device`).",
+    )
+    signing_pub: Path = Field(
+        CREDENTIALS / "signing.pub", description="Agency Ed25519 public key that signs bundles."
+    )
+    lookalike_max: int = Field(
+        1, ge=0, le=3, description="Most look-alike substitutions (0 vs O, 8 vs B ...) a match may need."
+    )
+    lookalike_classes: tuple[str, ...] = Field(
+        ("0ODQ", "1IL", "2Z", "5S", "8B", "6G"),
+        description="Groups of characters the reader confuses; each character in at most one group.",
+    )
+
+    _resolve = field_validator("bundle", "list_key", "signing_pub", "device_key")(_resolve_path)
+
+    @field_validator("lookalike_classes")
+    @classmethod
+    def _check_classes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        seen: set[str] = set()
+        for group in v:
+            if len(group) < 2 or not all(c.isascii() and (c.isdigit() or c.isupper()) for c in group):
+                raise ValueError(f"class {group!r} needs 2+ characters from A-Z and 0-9")
+            if seen & set(group):
+                raise ValueError(f"character {sorted(seen & set(group))[0]!r} is in two classes")
+            seen |= set(group)
+        return v
+
+
+class PrivacyConfig(Section):
+    summary_mode: Literal["counts", "tokens"] = Field(
+        "counts",
+        description="counts: per-window totals only; tokens: also keyed per-window digests of non-hits.",
+    )
+    summary_interval_s: int = Field(
+        900, ge=60, le=86400, description="Summary window; the token key is ratcheted at each window."
+    )
+    token_bits: Literal[16, 18, 64] = Field(
+        16, description="Bits kept of each token (16/18 collide on purpose: counting, not tracking)."
+    )
+    evidence_pub: Path = Field(
+        CREDENTIALS / "evidence.pub", description="Agency X25519 public key that hit evidence is sealed to."
+    )
+    evidence_ttl_s: int = Field(
+        86400, ge=60, le=31_536_000, description="Unacknowledged evidence is deleted after this long."
+    )
+
+    _resolve = field_validator("evidence_pub")(_resolve_path)
+
+
+class PolicyConfig(Section):
+    """The usage and privacy policy elements (California SB 34, Civil Code 1798.90.51)."""
+
+    purpose: str = Field(..., min_length=3, max_length=500, description="Authorized purposes of use.")
+    custodian: str = Field(
+        ..., min_length=3, max_length=200, description="Who is responsible for the system and its data."
+    )
+    retention_days: int = Field(
+        ..., ge=1, le=3650, description="Longest time any ALPR data (hits, outbox) is kept on the device."
+    )
+    sharing: str = Field(
+        ..., min_length=2, max_length=500, description="With whom data may be shared, and how."
+    )
+
+
+class Config(Section):
+    """The whole configuration file."""
+
+    device_id: str = Field(
+        "alprd-01", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Unique device name; MQTT client id and topic level.",
+    )
+    camera: str = Field("cam0", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                        description="Camera name carried in events.")
+    reader: ReaderConfig = Field(default_factory=ReaderConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    location: LocationConfig = Field(default_factory=LocationConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    hotlist: HotlistConfig = Field(default_factory=HotlistConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    policy: PolicyConfig = Field(
+        ..., description="Required: purpose, custodian, retention_days, sharing (the SB 34 policy elements)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.privacy.evidence_ttl_s > self.policy.retention_days * 86400:
+            raise ValueError(
+                "privacy.evidence_ttl_s is longer than policy.retention_days allows; "
+                "lower the TTL or raise retention_days"
+            )
+        return self
+
+
+def config_hash(cfg: Config) -> str:
+    """SHA-256 of the canonical JSON form of the validated config (for audit and `info`)."""
+    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()

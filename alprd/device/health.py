@@ -1,0 +1,180 @@
+"""How the device is doing: alarms, the retained status' detail, metrics, and the machine probes
+(/proc, /sys) they read. Nothing here changes state: it reads the daemon's parts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from ..clock import Clock
+from ..config import Config
+from ..errors import StoreError
+from ..payloads import MetricsBody, StatusDetail
+from ..privacy.hotlist import HotList
+from .capture import FrameSource
+from .commands import Refusals
+from .housekeeping import Housekeeper
+from .location import Locator
+from .outbox import OverflowOutbox
+from .pipeline import Pipeline
+from .publish import Publisher
+from .record import Recorder
+
+# --- machine probes ------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+"""The SoC temperature on a Raspberry Pi (millidegrees); absent on most VMs."""
+
+
+def cpu_temp_c(path: Path = THERMAL_ZONE) -> float | None:
+    try:
+        return round(int(path.read_text().strip()) / 1000, 1)
+    except (OSError, ValueError):
+        return None
+
+
+def disk_free_mb(path: Path) -> float | None:
+    try:
+        return round(shutil.disk_usage(path).free / 2**20, 1)
+    except OSError:
+        return None
+
+
+# --- what the daemon reports ---------------------------------------------------------------------------
+
+
+class Quarantine(Protocol):
+    @property
+    def quarantined(self) -> Path | None:
+        """Where a damaged database was moved at start-up (a fresh one replaced it), else None."""
+        ...
+
+
+class ActiveHotList(Protocol):
+    @property
+    def active(self) -> HotList | None: ...
+
+
+class Parts(Protocol):
+    """The daemon's parts that health reads (`alprd.device.daemon.Daemon` has them)."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def source(self) -> FrameSource: ...
+    @property
+    def pipeline(self) -> Pipeline: ...
+    @property
+    def hotlist(self) -> ActiveHotList: ...
+    @property
+    def store(self) -> Quarantine: ...
+    @property
+    def outbox(self) -> OverflowOutbox: ...
+    @property
+    def housekeeper(self) -> Housekeeper: ...
+    @property
+    def publisher(self) -> Publisher | None: ...
+    @property
+    def recorder(self) -> Recorder: ...
+    @property
+    def refusals(self) -> Refusals: ...
+    @property
+    def locator(self) -> Locator: ...
+    @property
+    def insecure(self) -> list[tuple[str, str]]: ...
+
+
+def camera_ok(source: FrameSource) -> bool:
+    return source.stats.connected or source.finished
+
+
+def alarms(d: Parts) -> list[str]:
+    out = set()
+    if d.outbox.error or d.housekeeper.error or len(d.outbox):
+        out.add("storage")
+    hl = d.hotlist.active
+    if hl is None:
+        out.add("no_hotlist")
+    elif hl.stale(d.clock.time()):
+        out.add("hotlist_expired")
+    if not camera_ok(d.source):
+        out.add("camera")
+    if d.store.quarantined is not None:
+        out.add("storage_quarantined")
+    if d.insecure:
+        out.add("insecure_transport")
+    if d.publisher is not None and d.publisher.too_large:
+        out.add("mqtt_message_too_large")
+    return sorted(out)
+
+
+def storage_alarm(d: Parts) -> bool:
+    return bool(d.outbox.error or d.housekeeper.error or len(d.outbox))
+
+
+def status_detail(d: Parts) -> StatusDetail:
+    stats = d.source.stats
+    return StatusDetail(
+        camera="ok" if camera_ok(d.source) else "lost",
+        alarms=tuple(alarms(d)),
+        camera_error=stats.last_error[:200] if stats.last_error and not stats.connected else None,
+        storage_error=(d.outbox.error or d.housekeeper.error) or None,
+    )
+
+
+def metrics(d: Parts) -> MetricsBody:
+    stats = d.source.stats
+    now = d.clock.time()
+    hl = d.hotlist.active
+    try:
+        depth: int | None = d.outbox.depth()
+    except StoreError:
+        depth = None
+    gpsd = d.locator.gpsd
+    publisher = d.publisher
+    return MetricsBody(
+        ts=round(now, 3),
+        frames_in=stats.frames_in,
+        frames_processed=d.pipeline.processed,
+        frames_skipped_motion=d.pipeline.skipped,
+        frames_dropped=stats.dropped,
+        camera_reconnects=stats.reconnects,
+        reads=d.pipeline.reads,
+        hits=d.recorder.hits,
+        passes=d.recorder.passes,
+        ms=d.pipeline.timer.summary(),
+        open_tracks=d.pipeline.tracker.open_count,
+        # sources hold only the newest frame, so the queues are the outbox, RAM hits and paho's in-flight
+        outbox_depth=depth,
+        ram_hits=len(d.outbox),
+        ram_hits_dropped=d.outbox.dropped,
+        summaries_dropped=d.recorder.summaries_dropped,
+        mqtt_inflight=publisher.inflight if publisher else 0,
+        mqtt_connected=publisher.connected if publisher else False,
+        threads=threading.active_count(),
+        rss_mb=rss_mb(),
+        cpu_temp_c=cpu_temp_c(),
+        disk_free_mb=disk_free_mb(d.cfg.storage.dir),
+        hotlist_age_s=round(now - hl.manifest.issued.timestamp(), 1) if hl is not None else None,
+        refused={**d.refusals.total, **({"gpsd": gpsd.refused} if gpsd is not None else {})},
+        mqtt_too_large=sum(publisher.too_large.values()) if publisher else 0,
+        alarms=tuple(alarms(d)),
+    )

@@ -1,0 +1,47 @@
+"""The encrypted, signed hot list: CSV (`csv`) -> signed bundle (`bundle`) -> in-RAM index and
+matching (`index`) -> rollback-safe install on the device (`install`).
+
+The public names of all four are importable from `alprd.privacy.hotlist`.
+"""
+
+from .bundle import (
+    FORMAT,
+    MAGIC,
+    Manifest,
+    encode_entries,
+    encrypt_payload,
+    new_nonce_material,
+    pack_bundle,
+    read_manifest_unverified,
+    verify_bundle,
+)
+from .csv import CsvError, Entry, entries_from_rows, normalize_plate, parse_csv, wildcard_kind
+from .index import DEFAULT_LOOKALIKE_CLASSES, HotList, Lookalike, load_bundle, release_memory
+from .install import DEFAULT_LIST_ID, HotListInstaller, StateStore, load_keys
+
+__all__ = [
+    "DEFAULT_LIST_ID",
+    "DEFAULT_LOOKALIKE_CLASSES",
+    "FORMAT",
+    "MAGIC",
+    "CsvError",
+    "Entry",
+    "HotList",
+    "HotListInstaller",
+    "Lookalike",
+    "Manifest",
+    "StateStore",
+    "encode_entries",
+    "encrypt_payload",
+    "entries_from_rows",
+    "load_bundle",
+    "load_keys",
+    "new_nonce_material",
+    "normalize_plate",
+    "pack_bundle",
+    "parse_csv",
+    "read_manifest_unverified",
+    "release_memory",
+    "verify_bundle",
+    "wildcard_kind",
+]

@@ -1,0 +1,199 @@
+"""Region plate grammars: they rank the recognizer's own candidates and never invent a read.
+
+A read that already fits one of the region's formats is kept as it is (OpenALPR's California
+pattern once turned a correct `1291164` into `1Z91164`). Only when the best read fits no format
+of a region with a closed list of national formats (br, eu) may a lower-ranked candidate that
+fits replace it, or, when none fits, the candidate that reads a 0 between two letters as the
+letter O. The US list is open (vanity plates: any 2-8 letters and digits); there a candidate in
+one of the states' serial formats replaces a best read in none, when it is nearly as probable
+(`US_SERIAL`, `SERIAL_RATIO`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..types import Candidate
+
+L, N = "[A-Z]", "[0-9]"
+
+
+def _fmt(shape: str) -> str:
+    """'LLNNNLL' -> a regex; digits in braces repeat the previous class ('L{1,3}')."""
+    return shape.replace("L", L).replace("N", N)
+
+
+@dataclass(frozen=True)
+class Grammar:
+    region: str
+    patterns: tuple[re.Pattern[str], ...]
+    closed: bool
+    """True when the formats list is the complete law of the region (a read fitting none is wrong)."""
+
+    def fits(self, text: str) -> bool:
+        return lettered(text) not in NOT_PLATES and any(p.fullmatch(text) for p in self.patterns)
+
+
+# Words printed on plates around the number (state names, slogans): the line finder sees them as
+# text rows too, and some fit the permissive US format.
+NOT_PLATES = frozenset(
+    """ALABAMA ALASKA ARIZONA ARKANSAS COLORADO DELAWARE FLORIDA GEORGIA HAWAII IDAHO ILLINOIS INDIANA
+    IOWA KANSAS KENTUCKY LOUISANA MAINE MARYLAND MICHIGAN MONTANA NEBRASKA NEVADA NEWYORK OHIO OKLAHOMA
+    OREGON TEXAS UTAH VERMONT VIRGINIA WYOMING CALIF USA DMV DEALER EXPIRES COUNTY STATE
+    MISSOURI TENNESSE WISCONSN""".split()
+)
+
+_US = (r"[A-Z0-9]{2,8}",)
+_BR = ("LLLNNNN", "LLLNLNN")  # old national format and Mercosur
+_EU = (
+    "LLNNNLL",  # FR (SIV), IT, HR-like
+    "NNNNLLL",  # ES
+    "LLNNLLL",  # GB
+    "NLNNNNN", "NLLNNNN", "NLLLNNN",  # CZ, BE
+    "LLNNNNN", "LLLNNNN", "LLLNNLL", "LLNLNLL", "LLNNNNL",  # PL, SK, DK/NO, RO, ...
+    "LNNLLL", "LLNNLL", "NNLLNN", "NNNNLL", "LLNNNL", "NNLLLN", "LNNNLL", "LLLNNL", "NLLLNN",
+    "LLLNN{1,4}", "LL{0,2}LL{0,1}NN{0,3}",  # DE, AT, CH-like: letters then digits
+    "LLLNNN", "LLLNLL", "LLNNNN",
+)
+
+US_SERIAL = tuple(re.compile(_fmt(p)) for p in (
+    "NLLLNNN", "NNNNNLN", "NLNNNNN",  # California: passenger, commercial
+    "LLLNNNN",  # NY, PA, TX, OH, MI, NC, GA, VA, AZ, WA and most large states
+    "LLLNNN", "NNNLLL",  # the 6-character series of many states (KY, MN, OR, CO, TN, ...)
+    "LNNLLL", "LLLNNL",  # New Jersey
+    "LLLLNN",  # Florida
+    "LLNNNNN",  # Illinois
+    "NLLNNN", "NLLLNN",  # Massachusetts
+    "NLLNNNN",  # Maryland
+    "LLNLNL",  # Missouri
+    "NNNNN", "NNNNNN", "NNNNNNN",  # all-digit series (Delaware, Rhode Island, trailers, fleets)
+))
+"""Serial formats that US states issue to passenger and commercial vehicles (their DMVs'
+published series), without separators. Nine in ten plates on US roads carry one (the rest are
+vanity and special plates); 100 of the 108 labelled plates of the us folder do."""
+
+SERIAL_RATIO = 0.25
+"""A recognizer candidate in a US serial format replaces a best read in none when it is at least
+this probable relative to it: at nine serial plates to one vanity plate, a serial reading a
+quarter as probable is still the likelier plate; a far-fetched one is not evidence."""
+
+GRAMMARS: dict[str, Grammar] = {
+    "us": Grammar("us", tuple(re.compile(p) for p in _US), closed=False),
+    "br": Grammar("br", tuple(re.compile(_fmt(p)) for p in _BR), closed=True),
+    "eu": Grammar("eu", tuple(re.compile(_fmt(p)) for p in _EU), closed=True),
+}
+GRAMMARS["auto"] = Grammar(
+    "auto", GRAMMARS["us"].patterns, closed=False
+)
+
+NO_DIGIT_FACTOR = 0.5
+"""Nearly every plate carries a digit (one of the 330 labelled photos' plates in the US and BR
+folders lacks one); truck and sign lettering (PENSKE, FEDEX) and dealer frames nearly never do.
+A read without a digit therefore ranks lower against other rows and other detections; it is
+still reported when nothing better is found."""
+
+
+ALL_DIGIT_FACTOR = 0.5
+"""Likewise, none of the 330 labelled plates is digits only, while fleet numbers painted on trucks
+(205014) and cameras' burned-in date stamps (2014-04-28 read as 201404) are. All-digit plates
+exist (some US states, commercial series), so such a read only ranks lower; alone it is reported."""
+
+
+SHORT_LEN = 4
+SHORT_FACTOR = 0.5
+"""A read of this many characters or fewer ranks lower: 21 of the 389 labelled us-crops plates
+are that short (vanity plates), but 85 of the 91 reads that short on the eu/br train halves and
+the ro-detect training frames were not plates (badges such as S300, sticker and sign fragments),
+and they outranked the plate of the same frame. Alone, a short read is still reported."""
+
+
+def lettered(text: str) -> str:
+    """`text` with 0 and 1 read as O and I: lettering (state names, slogans, dealer names) as a
+    recognizer that learned the US labels' 0 for every round glyph reads it (AR1Z0NA, EXPL0RE)."""
+    return text.replace("0", "O").replace("1", "I")
+
+
+def likeness(text: str) -> float:
+    """How much a read that fits (or not) the grammar looks like a plate rather than lettering.
+
+    Digits count only when they are more than a look-alike of O or I: lettering reads with 0s and
+    1s, while a serial draws its digits from all ten (all of a plate's 3-4 digits among 0 and 1
+    happens to one plate in 125 to 600)."""
+    factor = 1.0
+    if not any(c.isdigit() for c in lettered(text)):
+        factor *= NO_DIGIT_FACTOR
+    elif text.isdigit():
+        factor *= ALL_DIGIT_FACTOR
+    if len(text) <= SHORT_LEN:
+        factor *= SHORT_FACTOR
+    return factor
+
+
+MIN_ALTERNATIVE_RATIO = 0.05
+"""A fitting candidate replaces a non-fitting best read only if it is at least this probable
+relative to it: a far-fetched candidate is not evidence."""
+
+
+def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]:
+    """Choose among the recognizer's candidates (best first); return (choice, fits the grammar)."""
+    grammar = GRAMMARS.get(region, GRAMMARS["auto"])
+    if not candidates:
+        return Candidate("", 0.0), False
+    best = candidates[0]
+    if region == "us" and grammar.fits(best.text) and not _serial(best.text):
+        for cand in candidates[1:]:
+            if _serial(cand.text) and cand.confidence >= SERIAL_RATIO * best.confidence:
+                return cand, True
+    if grammar.fits(best.text):
+        return best, True
+    if grammar.closed:
+        for cand in candidates[1:]:
+            if grammar.fits(cand.text) and cand.confidence >= MIN_ALTERNATIVE_RATIO * best.confidence:
+                return cand, True
+        # No probability floor here: the decoder offers an O only where it saw one at 2% or more,
+        # and a 0 between letters is, by the labels below, nearly never right. The read keeps the
+        # best read's confidence: the glyphs are the same, only the prior differs.
+        lettered = letter_o_amid_letters(best.text)
+        if lettered != best.text and any(cand.text == lettered for cand in candidates[1:]):
+            return Candidate(lettered, best.confidence), False
+    return best, False
+
+
+def _serial(text: str) -> bool:
+    return any(p.fullmatch(text) for p in US_SERIAL)
+
+
+def letter_o_amid_letters(text: str) -> str:
+    """`text` with each 0 that stands between two letters written as the letter O.
+
+    Plates that fit no national format (vanity and custom plates: WOB-VWMK4, KM-BORAK) are still
+    written in letter and digit groups. In the labels of the eu and br photo folders and the 1,144
+    br-crops, a 0 between two letters occurs in none of 1,366 plates and an O between two letters
+    in 15; the recognizer, fine-tuned also on US labels that write 0 for every round glyph, leans
+    the other way (WOB-VWMK4 read W0BVWMK4 with the O at 2.5-7.6% of its probability, by the
+    photo's scale). US plates do carry 0 between letters (HK0E7C), so only the closed regions apply
+    this, and only to a read that fits none of their formats.
+    """
+    chars = list(text)
+    for i in range(1, len(chars) - 1):
+        if chars[i] == "0" and text[i - 1].isalpha() and text[i + 1].isalpha():
+            chars[i] = "O"
+    return "".join(chars)
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def reorder(candidates: Sequence[Candidate], chosen: Candidate) -> tuple[Candidate, ...]:
+    """Candidates with the chosen one first, the rest in their order."""
+    return (chosen, *[c for c in candidates if c.text != chosen.text])

@@ -1,0 +1,281 @@
+"""The photo reader: detect plates, find each plate's character row, recognise it, rank by grammar.
+
+`PlateReader.read(image)` is what both `alprd read` and the daemon's pipeline call per frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+
+import cv2
+import numpy as np
+
+from ..config import ReaderConfig
+from ..errors import ImageError, ModelError
+from ..types import Box, Candidate, Detection, Image, PhotoResult, Read
+from . import grammar
+from .detect import PlateDetector
+from .lines import LineFinder, TextLine, even_light
+from .recognize import Recognition, Recognizer
+
+log = logging.getLogger(__name__)
+
+CROP_PAD = (0.15, 0.3)
+"""Detector boxes are padded by this fraction of width and height (each side) before line finding."""
+LINES_TRIED = 2
+SHORT_ROW = 0.6
+"""A found row narrower than this share of the detector box is a piece of the plate's row."""
+SMALL_ROW = 0.7
+SMALL_ROW_FACTOR = 0.5
+"""A row whose characters are less than SMALL_ROW as high as the crop's tallest row ranks this
+much lower: a plate's serial is its largest text (US, EU, Brazil), while the state name, slogan,
+city, dealer frame and stickers are half its height or less."""
+MIN_CHARS = 2
+CONFIDENT = 0.5
+GRAMMAR_MISS_FACTOR = 0.25
+"""A read that fits no format of the region counts as this much less likely (sign and truck
+lettering rank below plates)."""
+MIN_PLATE_ASPECT = 1.4
+SQUARE_FACTOR = 0.5
+"""A read whose detector box is narrower than MIN_PLATE_ASPECT (width over height) ranks this much
+lower: the narrowest car plates (US, Japan: 2:1) seen 45 degrees off-axis are ~1.4:1, while
+badges, signs and stickers are often squarer (on the eu/br train halves and ro-detect training
+frames, 8 of 41 reads that were not plates and none of 509 plates). Motorcycle and two-row
+plates are square too: they rank lower, and are still reported."""
+
+TALL_SURE = 0.9
+"""plate_rec_tall's read of a row stands from this confidence on; below it plate_rec reads the row
+again. On the train halves of the photo folders (both detectors' boxes), 19 of 145 tall rows read
+differently by the two models (large US rows: `A5C399` for ASC7399, `5VCF2037` for 5VCF203); from
+0.9 on, 121 rows keep the faster read and one of them differs (a sign)."""
+
+OVERLAP = 0.3
+"""Boxes of two passes that overlap this much (IoU) are the same plate."""
+
+WIDE_PAD = 0.5
+"""Width padding (each side) of the second crop taken when the best row runs into the first
+crop's side: the detector's box ended inside the plate (the fast detector's coarse map frames
+small plates short), and the row would be read without its first or last character."""
+EDGE_TOLERANCE = 0.02
+"""A row ending within this share of the crop's width (plus a pixel) of its side touches it."""
+
+ZOOM_OUT_PAD = 0.5
+"""The wider look pads each side of the frame by this share of its width and height, so a plate
+that fills the frame (a tight crop, a zoomed pole camera) fills a quarter of the padded frame:
+the size of the plates the detectors learned from, and the row finder gets room at the ends."""
+ZOOM_OUT_GREY = 128
+FRAME_ROW = (0.5, 1 / 6)
+"""Width and height, as shares of the frame, of the largest text row that make the frame itself a
+plate: a serial spans most of its plate's width and a third to a half of its height (US 2:1 plates:
+~0.35 of the height, EU/BR ~0.6); padding and framing leave at least half and a sixth."""
+FRAME_SCORE = 0.5
+"""The frame read as a plate has no detector score: it counts as an even chance of a plate."""
+
+
+class PlateReader:
+    """Loads its models once (SHA-256 checked, warmed up) and reads photos."""
+
+    def __init__(self, cfg: ReaderConfig) -> None:
+        self.cfg = cfg
+        self.detector = PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score,
+                                      name=cfg.detector_model)
+        fallback = cfg.fallback_model if cfg.fallback_model != cfg.detector_model else None
+        self.fallback = (
+            PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score,
+                          name=fallback)
+            if fallback else None
+        )
+        # The closer look reuses the accurate detector's session at a larger input size.
+        self.retry = self.fallback or self.detector
+        self.retry_size = cfg.retry_size if cfg.retry_size and cfg.retry_size > cfg.detector_size else None
+        self.recognizer = Recognizer(cfg.models_dir, cfg.threads)
+        self.tall = Recognizer(cfg.models_dir, cfg.threads, "plate_rec_tall") if cfg.tall_row_px else None
+        if self.tall is not None and self.tall.row_margin != self.recognizer.row_margin:
+            # One line finder cuts the rows for both: they must have been trained on the same cut.
+            raise ModelError(
+                f"plate_rec_tall.json: input.row_margin {self.tall.row_margin} differs from "
+                f"plate_rec.json's {self.recognizer.row_margin}: restore models/ from the release"
+            )
+        self.lines = LineFinder(cfg.models_dir, cfg.threads, row_margin=self.recognizer.row_margin)
+        self.model_hashes = {
+            cfg.detector_model: self.detector.contract.sha256,
+            "line_det": self.lines.sha256,
+            "plate_rec": self.recognizer.sha256,
+        }
+        if self.tall is not None:
+            self.model_hashes["plate_rec_tall"] = self.tall.sha256
+        if self.fallback is not None:
+            self.model_hashes[self.fallback.contract.name] = self.fallback.contract.sha256
+
+    def read(self, image: Image, region: str | None = None) -> PhotoResult:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ImageError(f"expected an 8-bit BGR image, got shape {image.shape} {image.dtype}")
+        region = region or self.cfg.region
+        t0 = time.perf_counter()
+        detections = self.detector.detect(image)[: self.cfg.max_plates]
+        t1 = time.perf_counter()
+        reads = self._read_all(image, detections, region)
+        if self.fallback is not None and _confident(reads) != 1:
+            # The first detector is the fast one, the fallback the accurate one. Where the first
+            # reads no plate well, or several (its scores, less even than the accurate one's,
+            # would decide their order), the accurate detector reads the frame again; its reads
+            # stand, and the first pass's stay for the plates it did not find.
+            t = time.perf_counter()
+            more = self.fallback.detect(image)[: self.cfg.max_plates]
+            t1 += time.perf_counter() - t
+            reads = self._read_all(image, more, region) + [
+                r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in more)
+            ]
+            detections = more + [d for d in detections if all(d.box.iou(o.box) < OVERLAP for o in more)]
+        if self.retry_size is not None and not _confident(reads):
+            # Distant plates are a few dozen pixels wide at the first size: look closer, once.
+            t = time.perf_counter()
+            again = [d for d in self.retry.detect(image, self.retry_size)[: self.cfg.max_plates]
+                     if all(d.box.iou(o.box) < OVERLAP for o in detections)]
+            t1 += time.perf_counter() - t
+            detections += again
+            reads += self._read_all(image, again, region)
+        if self.cfg.zoom_out and not _confident(reads):
+            t = time.perf_counter()
+            wider = self._zoomed_out(image, region, detections)
+            detections += [Detection(r.box, r.detection_score) for r in wider]
+            reads += wider
+            if not _confident(reads) and (whole := self._frame_as_plate(image, region)) is not None:
+                detections.append(Detection(whole.box, whole.detection_score))
+                reads.append(whole)
+            t1 += time.perf_counter() - t
+        reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
+        reads.sort(key=lambda r: r.confidence, reverse=True)
+        t2 = time.perf_counter()
+        return PhotoResult(
+            tuple(reads),
+            detections=tuple(detections),
+            ms=(t2 - t0) * 1000,
+            stage_ms={"detect": (t1 - t0) * 1000, "recognize": (t2 - t1) * 1000},
+        )
+
+    def _zoomed_out(self, image: Image, region: str, seen: list[Detection]) -> list[Read]:
+        """Reads of the frame seen from further away: padded with grey on every side, detected
+        again by the accurate detector, boxes mapped back into the frame. Plates that fill the
+        frame are found only this way; plates already found are not read twice."""
+        h, w = image.shape[:2]
+        px, py = round(w * ZOOM_OUT_PAD), round(h * ZOOM_OUT_PAD)
+        padded: Image = np.asarray(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT,
+                                                      value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
+        reads = []
+        for det in self.retry.detect(padded)[: self.cfg.max_plates]:
+            read = self.read_plate(padded, det, region)
+            if read is None:
+                continue
+            box = Box(read.box.x - px, read.box.y - py, read.box.w, read.box.h).clamp(w, h)
+            if box.area and all(box.iou(d.box) < OVERLAP for d in seen):
+                reads.append(dataclasses.replace(read, box=box))
+        return reads
+
+    def _frame_as_plate(self, image: Image, region: str) -> Read | None:
+        """The whole frame read as one plate, when its largest text row is as wide and as tall as
+        a plate's serial filling the frame (`FRAME_ROW`): a crop tighter than any detector box,
+        which even the wider look found nothing in. A scene's text rows are a small part of it."""
+        h, w = image.shape[:2]
+        rows = self.lines.find(even_light(image))
+        if not rows or rows[0].w < FRAME_ROW[0] * w or rows[0].h < FRAME_ROW[1] * h:
+            return None
+        return self.read_plate(image, Detection(Box(0, 0, w, h), FRAME_SCORE), region)
+
+    def _read_all(self, image: Image, detections: list[Detection], region: str) -> list[Read]:
+        return [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
+
+    def read_plate(self, image: Image, det: Detection, region: str) -> Read | None:
+        """Read one detected plate; None if no character row is found."""
+        h, w = image.shape[:2]
+        box = det.box.pad(*CROP_PAD).clamp(w, h)
+        if box.w < 4 or box.h < 4:
+            return None
+        crop = even_light(image[box.y : box.y + box.h, box.x : box.x + box.w])
+        best: tuple[float, Recognition, Candidate, bool] | None = None
+        rows = self.lines.find(crop)[:LINES_TRIED]
+        if rows and runs_into_side(rows[0], box.w, self.lines.row_margin):
+            wide = det.box.pad(WIDE_PAD, CROP_PAD[1]).clamp(w, h)
+            if wide.w > box.w:
+                box, crop = wide, even_light(image[wide.y : wide.y + wide.h, wide.x : wide.x + wide.w])
+                rows = self.lines.find(crop)[:LINES_TRIED]
+        band = self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h)
+        if not rows:
+            # The line finder sees nothing in some small, soft crops (a 17-px-high plate): the
+            # detector's own box, which hugs the plate, then says where the row is.
+            rows = [band]
+        elif rows[0].w < SHORT_ROW * det.box.w:
+            # Only a piece of the row was found (an emblem or a wide gap split it): the box's
+            # middle band is read too, and the better read wins.
+            rows.insert(1, band)
+        tallest = max(line.h for line in rows)
+        for line in rows:
+            rec = self.recognize_row(LineFinder.cut(crop, line))
+            if len(rec.text) < MIN_CHARS:
+                continue
+            choice, fits = grammar.rank(rec.candidates, region)
+            score = choice.confidence * (1.0 if fits else GRAMMAR_MISS_FACTOR) * grammar.likeness(choice.text)
+            if line.h < SMALL_ROW * tallest:
+                score *= SMALL_ROW_FACTOR
+            if best is None or score > best[0]:
+                best = (score, rec, choice, fits)
+            if fits and score >= CONFIDENT:
+                break  # the most plate-like row reads well: the next row is a state name or slogan
+        if best is None:
+            return None
+        score, rec, choice, fits = best
+        chars = rec.chars if choice.text == rec.text else _chars_for(choice.text, rec)
+        shape = 1.0 if det.box.w >= MIN_PLATE_ASPECT * det.box.h else SQUARE_FACTOR
+        return Read(
+            text=choice.text,
+            confidence=round(score * det.score * shape, 4),
+            chars=chars,
+            candidates=grammar.reorder(rec.candidates, choice),
+            box=det.box,
+            detection_score=det.score,
+            region=region,
+            grammar_ok=fits,
+        )
+
+    def recognize_row(self, row: Image) -> Recognition:
+        """plate_rec_tall reads a row at least `tall_row_px` high and its read stands when it is
+        sure (TALL_SURE); every other row, and a tall one it is unsure of, plate_rec reads."""
+        if self.tall is not None and row.shape[0] >= self.cfg.tall_row_px:
+            rec = self.tall.recognize(row)
+            if rec.confidence >= TALL_SURE:
+                return rec
+        return self.recognizer.recognize(row)
+
+
+def runs_into_side(line: TextLine, crop_width: int, row_margin: float) -> bool:
+    """Whether the found row (without the margin the line finder adds at its ends) reaches the
+    left or right side of a crop `crop_width` pixels wide."""
+    half = abs((line.w - 2 * row_margin * line.h) / 2 * math.cos(math.radians(line.angle)))
+    tolerance = EDGE_TOLERANCE * crop_width + 1
+    return line.cx - half < tolerance or line.cx + half > crop_width - tolerance
+
+
+def _confident(reads: list[Read]) -> int:
+    """How many reads are confident and fit the region's grammar."""
+    return sum(r.grammar_ok and r.confidence >= CONFIDENT for r in reads)
+
+
+def _chars_for(text: str, rec: Recognition) -> tuple[float, ...]:
+    """Per-character confidences for a candidate other than the top read.
+
+    Positions where the candidate agrees with the top read keep its confidence; a substituted
+    position gets the candidate's share, estimated from the ratio of the two string probabilities.
+    """
+    if len(text) != len(rec.text) or rec.confidence <= 0:
+        cand = next((c for c in rec.candidates if c.text == text), None)
+        p = cand.confidence if cand else 0.0
+        return tuple(round(p ** (1 / max(1, len(text))), 4) for _ in text)
+    cand_p = next((c.confidence for c in rec.candidates if c.text == text), 0.0)
+    diff = [i for i, (a, b) in enumerate(zip(text, rec.text, strict=True)) if a != b]
+    kept = np.prod([c for i, c in enumerate(rec.chars) if i not in diff]) if diff else 1.0
+    sub = (cand_p / kept) ** (1 / max(1, len(diff))) if kept > 0 else 0.0
+    return tuple(round(float(sub) if i in diff else c, 4) for i, c in enumerate(rec.chars))
+
