@@ -9,7 +9,7 @@ PI_LOCK := requirements-pi.lock
 # uv resolves for a platform other than its own, which the Pi lock needs (pip-compile cannot).
 COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11
 
-.PHONY: demo test lint setup lock clean
+.PHONY: demo test lint setup lock clean schemas
 
 # A changed lock rebuilds the venv from scratch, so a package dropped from the lock leaves it too.
 $(STAMP): pyproject.toml $(LOCK)
@@ -28,6 +28,10 @@ lock: $(STAMP)
 	$(COMPILE) --extra dev --extra demo --python-platform x86_64-manylinux_2_28 -o $(LOCK)
 	$(COMPILE) --python-platform aarch64-manylinux_2_36 -c tools/pi-constraints.txt \
 	    --no-emit-package numpy -o $(PI_LOCK)
+
+# docs/payloads/*.json from alprd/payloads.py (tests/test_payloads.py fails while they differ)
+schemas: $(STAMP)
+	$(BIN)/python tools/payload_schemas.py
 
 demo: $(STAMP)
 	$(BIN)/alprd demo

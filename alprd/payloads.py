@@ -17,10 +17,13 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+
+from pydantic import ConfigDict, Field
 
 from . import __version__
-from .types import Hit
+from .types import Hit, Match
 
 if TYPE_CHECKING:
     from .config import Config
@@ -44,6 +47,8 @@ class Body:
 
     topic: ClassVar[str] = ""
     omit_if_none: ClassVar[frozenset[str]] = frozenset()
+    # the field docstrings below become the schema's descriptions (docs/payloads/*.json)
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(use_attribute_docstrings=True)
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -155,24 +160,56 @@ class CandidateBody(Body):
 
 @dataclass(frozen=True, kw_only=True)
 class MatchBody(Body):
+    """The list entry a hit matched. The entry's own fields are null where the list left them empty."""
+
     kind: str
+    """`exact`, `lookalike` or `wildcard`."""
     reason: str
     priority: int
     list_version: int
     p_not_entry: float
+    entry_plate: str
+    """The entry as listed, wildcards included (`7?B2*`): what a look-alike or wildcard hit matched."""
+    list_id: str
+    case_number: str | None
+    source: str | None
+    state: str | None
+    note: str | None
+
+    @classmethod
+    def of(cls, m: Match) -> MatchBody:
+        return cls(
+            kind=m.kind, reason=m.reason, priority=m.priority, list_version=m.list_version,
+            p_not_entry=round(float(m.p_not_entry), 6), entry_plate=m.entry_plate, list_id=m.list_id,
+            case_number=m.case_number or None, source=m.source or None, state=m.state or None,
+            note=m.note or None,
+        )
+
+
+RFC3339_MS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+
+
+def rfc3339_ms(ts: float) -> str:
+    """`2026-12-05T10:11:12.345Z`: RFC 3339, UTC, milliseconds."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, kw_only=True)
 class HitBody(Body):
+    """Version 2: version 1's fields, plus `time` and the matched entry's fields in `match`."""
+
     topic: ClassVar[str] = "hit"
-    v: int = 1
+    v: Literal[2] = 2
     hit_id: str
     device_id: str
     camera: str
     ts: float
+    time: Annotated[str, Field(pattern=RFC3339_MS, json_schema_extra={"format": "date-time"})]
+    """`ts` as RFC 3339 in UTC with milliseconds."""
     first_ts: float
     plate: str
     state: str | None
+    """The plate's state as the matched entry gives it, else null (the reader does not read states)."""
     region: str
     confidence: float
     chars: tuple[float, ...]
@@ -185,24 +222,34 @@ class HitBody(Body):
     direction: str
     location: Location | None
     evidence: str | None
-    """The hit_id under which sealed evidence was stored, or None."""
+    """The hit_id under which sealed evidence was stored (and is sent on `evidence/<hit_id>`), or None."""
 
     @classmethod
     def of(cls, hit: Hit, device_id: str, location: Location | None, evidence: str | None) -> HitBody:
         t, m = hit.track, hit.match
+        ts = round(t.last_ts, 3)
         return cls(
-            hit_id=hit.hit_id, device_id=device_id, camera=t.camera, ts=round(t.last_ts, 3),
-            first_ts=round(t.first_ts, 3), plate=t.text, state=None, region=t.region,
+            hit_id=hit.hit_id, device_id=device_id, camera=t.camera, ts=ts, time=rfc3339_ms(ts),
+            first_ts=round(t.first_ts, 3), plate=t.text, state=m.state or None, region=t.region,
             confidence=t.confidence, chars=t.chars,
             candidates=tuple(
                 CandidateBody(text=c.text, confidence=round(c.confidence, 4)) for c in t.candidates
             ),
             reads=t.reads, agreeing_reads=t.agreeing_reads, verified=hit.verified,
-            match=MatchBody(kind=m.kind, reason=m.reason, priority=m.priority, list_version=m.list_version,
-                            p_not_entry=round(float(m.p_not_entry), 6)),
+            match=MatchBody.of(m),
             box=(t.box.x, t.box.y, t.box.w, t.box.h), direction=t.direction, location=location,
             evidence=evidence,
         )
+
+
+EVIDENCE_TOPIC = "evidence"
+"""Sealed evidence goes out on `<prefix>/<device_id>/evidence/<hit_id>`: the bytes `alprd evidence open`
+takes (not JSON; sealed to headquarters' evidence.pub), QoS 1, not retained."""
+
+
+def evidence_channel(hit_id: str) -> str:
+    """The topic below the device's base that carries a hit's evidence; also its outbox row id."""
+    return f"{EVIDENCE_TOPIC}/{hit_id}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,10 +343,35 @@ PUBLISHED: tuple[type[Body], ...] = (
 """Every body the device publishes, by topic."""
 
 
+def _closed(node: object) -> None:
+    """Every object with named properties admits no other keys: a field the code adds without
+    regenerating the schema then fails validation instead of passing unnoticed."""
+    if isinstance(node, dict):
+        if "properties" in node:
+            node.setdefault("additionalProperties", False)
+        for v in node.values():
+            _closed(v)
+    elif isinstance(node, list):
+        for v in node:
+            _closed(v)
+
+
 def json_schema(body: type[Body]) -> dict[str, object]:
-    """The JSON Schema of a body, from its dataclass (pydantic derives it)."""
+    """The JSON Schema (draft 2020-12) of a body, from its dataclass (pydantic derives it)."""
     from pydantic import TypeAdapter
 
-    schema: dict[str, object] = TypeAdapter(body).json_schema()
+    schema: dict[str, object] = {"$schema": "https://json-schema.org/draft/2020-12/schema"}
+    schema.update(TypeAdapter(body).json_schema())
     schema["title"] = f"<prefix>/<device_id>/{body.topic}"
+    _closed(schema)
     return schema
+
+
+def schema_files() -> dict[str, dict[str, object]]:
+    """`docs/payloads/<file>` -> its schema, for every JSON body the device publishes
+    (`tools/payload_schemas.py` writes them; a test checks the committed files are these)."""
+    return {f"{body.topic.replace('/', '-')}.json": json_schema(body) for body in PUBLISHED}
+
+
+def schema_text(schema: dict[str, object]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
