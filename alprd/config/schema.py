@@ -372,6 +372,11 @@ class PrivacyConfig(Section):
     evidence_ttl_s: int = Field(
         86400, ge=60, le=31_536_000, description="Unacknowledged evidence is deleted after this long."
     )
+    evidence_max_kb: int = Field(
+        256, ge=16, le=16384,
+        description="Largest sealed evidence (it is published whole on <p>/<device>/evidence/<hit_id>): "
+        "the frame is made smaller, then left out, until crop and frame fit.",
+    )
 
     _resolve = field_validator("evidence_pub")(_resolve_path)
 

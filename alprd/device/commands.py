@@ -20,10 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..clock import Clock
 from ..config import Config
-from ..errors import AlprdError, HotListError
+from ..errors import AlprdError, HotListError, StoreError
 from ..payloads import HotlistResultBody
-from ..privacy.acks import verify_ack
+from ..privacy.acks import read_ack
 from ..privacy.hotlist import HotListInstaller
+from ..privacy.keys import load_ack_pub
 from ..privacy.listkey import ListKeyReceiver
 from ..types import Command
 from ..untrusted import UntrustedInput
@@ -227,24 +228,71 @@ class HotListKey:
         self._list_changed()
 
 
+class EvidenceAcks(Protocol):
+    """Where sealed evidence is kept (`alprd.store.Store`)."""
+
+    def ack_evidence(self, hit_id: str) -> bool: ...
+
+
 class Ack:
-    """`ack` (mqtt.app_ack): the back office confirms a hit, signed with ack.key; it leaves the outbox."""
+    """`ack`, signed with ack.key: the back office confirms a hit (mqtt.app_ack: it leaves the outbox)
+    or, with `"evidence": true`, the hit's evidence, which is then deleted (audited `evidence_acked`)."""
 
     def __init__(
-        self, ack_pub: Ed25519PublicKey, device_id: str, publisher: Publisher, outbox: Outbox
+        self,
+        ack_pub: Ed25519PublicKey,
+        device_id: str,
+        publisher: Publisher,
+        outbox: Outbox,
+        evidence: EvidenceAcks | None = None,
+        audit: Callable[[str, dict[str, object]], None] | None = None,
     ) -> None:
         self._pub = ack_pub
         self._device_id = device_id
         self._publisher = publisher
         self._outbox = outbox
+        self._evidence = evidence
+        self._audit = audit
 
     def handle(self, cmd: Command) -> None:
         try:
-            hit_id = verify_ack(self._pub, self._device_id, cmd.payload)
+            hit_id, evidence = read_ack(self._pub, self._device_id, cmd.payload)
         except UntrustedInput as e:
             raise Refused(str(e)) from None
-        if not self._publisher.app_acked(hit_id, self._outbox):
+        if evidence:
+            self._evidence_acked(hit_id)
+        elif not self._publisher.app_acked(hit_id, self._outbox):
             log.debug("ack for hit %s, which is not waiting for one (a duplicate)", hit_id)
+
+    def _evidence_acked(self, hit_id: str) -> None:
+        if self._evidence is None:
+            raise Refused("evidence acks are not taken here")
+        try:
+            deleted = self._evidence.ack_evidence(hit_id)
+        except StoreError as e:
+            raise Refused(f"evidence not deleted: {e}") from None
+        if not deleted:
+            log.debug("evidence ack for hit %s, whose evidence is gone (acked before, or expired)", hit_id)
+            return
+        log.info("evidence of hit %s acknowledged: deleted", hit_id)
+        if self._audit is not None:
+            try:
+                self._audit("evidence_acked", {"hit_id": hit_id})
+            except StoreError as e:
+                log.error("audit entry evidence_acked for hit %s not written: %s", hit_id, e)
+
+
+def ack_key(cfg: Config) -> Ed25519PublicKey | None:
+    """The key acks are checked with: required with mqtt.app_ack; otherwise used when the file is
+    there (the unit always passes ack.pub), so that evidence acks work without app_ack; None: the
+    `ack` topic is not subscribed, and evidence lives until its TTL."""
+    if not cfg.mqtt.enabled:
+        return None
+    if cfg.mqtt.app_ack or cfg.mqtt.ack_pub.is_file():
+        return load_ack_pub(cfg.mqtt.ack_pub)
+    log.warning("no %s: evidence acks are not taken, evidence is deleted at privacy.evidence_ttl_s",
+                cfg.mqtt.ack_pub)
+    return None
 
 
 def device_commands(
@@ -259,16 +307,17 @@ def device_commands(
     audit: Callable[[str, dict[str, object]], None],
     ack_pub: Ed25519PublicKey | None,
     list_keys: ListKeyReceiver | None,
+    evidence: EvidenceAcks | None = None,
 ) -> Commands:
-    """The daemon's command topics: `hotlist/set` always, `ack` with mqtt.app_ack, `hotlist/key` with
-    hotlist.key_source hq."""
+    """The daemon's command topics: `hotlist/set` always, `ack` with an ack key (`ack_key`),
+    `hotlist/key` with hotlist.key_source hq."""
     commands = Commands(refusals)
     hotlist_set = HotListSet(installer, publisher, list_changed, clock)
     limit = Inbound(cfg.mqtt.max_command_bytes, "mqtt.max_command_bytes")
     commands.route("hotlist/set", limit, hotlist_set, hotlist_set.refused)
     if ack_pub is not None:
         commands.route("ack", Inbound(MAX_SMALL_COMMAND_BYTES, "the ack limit"),
-                       Ack(ack_pub, cfg.device_id, publisher, outbox))
+                       Ack(ack_pub, cfg.device_id, publisher, outbox, evidence, audit))
     if list_keys is not None:
         commands.route("hotlist/key", Inbound(MAX_SMALL_COMMAND_BYTES, "the list-key message limit"),
                        HotListKey(list_keys, installer, audit, list_changed))

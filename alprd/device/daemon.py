@@ -26,7 +26,6 @@ from ..payloads import InfoBody, ListSummary, StatusDetail
 from ..privacy.hotlist import HotListInstaller
 from ..privacy.keys import (
     DEVICE_SEAL_KEY_NAME,
-    load_ack_pub,
     load_evidence_pub,
     load_list_key,
     load_or_create_device_seal_key,
@@ -38,7 +37,7 @@ from ..store import InstanceLock, Store
 from ..types import Command, Event
 from . import health
 from .capture import FrameSource, is_live, make_source, open_with_retry
-from .commands import Commands, Refusals, device_commands, load_installed
+from .commands import Commands, Refusals, ack_key, device_commands, load_installed
 from .housekeeping import Housekeeper, purge
 from .location import Locator
 from .motion import MotionGate
@@ -265,7 +264,7 @@ def _assemble(
 ) -> Daemon:
     clock = SystemClock()
     hq = cfg.hotlist.key_source == "hq"
-    ack_pub = load_ack_pub(cfg.mqtt.ack_pub) if cfg.mqtt.enabled and cfg.mqtt.app_ack else None
+    ack_pub = ack_key(cfg)
     device_key = None
     if hq:
         path = cfg.hotlist.device_key or cfg.storage.dir / DEVICE_SEAL_KEY_NAME
@@ -308,7 +307,7 @@ def _assemble(
 
         commands = device_commands(
             cfg, refusals, hotlist, publisher, outbox, clock, list_changed=list_changed, audit=audit,
-            ack_pub=ack_pub,
+            ack_pub=ack_pub, evidence=store,
             list_keys=ListKeyReceiver(device_key, signing_pub, cfg.device_id) if device_key else None,
         )
         for channel, limit in commands.inbound.items():
@@ -324,8 +323,8 @@ def _assemble(
             log.error("%s; raising the camera alarm and retrying", e)
             source.stats.last_error = str(e)
     locator = stack.enter_context(Locator(cfg.location))
-    recorder = Recorder(cfg.device_id, outbox, summarizer, EvidenceSealer(evidence_pub, store), audit,
-                        locator.current, clock)
+    sealer = EvidenceSealer(evidence_pub, store, cfg.privacy.evidence_max_kb * 1024)
+    recorder = Recorder(cfg.device_id, outbox, summarizer, sealer, audit, locator.current, clock)
     return Daemon(cfg, source, pipeline, hotlist, store, outbox, recorder, refusals, commands, publisher,
                   locator, notifier or Notifier(), stack, clock)
 

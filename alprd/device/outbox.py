@@ -10,17 +10,23 @@ a write succeeds again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from pathlib import Path
 from typing import Protocol
 
 from ..clock import Clock
 from ..errors import StoreError
+from ..payloads import EVIDENCE_TOPIC, evidence_channel
 from ..types import OutboxItem
 
 log = logging.getLogger(__name__)
 
 RAM_HITS_MAX = 1000
 """Hits kept in memory while the disk refuses them (~2 KB each); beyond this the oldest is dropped."""
+EVIDENCE_CACHE = 16
+"""Sealed evidence files held in RAM while the broker has not acknowledged them (each at most
+`privacy.evidence_max_kb`)."""
 
 
 class Outbox(Protocol):
@@ -45,6 +51,8 @@ class DurableOutbox(Protocol):
 
     def state_set(self, key: str, value: str) -> None: ...
 
+    def evidence_path(self, hit_id: str) -> Path | None: ...
+
 
 class OverflowOutbox:
     """The durable outbox, with the hits the disk refused in RAM in front of it.
@@ -63,6 +71,7 @@ class OverflowOutbox:
         """Why storage is faulty (the `storage` alarm and the status' `storage_error`); "" when fine."""
         self._unforgotten: set[str] = set()
         self._read_error = ""
+        self._evidence: dict[str, bytes] = {}
 
     # --- putting ----------------------------------------------------------------------------------
 
@@ -82,6 +91,41 @@ class OverflowOutbox:
             self.fault("summary dropped", e)
             return False
         return True
+
+    def put_evidence(self, hit_id: str) -> bool:
+        """A hit's sealed evidence (already stored), to be published on `evidence/<hit_id>`; durably or
+        not at all (it stays on disk until its TTL: the RAM is for hits). True if queued.
+
+        The row names the evidence file rather than holding a second copy of up to
+        `privacy.evidence_max_kb`: a small disk fills with evidence twice as fast otherwise."""
+        channel = evidence_channel(hit_id)
+        try:
+            self.disk.outbox_put(channel, channel, b"", EVIDENCE_TOPIC)
+        except StoreError as e:
+            self.fault(f"evidence of hit {hit_id} not queued", e)
+            return False
+        return True
+
+    def _with_evidence(self, item: OutboxItem) -> OutboxItem | None:
+        """An evidence row with the sealed bytes read in; None (and the row forgotten) when the
+        evidence is gone already (acknowledged, or past its TTL)."""
+        if item.kind != EVIDENCE_TOPIC or item.payload:
+            return item
+        data = self._evidence.get(item.msg_id)
+        if data is None:
+            path = self.disk.evidence_path(item.msg_id.removeprefix(EVIDENCE_TOPIC + "/"))
+            try:
+                data = path.read_bytes() if path is not None else None
+            except OSError as e:
+                log.error("evidence file %s unreadable: %s", path, e.strerror)
+            if not data:
+                self.ack(item.msg_id)
+                return None
+            # the publisher asks again for what it sent until the broker acks it: read each file once
+            while len(self._evidence) >= EVIDENCE_CACHE:
+                del self._evidence[next(iter(self._evidence))]
+            self._evidence[item.msg_id] = data
+        return dataclasses.replace(item, payload=data)
 
     def _keep(self, key: str, payload: bytes) -> None:
         self.ram[key] = OutboxItem(key, key, "hit", payload, topic="hit")
@@ -105,11 +149,16 @@ class OverflowOutbox:
                 rows = []
             else:
                 self._read_error = ""
-            items += [r for r in rows if r.msg_id not in self._unforgotten and r.msg_id not in self.ram]
+            fresh = [r for r in rows if r.msg_id not in self._unforgotten and r.msg_id not in self.ram]
+            try:
+                items += [i for i in map(self._with_evidence, fresh) if i is not None]
+            except StoreError as e:
+                log.error("outbox unreadable: %s", e)
         return items[:limit]
 
     def ack(self, msg_id: str) -> None:
         self.ram.pop(msg_id, None)
+        self._evidence.pop(msg_id, None)
         try:
             self.disk.outbox_ack(msg_id)
         except StoreError as e:

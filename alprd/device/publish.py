@@ -440,7 +440,7 @@ class PahoPublisher:
             last = self._sent.get(item.msg_id)
             if last is not None and now - last < self.cfg.resend_after_s:
                 continue
-            info = self._send(self.topic(item.kind), item.payload)
+            info = self._send(self.topic(item.topic or item.kind), item.payload)
             if info is None:
                 # over the broker's limit: it stays in the outbox (alarm), the rows behind it go on
                 self._sent[item.msg_id] = now

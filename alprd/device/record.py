@@ -23,13 +23,14 @@ from ..payloads import HitBody, Location, SummaryBody
 from ..privacy.evidence import seal_evidence
 from ..privacy.summaries import AuditFn, Summarizer
 from ..read.imageio import encode_jpeg
-from ..types import Event, Hit
+from ..types import Event, Hit, Image
 from .outbox import OverflowOutbox
 
 log = logging.getLogger(__name__)
 
-EVIDENCE_FRAME_WIDTH = 960
-"""Hit evidence keeps the plate crop at full resolution and the frame downscaled to this width."""
+EVIDENCE_FRAME_STEPS = ((960, 85), (640, 75), (480, 60), (320, 50), (0, 0))
+"""Hit evidence keeps the plate crop at full resolution and the frame downscaled to the first of these
+(width, JPEG quality) that fits `privacy.evidence_max_kb`; (0, 0): the crop alone."""
 
 
 class AuditStore(Protocol):
@@ -50,29 +51,45 @@ def lifecycle_audit(store: AuditStore) -> AuditFn:
 
 
 class EvidenceSealer:
-    """Plate crop + downscaled frame, sealed to headquarters' key before touching disk."""
+    """Plate crop + downscaled frame, sealed to headquarters' key before touching disk, at most
+    `max_bytes` sealed (it is published whole, and a broker's packet limit is often 256 KB or so)."""
 
-    def __init__(self, evidence_pub: X25519PublicKey, store: EvidenceStore) -> None:
+    def __init__(
+        self, evidence_pub: X25519PublicKey, store: EvidenceStore, max_bytes: int = 256 * 1024
+    ) -> None:
         self._pub = evidence_pub
         self._store = store
+        self.max_bytes = max_bytes
 
-    def seal(self, hit: Hit) -> str | None:
-        """The hit id the evidence is stored under; None when the pass kept no frame."""
+    def seal(self, hit: Hit) -> bytes | None:
+        """The sealed evidence, stored under the hit id; None when the pass kept no frame or even the
+        crop alone is over the size cap."""
         image = hit.track.image
         if image is None:
             return None
         h, w = image.shape[:2]
         box = hit.track.box.pad(0.1, 0.2).clamp(w, h)
         crop = image[box.y : box.y + box.h, box.x : box.x + box.w] if box.area else image[:1, :1]
-        scale = min(1.0, EVIDENCE_FRAME_WIDTH / max(1, w))
-        small = image
-        if scale < 1:
-            small = np.asarray(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+        crop_jpeg = encode_jpeg(np.ascontiguousarray(crop))
         meta = {"hit_id": hit.hit_id, "ts": hit.track.last_ts, "box": hit.track.box.as_list(),
                 "plate": hit.track.text, "camera": hit.track.camera}
-        sealed = seal_evidence(self._pub, encode_jpeg(np.ascontiguousarray(crop)), encode_jpeg(small), meta)
-        self._store.put_evidence(hit.hit_id, sealed)
-        return hit.hit_id
+        for width, quality in EVIDENCE_FRAME_STEPS:
+            frame_jpeg = _frame_jpeg(image, width, quality) if width else b""
+            sealed = seal_evidence(self._pub, crop_jpeg, frame_jpeg, meta)
+            if len(sealed) <= self.max_bytes:
+                self._store.put_evidence(hit.hit_id, sealed)
+                return sealed
+        log.warning("hit %s: even the plate crop alone is over privacy.evidence_max_kb (%d KB sealed): "
+                    "no evidence kept", hit.hit_id, len(sealed) // 1024)
+        return None
+
+
+def _frame_jpeg(image: Image, width: int, quality: int) -> bytes:
+    scale = min(1.0, width / max(1, image.shape[1]))
+    small = image
+    if scale < 1:
+        small = np.asarray(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+    return encode_jpeg(small, quality)
 
 
 class Recorder:
@@ -109,14 +126,17 @@ class Recorder:
 
     def _hit(self, hit: Hit) -> None:
         self.hits += 1
-        evidence = None
+        sealed = None
         try:
-            evidence = self.evidence.seal(hit)
+            sealed = self.evidence.seal(hit)
         except (StoreError, OSError) as e:
             self.outbox.fault(f"evidence for hit {hit.hit_id} not stored", e)
+        evidence = hit.hit_id if sealed is not None else None
         body = HitBody.of(hit, self.device_id, self._location(), evidence)
         self.summarizer.add(hit.track.text, None, hit.track.confidence, True)
         self.outbox.put_hit(hit.hit_id, body.encode())
+        if sealed is not None:
+            self.outbox.put_evidence(hit.hit_id)  # after the hit: it reaches the back office first
         # The chain records that a hit was made and against which list, not the plate.
         self.audit("hit", {"hit_id": hit.hit_id, "kind": hit.match.kind, "verified": hit.verified,
                            "list_version": hit.match.list_version, "evidence": evidence is not None})

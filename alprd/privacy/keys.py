@@ -354,7 +354,9 @@ def check_key_files(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Iterat
         ("hotlist.signing_pub", cfg.hotlist.signing_pub, load_signing_pub, False),
         ("privacy.evidence_pub", cfg.privacy.evidence_pub, load_evidence_pub, False),
         ("mqtt.password_file", cfg.mqtt.password_file, load_private_file, True),
-        ("mqtt.ack_pub", cfg.mqtt.ack_pub if cfg.mqtt.app_ack else None, load_ack_pub, False),
+        # without app_ack it is optional (evidence acks): checked when it is there
+        ("mqtt.ack_pub", cfg.mqtt.ack_pub if cfg.mqtt.app_ack or credential_source(
+            cfg.mqtt.ack_pub, units)[0].is_file() else None, load_ack_pub, False),
     ]
     if cfg.mqtt.tls is not None:
         loaders.append(("mqtt.tls.key", cfg.mqtt.tls.key, load_private_file, True))

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ..clock import Clock, SystemClock
 from ..errors import KeyFileError, StoreError
+from ..payloads import evidence_channel
 from ..privacy import audit as audit_chain
 from ..privacy.evidence import EVIDENCE_MAGIC
 from ..privacy.keys import load_or_create_device_key, write_file_atomic
@@ -425,6 +426,7 @@ class Store:
                 return False
             self._unlink(self.evidence_dir / row[0])
             c.execute("DELETE FROM evidence WHERE hit_id = ?", (hit_id,))
+            c.execute("DELETE FROM outbox WHERE msg_id = ?", (evidence_channel(hit_id),))
         self._acked += 1
         return True
 
@@ -454,6 +456,8 @@ class Store:
             for hit_id, name in rows:
                 self._unlink(self.evidence_dir / name)
                 c.execute("DELETE FROM evidence WHERE hit_id = ?", (hit_id,))
+                # undelivered, it dies with its TTL too
+                c.execute("DELETE FROM outbox WHERE msg_id = ?", (evidence_channel(hit_id),))
             expired = len(rows)
             if self.outbox_ttl_s is not None:
                 ob_args = (wall, float(self.outbox_ttl_s), self.boot_id, mono, float(self.outbox_ttl_s))
