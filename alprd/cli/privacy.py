@@ -32,7 +32,7 @@ from ..privacy.keys import (
 )
 
 if TYPE_CHECKING:
-    from ..privacy.hotlist import HotListInstaller
+    from ..privacy.hotlist import Entry, HotListInstaller
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--list-id", default="default",
         help="name of the list (default: default); a device takes only bundles of its hotlist.list_id",
+    )
+    p.add_argument(
+        "--columns", choices=("alprd", "ncic"), default="alprd",
+        help="the CSV's header: alprd (plate, reason, ...; README: CSV) or ncic (LIC, LIS, LIT, NIC, OCA, "
+        "ORI, MKE, EXP; other columns are ignored, entries already expired are left out)",
     )
     p.add_argument("--out", required=True, type=Path, metavar="BUNDLE")
     p.set_defaults(handler=cmd_hotlist_pack)
@@ -268,6 +273,22 @@ def cmd_keys_seal_list_key(args: argparse.Namespace) -> int:
 # --- hot list ------------------------------------------------------------------------------------
 
 
+def _ncic_entries(data: bytes, name: str) -> list[Entry]:
+    """An NCIC-column CSV: what was ignored and what had expired is said once, on stderr (raises CsvError)."""
+    from ..privacy.hotlist import parse_ncic_csv, split_expired
+
+    entries, ignored = parse_ncic_csv(data, name)
+    if ignored:
+        print(f"{name}: ignored columns (not in the NCIC mapping): {', '.join(ignored)}", file=sys.stderr)
+    entries, expired = split_expired(entries, _now())
+    if expired:
+        # the case numbers, never the plates: enough to find the records at headquarters
+        cases = ", ".join(sorted({e.case_number for e in expired if e.case_number})[:20])
+        print(f"{name}: {len(expired)} entr{'y' if len(expired) == 1 else 'ies'} already expired, left out"
+              + (f" (NIC {cases})" if cases else ""), file=sys.stderr)
+    return entries
+
+
 def cmd_hotlist_pack(args: argparse.Namespace) -> int:
     from ..privacy.hotlist import CsvError, pack_bundle, parse_csv
 
@@ -276,7 +297,8 @@ def cmd_hotlist_pack(args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail(f"{args.csv}: {e.strerror}")
     try:
-        entries = parse_csv(data, str(args.csv))
+        name = str(args.csv)
+        entries = _ncic_entries(data, name) if args.columns == "ncic" else parse_csv(data, name)
     except CsvError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)

@@ -15,7 +15,17 @@ from .bundle import (
     read_manifest_unverified,
     verify_bundle,
 )
-from .csv import CsvError, Entry, entries_from_rows, normalize_plate, parse_csv, wildcard_kind
+from .csv import (
+    NCIC_COLUMNS,
+    CsvError,
+    Entry,
+    entries_from_rows,
+    normalize_plate,
+    parse_csv,
+    parse_ncic_csv,
+    split_expired,
+    wildcard_kind,
+)
 from .index import DEFAULT_LOOKALIKE_CLASSES, HotList, Lookalike, load_bundle, release_memory
 from .install import DEFAULT_LIST_ID, HotListInstaller, StateStore, load_keys
 
@@ -24,6 +34,7 @@ __all__ = [
     "DEFAULT_LOOKALIKE_CLASSES",
     "FORMAT",
     "MAGIC",
+    "NCIC_COLUMNS",
     "CsvError",
     "Entry",
     "HotList",
@@ -40,8 +51,10 @@ __all__ = [
     "normalize_plate",
     "pack_bundle",
     "parse_csv",
+    "parse_ncic_csv",
     "read_manifest_unverified",
     "release_memory",
+    "split_expired",
     "verify_bundle",
     "wildcard_kind",
 ]

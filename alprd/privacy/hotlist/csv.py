@@ -20,6 +20,11 @@ from ...errors import HotListError
 
 COLUMNS = ("plate", "reason", "state", "plate_type", "priority", "expires", "source", "case_number", "note")
 REQUIRED_COLUMNS = ("plate", "reason")
+NCIC_COLUMNS = {
+    "LIC": "plate", "LIS": "state", "LIT": "plate_type", "NIC": "case_number", "OCA": "note", "ORI": "source",
+    "MKE": "reason", "EXP": "expires",
+}
+"""`alprd hotlist pack --columns ncic`: NCIC vehicle-file field codes -> our columns. EXP is YYYYMMDD."""
 MAX_LINE_BYTES = 4096
 MAX_PLATE_CHARS = 16
 MIN_WILDCARD_LITERALS = 3
@@ -77,9 +82,10 @@ class CsvError(HotListError):
 
 
 def _parse_expires(value: str) -> datetime:
-    """ISO date or date-time. A date alone means the end of that day (UTC); naive times are UTC."""
+    """ISO date (2026-12-31 or 20261231, as NCIC's EXP) or date-time. A date alone means the end of
+    that day (UTC); naive times are UTC."""
     v = value.strip()
-    if len(v) == 10:
+    if len(v) == 10 or (len(v) == 8 and v.isdigit()):
         d = date.fromisoformat(v)
         return datetime.combine(d + timedelta(days=1), time(0), tzinfo=UTC)
     dt = datetime.fromisoformat(v)
@@ -199,6 +205,16 @@ def _check_bytes(data: bytes, name: str, problems: list[str]) -> list[str]:
 
 def parse_csv(data: bytes, name: str = "<csv>") -> list[Entry]:
     """Parse a hot-list CSV (header required). Raises CsvError listing every bad row by line number."""
+    return _parse(data, name, None)[0]
+
+
+def parse_ncic_csv(data: bytes, name: str = "<csv>") -> tuple[list[Entry], list[str]]:
+    """A CSV whose header holds NCIC field codes (`NCIC_COLUMNS`): the entries, and the header's
+    other columns, which are ignored rather than refused (an NCIC extract carries many: VIN, VMA ...)."""
+    return _parse(data, name, NCIC_COLUMNS)
+
+
+def _parse(data: bytes, name: str, rename: Mapping[str, str] | None) -> tuple[list[Entry], list[str]]:
     problems: list[str] = []
     lines = _check_bytes(data, name, problems)
     if lines and lines[-1] == "":
@@ -213,11 +229,12 @@ def parse_csv(data: bytes, name: str = "<csv>") -> list[Entry]:
     check_controls = _CONTROL_RE.search("".join(lines)) is not None
     reader = csv.reader(lines, strict=True)
     before = len(problems)
-    header = _read_header(reader, add)
+    ignored: list[str] = []
+    header = _read_header(reader, add, rename, ignored)
     entries: list[Entry] = []
     if header is not None and len(problems) == before:
-        cols = {h: i for i, h in enumerate(header)}
-        parse_row = _RowParser(cols, add, check_controls)
+        cols = {h: i for i, h in enumerate(header) if h in COLUMNS}
+        parse_row = _RowParser(cols, add, check_controls, len(header))
         width = len(header)
         append = entries.append
         # a million new tuples would trigger the cyclic GC thousands of times; they hold no cycles
@@ -229,14 +246,25 @@ def parse_csv(data: bytes, name: str = "<csv>") -> list[Entry]:
             if gc_was_on:
                 gc.enable()
     if header is None and not problems:
-        problems.append(f"{name}:1: empty file; the first line must be a header with plate,reason")
+        first = "LIC,MKE" if rename else "plate,reason"
+        problems.append(f"{name}:1: empty file; the first line must be a header with {first}")
     if problems:
         shown = problems[:MAX_PROBLEMS]
         more = len(problems) - len(shown)
         if more:
             shown.append(f"{name}: ... and {more} more problems")
         raise CsvError(f"{name}: {len(problems)} problem(s); nothing was packed\n" + "\n".join(shown), shown)
-    return entries
+    return entries, ignored
+
+
+def split_expired(entries: Iterable[Entry], now: datetime) -> tuple[list[Entry], list[Entry]]:
+    """(entries still valid at `now`, entries already expired): an expired entry never matches, and
+    packing it would only put a plate on every device for nothing."""
+    kept: list[Entry] = []
+    expired: list[Entry] = []
+    for e in entries:
+        (expired if e.expires is not None and e.expires <= now else kept).append(e)
+    return kept, expired
 
 
 class _Rows(Protocol):
@@ -275,8 +303,15 @@ def _read_rows(
             start = reader.line_num + 1
 
 
-def _read_header(reader: _Rows, add: Callable[[int, str], None]) -> list[str] | None:
-    """The first non-blank row, checked; None if there is none."""
+def _read_header(
+    reader: _Rows,
+    add: Callable[[int, str], None],
+    rename: Mapping[str, str] | None = None,
+    ignored: list[str] | None = None,
+) -> list[str] | None:
+    """The first non-blank row, checked, as our column names; None if there is none. With `rename`
+    (field code -> column), its codes are the known columns and every other one goes to `ignored`
+    (named as written) and reads as ""."""
     start = 1
     while True:
         try:
@@ -291,26 +326,47 @@ def _read_header(reader: _Rows, add: Callable[[int, str], None]) -> list[str] | 
         start = reader.line_num + 1
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
+        return _check_header(row, line, add, rename, ignored)
+
+
+def _check_header(
+    row: list[str],
+    line: int,
+    add: Callable[[int, str], None],
+    rename: Mapping[str, str] | None,
+    ignored: list[str] | None,
+) -> list[str]:
+    if rename is None:
         header = [h.strip().lower() for h in row]
-        seen: set[str] = set()
-        for h in header:
-            if h not in COLUMNS:
-                add(line, f"unknown column {h!r} (known: {', '.join(COLUMNS)})")
-            elif h in seen:
-                add(line, f"column {h!r} appears twice")
-            seen.add(h)
-        for req in REQUIRED_COLUMNS:
-            if req not in seen:
-                add(line, f"header has no {req!r} column (the first line must be the header)")
-        return header
+    else:
+        header = [rename.get(h.strip().upper(), "") for h in row]
+        if ignored is not None:
+            ignored += [h.strip() for h, ours in zip(row, header, strict=True) if not ours]
+    spelled = {ours: code for code, ours in (rename or {}).items()}
+    seen: set[str] = set()
+    for h in header:
+        if not h and rename is not None:
+            continue
+        if h not in COLUMNS:
+            add(line, f"unknown column {h!r} (known: {', '.join(COLUMNS)})")
+        elif h in seen:
+            add(line, f"column {spelled.get(h, h)!r} appears twice")
+        seen.add(h)
+    for req in REQUIRED_COLUMNS:
+        if req not in seen:
+            named = f"{spelled[req]!r} ({req})" if req in spelled else repr(req)
+            add(line, f"header has no {named} column (the first line must be the header)")
+    return header
 
 
 class _RowParser:
     """Validates rows; caches repeated values (reasons, states, dates) so a million rows stay cheap."""
 
-    def __init__(self, cols: dict[str, int], add: Callable[[int, str], None], check_controls: bool) -> None:
-        # absent columns read the empty cell appended to every row
-        self.width = max(cols.values()) + 1
+    def __init__(
+        self, cols: dict[str, int], add: Callable[[int, str], None], check_controls: bool, width: int
+    ) -> None:
+        # absent columns read the empty cell appended to every row, after the header's last column
+        self.width = width
         self.get = operator.itemgetter(*(cols.get(c, self.width) for c in COLUMNS))
         self.cols = cols
         self.add = add
@@ -331,7 +387,8 @@ class _RowParser:
         try:
             expires = self.dates[exp] = _parse_expires(exp)
         except ValueError:
-            self.add(line, f"expires {exp!r} is not an ISO date or date-time (2026-12-31, 2026-12-31T18:00Z)")
+            self.add(line, f"expires {exp!r} is not an ISO date or date-time (2026-12-31, 20261231, "
+                     "2026-12-31T18:00Z)")
             return None
         return expires
 
