@@ -75,7 +75,9 @@ class StatusDetail(Body):
     alarms: tuple[str, ...]
     camera_error: str | None = None
     storage_error: str | None = None
-    omit_if_none: ClassVar[frozenset[str]] = frozenset({"camera_error", "storage_error"})
+    suppressed: str | None = None
+    """`schedule` or `geofence` while a capture rule forbids reading plates (capture.*)."""
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"camera_error", "storage_error", "suppressed"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +92,10 @@ class StatusBody(Body):
     alarms: tuple[str, ...] | None = None
     camera_error: str | None = None
     storage_error: str | None = None
+    suppressed: str | None = None
+    """`schedule` or `geofence` while a capture rule forbids reading plates: no frame is read."""
     omit_if_none: ClassVar[frozenset[str]] = frozenset(
-        {"camera", "alarms", "camera_error", "storage_error"})
+        {"camera", "alarms", "camera_error", "storage_error", "suppressed"})
 
     @classmethod
     def of(
@@ -320,6 +324,8 @@ class MetricsBody(Body):
     refused: dict[str, int]
     mqtt_too_large: int
     alarms: tuple[str, ...]
+    suppressed_s: dict[str, int]
+    """Seconds capture was suppressed since the start, per rule (`schedule`, `geofence`)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,11 +6,15 @@ Everything is importable from `alprd.config` itself.
 from .load import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, key_lines, load_config, parse_config
 from .schema import (
     CREDENTIALS,
+    DAYS,
     DETECTOR_MODELS,
     PACKAGE_MODELS_DIR,
     PHOTO_READER,
+    CaptureConfig,
+    CaptureWindow,
     Config,
     DetectorModel,
+    GeofenceConfig,
     GpsdConfig,
     HotlistConfig,
     LocationConfig,
@@ -23,6 +27,7 @@ from .schema import (
     PrivacyConfig,
     ReaderConfig,
     Region,
+    ScheduleConfig,
     Section,
     SourceConfig,
     StorageConfig,
@@ -31,9 +36,10 @@ from .schema import (
 )
 
 __all__ = [
-    "CREDENTIALS", "DETECTOR_MODELS", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "PACKAGE_MODELS_DIR",
-    "PHOTO_READER", "Config", "DetectorModel", "GpsdConfig", "HotlistConfig", "LocationConfig",
+    "CREDENTIALS", "DAYS", "DETECTOR_MODELS", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "PACKAGE_MODELS_DIR",
+    "PHOTO_READER", "CaptureConfig", "CaptureWindow", "Config", "DetectorModel", "GeofenceConfig",
+    "GpsdConfig", "HotlistConfig", "LocationConfig",
     "MatchingConfig", "MetricsConfig", "MotionConfig", "MqttConfig", "MqttTlsConfig", "PolicyConfig",
-    "PrivacyConfig", "ReaderConfig", "Region", "Section", "SourceConfig", "StorageConfig",
+    "PrivacyConfig", "ReaderConfig", "Region", "ScheduleConfig", "Section", "SourceConfig", "StorageConfig",
     "TrackingConfig", "config_hash", "key_lines", "load_config", "parse_config",
 ]

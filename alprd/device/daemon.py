@@ -46,6 +46,7 @@ from .pipeline import Pipeline, Reader
 from .preflight import transport_warnings
 from .publish import PahoPublisher, Publisher
 from .record import EvidenceSealer, Recorder, lifecycle_audit
+from .rules import CaptureGate
 from .systemd import Notifier
 from .track import Tracker
 
@@ -72,6 +73,8 @@ class Daemon:
     resources: contextlib.ExitStack
     """What `build` opened (lock, store, camera, broker connection, gpsd), closed at the end."""
     clock: Clock = field(default_factory=SystemClock)
+    capture: CaptureGate = field(default_factory=CaptureGate.off)
+    """The capture rules, asked before each frame is read (`capture.schedule`, `capture.geofence`)."""
 
     HOUSEKEEPING_S = 5.0
     """How often the purge thread runs, and how often the loop sends summaries and status."""
@@ -137,7 +140,7 @@ class Daemon:
             while not stop.is_set():
                 frame = self.source.read(0.2)
                 if frame is not None:
-                    self.handle(self.pipeline.step(frame))
+                    self.handle(self.capture.step(frame, self.pipeline))
                 elif self.source.finished:
                     log.info("source finished: draining")
                     break
@@ -153,6 +156,7 @@ class Daemon:
         now = self.clock.monotonic()
         self.notifier.watchdog(now)
         self.locator.poll(now)
+        self.capture.check()
         if len(self.outbox) and now >= self._next_retry:
             self._next_retry = now + 1.0
             self.outbox.check()
@@ -325,8 +329,9 @@ def _assemble(
     locator = stack.enter_context(Locator(cfg.location))
     sealer = EvidenceSealer(evidence_pub, store, cfg.privacy.evidence_max_kb * 1024)
     recorder = Recorder(cfg.device_id, outbox, summarizer, sealer, audit, locator.current, clock)
+    capture = CaptureGate.from_config(cfg.capture, locator.current, clock, audit)
     return Daemon(cfg, source, pipeline, hotlist, store, outbox, recorder, refusals, commands, publisher,
-                  locator, notifier or Notifier(), stack, clock)
+                  locator, notifier or Notifier(), stack, clock, capture)
 
 
 def next_session(state_dir: Path) -> int:

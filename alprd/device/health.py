@@ -22,6 +22,7 @@ from .outbox import OverflowOutbox
 from .pipeline import Pipeline
 from .publish import Publisher
 from .record import Recorder
+from .rules import CaptureGate
 
 # --- machine probes ------------------------------------------------------------------------------
 
@@ -100,6 +101,8 @@ class Parts(Protocol):
     def locator(self) -> Locator: ...
     @property
     def insecure(self) -> list[tuple[str, str]]: ...
+    @property
+    def capture(self) -> CaptureGate: ...
 
 
 def camera_ok(source: FrameSource) -> bool:
@@ -137,6 +140,7 @@ def status_detail(d: Parts) -> StatusDetail:
         alarms=tuple(alarms(d)),
         camera_error=stats.last_error[:200] if stats.last_error and not stats.connected else None,
         storage_error=(d.outbox.error or d.housekeeper.error) or None,
+        suppressed=d.capture.suppressed,
     )
 
 
@@ -177,4 +181,5 @@ def metrics(d: Parts) -> MetricsBody:
         refused={**d.refusals.total, **({"gpsd": gpsd.refused} if gpsd is not None else {})},
         mqtt_too_large=sum(publisher.too_large.values()) if publisher else 0,
         alarms=tuple(alarms(d)),
+        suppressed_s={k: round(v) for k, v in d.capture.seconds.items()},
     )

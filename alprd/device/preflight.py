@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from ..config import Config, key_lines
+from ..errors import ConfigError
 from ..privacy.keys import check_key_files, credential_source
 
 
@@ -50,6 +51,13 @@ def preflight(cfg: Config, path: Path, keys: bool = True) -> list[str]:
         add("source.path", f"image folder {src.path} does not exist")
     if not cfg.reader.models_dir.is_dir():
         add("reader.models_dir", f"model folder {cfg.reader.models_dir} does not exist")
+    if cfg.capture.geofence is not None:
+        from .rules import load_geofence
+
+        try:
+            load_geofence(cfg.capture.geofence.file)
+        except ConfigError as e:
+            add("capture.geofence.file", str(e).removeprefix("capture.geofence.file "))
     if cfg.mqtt.tls is not None:
         need_file("mqtt.tls.ca", cfg.mqtt.tls.ca, "CA certificate")
         need_file("mqtt.tls.cert", cfg.mqtt.tls.cert, "client certificate")
