@@ -248,7 +248,12 @@ class Printer:
         self.client.loop_start()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        kind = msg.topic[len(self.prefix) + 1 :].split("/", 1)[-1]
+        below = msg.topic[len(self.prefix) + 1 :]
+        kind = below.split("/", 1)[-1]
+        if below.split("/")[-2:-1] == ["evidence"]:  # sealed bytes, not JSON: only the HQ key opens them
+            print(f"EVIDENCE {kind.rsplit('/', 1)[-1]}  {len(msg.payload)} bytes sealed to evidence.pub",
+                  file=self.out, flush=True)
+            return
         try:
             body = json.loads(msg.payload)
         except ValueError:
@@ -275,6 +280,10 @@ class Printer:
                     f"INFO     version={body.get('version')} hotlist={body.get('hotlist')} "
                     f"models={sorted(body.get('models', {}))}"
                 )
+            elif kind == "manifest":
+                out, into = len(body.get("published", [])), len(body.get("subscribed", []))
+                line = (f"MANIFEST config={str(body.get('config'))[:16]} topics out={out} in={into} "
+                        "(alprd policy manifest prints it)")
             elif kind == "metrics":
                 line = (
                     f"METRICS  frames={body.get('frames_in')} processed={body.get('frames_processed')} "
@@ -374,7 +383,8 @@ def run_prepared(setup: DemoSetup) -> int:
         "source": {"kind": "video", "path": str(setup.clip), "fps": 0},
         "motion": {"enabled": True},
         "tracking": {"close_after_frames": 4},
-        "mqtt": {"host": setup.host, "port": setup.port, "protocol": setup.protocol, "drain_timeout_s": 15},
+        "mqtt": {"host": setup.host, "port": setup.port, "protocol": setup.protocol, "drain_timeout_s": 15,
+                 "ack_pub": str(keys / "ack.pub")},
         "location": {"lat": 52.52, "lon": 13.405, "heading_deg": 90},
         "metrics": {"interval_s": 5},
         "storage": {"dir": str(storage)},

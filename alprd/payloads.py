@@ -47,6 +47,10 @@ class Body:
 
     topic: ClassVar[str] = ""
     omit_if_none: ClassVar[frozenset[str]] = frozenset()
+    RETAINED: ClassVar[bool] = False
+    QOS: ClassVar[int] = 1
+    ABOUT: ClassVar[str] = ""
+    """What the topic carries, in the compliance manifest's words."""
     # the field docstrings below become the schema's descriptions (docs/payloads/*.json)
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(use_attribute_docstrings=True)
 
@@ -83,6 +87,8 @@ class StatusDetail(Body):
 @dataclass(frozen=True, kw_only=True)
 class StatusBody(Body):
     topic: ClassVar[str] = "status"
+    RETAINED: ClassVar[bool] = True
+    ABOUT: ClassVar[str] = "online, offline (the Last Will) or stopped; camera, alarms, capture suppression"
     state: str
     """`online`, `offline` (the Last Will) or `stopped` (a clean exit)."""
     session: int
@@ -128,6 +134,8 @@ class InfoBody(Body):
     policy is named by its hash."""
 
     topic: ClassVar[str] = "info"
+    RETAINED: ClassVar[bool] = True
+    ABOUT: ClassVar[str] = "software version, short hashes of models, config and policy, the hot list in use"
     v: int = 1
     device_id: str
     version: str
@@ -203,6 +211,7 @@ class HitBody(Body):
     """Version 2: version 1's fields, plus `time` and the matched entry's fields in `match`."""
 
     topic: ClassVar[str] = "hit"
+    ABOUT: ClassVar[str] = "a pass that matched the hot list: the plate, the entry it matched, time and place"
     v: Literal[2] = 2
     hit_id: str
     device_id: str
@@ -251,6 +260,12 @@ EVIDENCE_TOPIC = "evidence"
 takes (not JSON; sealed to headquarters' evidence.pub), QoS 1, not retained."""
 
 
+EVIDENCE_FIELDS = (
+    "crop_jpeg", "frame_jpeg", "meta.hit_id", "meta.ts", "meta.box", "meta.plate", "meta.camera",
+)
+"""What sealed evidence holds (`privacy.evidence.seal_evidence`; the meta as `device.record` writes it)."""
+
+
 def evidence_channel(hit_id: str) -> str:
     """The topic below the device's base that carries a hit's evidence; also its outbox row id."""
     return f"{EVIDENCE_TOPIC}/{hit_id}"
@@ -279,6 +294,7 @@ class SummaryWindow(Body):
 @dataclass(frozen=True, kw_only=True)
 class SummaryBody(SummaryWindow):
     topic: ClassVar[str] = "summary"
+    ABOUT: ClassVar[str] = "per-window counts of passes (or keyed tokens): never a plate"
     summary_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     device_id: str
     ts: float
@@ -295,6 +311,8 @@ class SummaryBody(SummaryWindow):
 @dataclass(frozen=True, kw_only=True)
 class MetricsBody(Body):
     topic: ClassVar[str] = "metrics"
+    QOS: ClassVar[int] = 0
+    ABOUT: ClassVar[str] = "counters, timings and resource use of the device"
     v: int = 1
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     ts: float
@@ -326,6 +344,10 @@ class MetricsBody(Body):
     alarms: tuple[str, ...]
     suppressed_s: dict[str, int]
     """Seconds capture was suppressed since the start, per rule (`schedule`, `geofence`)."""
+    fps: float
+    """Frames the camera delivered per second since the last metrics message."""
+    hits_today: int
+    """Hits since local midnight (or since the start, if later)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,6 +355,7 @@ class HotlistResultBody(Body):
     """The answer to a `hotlist/set`: accepted with its version and size, or refused with the reason."""
 
     topic: ClassVar[str] = "hotlist/result"
+    ABOUT: ClassVar[str] = "whether a hot list sent on hotlist/set was installed, and why not"
     v: int = 1
     ts: float
     bytes: int
@@ -343,8 +366,134 @@ class HotlistResultBody(Body):
     omit_if_none: ClassVar[frozenset[str]] = frozenset({"reason", "version", "entries"})
 
 
+# --- the compliance manifest (retained; `alprd policy manifest` prints the same) -------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyBody(Body):
+    """The SB 34 usage and privacy policy elements (Civil Code 1798.90.51), from `policy`."""
+
+    purpose: str
+    custodian: str
+    retention_days: int
+    sharing: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutTopic(Body):
+    name: str
+    """The full topic; `+` stands for one level (a hit id, a sensor)."""
+    about: str
+    qos: int
+    retained: bool
+    format: str
+    """`json`, `sealed` (bytes only headquarters' evidence.key opens) or `text`."""
+    schema: str | None
+    """Its JSON Schema under docs/payloads/, for JSON bodies."""
+    fields: tuple[str, ...]
+    """Every key the body may hold, nested ones as `match.kind`, list items as `candidates[].text`."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InTopic(Body):
+    name: str
+    about: str
+    max_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kept(Body):
+    what: str
+    where: str
+    until: str
+    max_s: int | None
+    """The longest it stays, in seconds; None: for as long as the device keeps the file."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FenceBody(Body):
+    file: str
+    mode: str
+    sha256: str
+    polygons: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptureRulesBody(Body):
+    schedule: dict[str, object] | None
+    """`capture.schedule` as configured (time zone and weekly windows), None: always."""
+    geofence: FenceBody | None
+    """`capture.geofence`: the file, its SHA-256 and its mode; None: anywhere."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManifestBody(Body):
+    """What the device does with the data it sees, generated from its running config and code."""
+
+    topic: ClassVar[str] = "manifest"
+    RETAINED: ClassVar[bool] = True
+    ABOUT: ClassVar[str] = "this compliance manifest: policy, what leaves and what stays, rules, keys, models"
+    v: int = 1
+    device_id: str
+    version: str
+    config: str
+    """SHA-256 of the validated config (as the audit chain's `start` entry)."""
+    policy: PolicyBody
+    published: tuple[OutTopic, ...]
+    subscribed: tuple[InTopic, ...]
+    stored: tuple[Kept, ...]
+    capture: CaptureRulesBody
+    keys: dict[str, str]
+    """Fingerprints (`alprd.privacy.keys.key_id`) of the key files in use, by config key."""
+    models: dict[str, str]
+    """SHA-256 of each model, by name."""
+    hotlist: ListSummary | NoList
+
+
+# --- Home Assistant MQTT discovery (mqtt.homeassistant) ----------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class HaAvailability(Body):
+    topic: str  # type: ignore[misc]
+    value_template: str | None = None
+    payload_available: str = "online"
+    payload_not_available: str = "offline"
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"value_template"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class HaDevice(Body):
+    identifiers: tuple[str, ...]
+    name: str
+    manufacturer: str
+    model: str
+    sw_version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiscoveryBody(Body):
+    """One sensor's config on `homeassistant/sensor/<node_id>/<object_id>/config`: templates that read
+    the device's status, metrics and info, never a plate."""
+
+    name: str
+    unique_id: str
+    state_topic: str
+    value_template: str
+    availability: tuple[HaAvailability, ...]
+    availability_mode: str
+    device: HaDevice
+    origin: dict[str, str]
+    entity_category: str | None = None
+    unit_of_measurement: str | None = None
+    state_class: str | None = None
+    icon: str | None = None
+    omit_if_none: ClassVar[frozenset[str]] = frozenset(
+        {"entity_category", "unit_of_measurement", "state_class", "icon"})
+
+
 PUBLISHED: tuple[type[Body], ...] = (
-    StatusBody, InfoBody, HitBody, SummaryBody, MetricsBody, HotlistResultBody,
+    StatusBody, InfoBody, HitBody, SummaryBody, MetricsBody, HotlistResultBody, ManifestBody,
 )
 """Every body the device publishes, by topic."""
 
@@ -373,10 +522,48 @@ def json_schema(body: type[Body]) -> dict[str, object]:
     return schema
 
 
+DISCOVERY_TOPIC = "homeassistant/sensor/<node_id>/<object_id>/config"
+
+
+def schema_file(body: type[Body]) -> str:
+    return f"{body.topic.replace('/', '-')}.json" if body.topic else "homeassistant-discovery.json"
+
+
 def schema_files() -> dict[str, dict[str, object]]:
     """`docs/payloads/<file>` -> its schema, for every JSON body the device publishes
     (`tools/payload_schemas.py` writes them; a test checks the committed files are these)."""
-    return {f"{body.topic.replace('/', '-')}.json": json_schema(body) for body in PUBLISHED}
+    files = {schema_file(body): json_schema(body) for body in PUBLISHED}
+    discovery = json_schema(DiscoveryBody)
+    discovery["title"] = DISCOVERY_TOPIC
+    files[schema_file(DiscoveryBody)] = discovery
+    return files
+
+
+def schema_fields(schema: Mapping[str, object]) -> tuple[str, ...]:
+    """Every key a body may hold, from its schema: `match.kind` for nested objects, `candidates[].text`
+    for objects in lists; a free-form object (`location`, `tokens`) is named once."""
+    defs = schema.get("$defs", {})
+    out: list[str] = []
+
+    def walk(node: object, prefix: str) -> None:
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and isinstance(defs, dict):
+            walk(defs.get(ref.rsplit("/", 1)[-1]), prefix)
+        for alt in node.get("anyOf", []):
+            walk(alt, prefix)
+        if "items" in node:
+            walk(node["items"], prefix + "[]")
+        props = node.get("properties")
+        if isinstance(props, dict):
+            for name, sub in props.items():
+                key = f"{prefix}.{name}" if prefix else name
+                out.append(key)
+                walk(sub, key)
+
+    walk(schema, "")
+    return tuple(dict.fromkeys(out))
 
 
 def schema_text(schema: dict[str, object]) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..exits import Exit
-from . import daemon, privacy, reader, selftest
+from . import daemon, policy, privacy, reader, selftest
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"alprd {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (reader, privacy, daemon, selftest):
+    for group in (reader, privacy, daemon, policy, selftest):
         group.register(sub)
     return parser
 

@@ -256,6 +256,11 @@ class MqttConfig(Section):
         30.0, ge=0.0, le=3600.0,
         description="At the end of a finite source or on SIGTERM, wait this long for the outbox to empty.",
     )
+    homeassistant: bool = Field(
+        False,
+        description="Publish Home Assistant MQTT discovery (homeassistant/sensor/...): status, alarms, fps, "
+        "hits today and hot-list version, with <p>/<device>/availability; no plate text.",
+    )
 
     _resolve = field_validator("ack_pub")(_resolve_path)
 

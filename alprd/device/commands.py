@@ -313,12 +313,21 @@ def device_commands(
     `hotlist/key` with hotlist.key_source hq."""
     commands = Commands(refusals)
     hotlist_set = HotListSet(installer, publisher, list_changed, clock)
-    limit = Inbound(cfg.mqtt.max_command_bytes, "mqtt.max_command_bytes")
-    commands.route("hotlist/set", limit, hotlist_set, hotlist_set.refused)
+    limits = command_channels(cfg, ack_pub is not None)
+    commands.route("hotlist/set", limits["hotlist/set"], hotlist_set, hotlist_set.refused)
     if ack_pub is not None:
-        commands.route("ack", Inbound(MAX_SMALL_COMMAND_BYTES, "the ack limit"),
-                       Ack(ack_pub, cfg.device_id, publisher, outbox, evidence, audit))
+        commands.route("ack", limits["ack"], Ack(ack_pub, cfg.device_id, publisher, outbox, evidence, audit))
     if list_keys is not None:
-        commands.route("hotlist/key", Inbound(MAX_SMALL_COMMAND_BYTES, "the list-key message limit"),
+        commands.route("hotlist/key", limits["hotlist/key"],
                        HotListKey(list_keys, installer, audit, list_changed))
     return commands
+
+
+def command_channels(cfg: Config, ack: bool) -> dict[str, Inbound]:
+    """The command topics a config takes, with their size limits (`ack`: an ack key is loaded)."""
+    out = {"hotlist/set": Inbound(cfg.mqtt.max_command_bytes, "mqtt.max_command_bytes")}
+    if ack:
+        out["ack"] = Inbound(MAX_SMALL_COMMAND_BYTES, "the ack limit")
+    if cfg.hotlist.key_source == "hq":
+        out["hotlist/key"] = Inbound(MAX_SMALL_COMMAND_BYTES, "the list-key message limit")
+    return out

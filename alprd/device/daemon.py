@@ -20,7 +20,7 @@ from pathlib import Path
 from .. import __version__
 from ..clock import Clock, SystemClock
 from ..config import Config, config_hash
-from ..errors import CaptureError, StoreError
+from ..errors import AlprdError, CaptureError, StoreError
 from ..exits import Exit
 from ..payloads import InfoBody, ListSummary, StatusDetail
 from ..privacy.hotlist import HotListInstaller
@@ -35,11 +35,12 @@ from ..privacy.listkey import ListKeyReceiver
 from ..privacy.summaries import Summarizer
 from ..store import InstanceLock, Store
 from ..types import Command, Event
-from . import health
+from . import health, homeassistant
 from .capture import FrameSource, is_live, make_source, open_with_retry
 from .commands import Commands, Refusals, ack_key, device_commands, load_installed
 from .housekeeping import Housekeeper, purge
 from .location import Locator
+from .manifest import build_manifest, list_summary
 from .motion import MotionGate
 from .outbox import OverflowOutbox
 from .pipeline import Pipeline, Reader
@@ -85,6 +86,7 @@ class Daemon:
         for key, msg in self.insecure:
             log.warning("%s: %s", key, msg)
         self._status_sent: StatusDetail | None = None
+        self.fps = health.Rate()
         self._ready = False
         self._next_retry = self._next_metrics = self._next_house = 0.0
 
@@ -108,6 +110,9 @@ class Daemon:
     def announce(self) -> None:
         if self.publisher is not None:
             self.publisher.publish_retained(self._info())
+            publish_manifest(self.publisher, self.cfg, self.pipeline.reader, self.hotlist, self.commands)
+            if self.cfg.mqtt.homeassistant:
+                homeassistant.announce(self.publisher, self.cfg)
         self._notify_ready()
 
     def _notify_ready(self) -> None:
@@ -212,6 +217,8 @@ class Daemon:
             if not self.publisher.drain(self.outbox, self.cfg.mqtt.drain_timeout_s, empty, commands):
                 log.warning("outbox not empty after %.0f s: kept for the next start",
                             self.cfg.mqtt.drain_timeout_s)
+            if self.cfg.mqtt.homeassistant:
+                homeassistant.offline(self.publisher, self.cfg)
             self.publisher.stop("stopped")
         if len(self.outbox):
             log.error("%d hit(s) lost: the disk refused them and the broker did not take them",
@@ -248,6 +255,23 @@ def build(
         daemon = _assemble(cfg, stop, stack, reader, notifier, store)
         daemon.resources = stack.pop_all()  # from here on the daemon closes them, at the end of run()
     return daemon
+
+
+def publish_manifest(
+    publisher: Publisher, cfg: Config, reader: Reader, hotlist: HotListInstaller, commands: Commands
+) -> None:
+    """The retained compliance manifest: at start, and again whenever the hot list changes."""
+    active = hotlist.active
+    try:
+        body = build_manifest(
+            cfg, models=reader.model_hashes,
+            hotlist=list_summary(None if active is None else active.manifest),
+            channels={ch: limit.max_bytes for ch, limit in commands.inbound.items()},
+            ack="ack" in commands.inbound)
+    except (AlprdError, OSError) as e:  # a key file or the geofence gone since the start: say so, go on
+        log.error("compliance manifest not published: %s", e)
+        return
+    publisher.publish_retained(body)
 
 
 def info_body(cfg: Config, reader: Reader, hotlist: HotListInstaller) -> InfoBody:
@@ -308,6 +332,8 @@ def _assemble(
 
         def list_changed() -> None:
             mqtt.publish_retained(info_body(cfg, reader, hotlist))
+            # `commands` is bound below, before anything calls this
+            publish_manifest(mqtt, cfg, reader, hotlist, commands)
 
         commands = device_commands(
             cfg, refusals, hotlist, publisher, outbox, clock, list_changed=list_changed, audit=audit,

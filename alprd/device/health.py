@@ -57,6 +57,19 @@ def disk_free_mb(path: Path) -> float | None:
         return None
 
 
+class Rate:
+    """How fast a counter grew between two readings (frames per second between two metrics messages)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, int] | None = None
+
+    def per_second(self, count: int, now: float) -> float:
+        last, self._last = self._last, (now, count)
+        if last is None or now <= last[0]:
+            return 0.0
+        return round(max(0, count - last[1]) / (now - last[0]), 2)
+
+
 # --- what the daemon reports ---------------------------------------------------------------------------
 
 
@@ -103,6 +116,8 @@ class Parts(Protocol):
     def insecure(self) -> list[tuple[str, str]]: ...
     @property
     def capture(self) -> CaptureGate: ...
+    @property
+    def fps(self) -> Rate: ...
 
 
 def camera_ok(source: FrameSource) -> bool:
@@ -182,4 +197,6 @@ def metrics(d: Parts) -> MetricsBody:
         mqtt_too_large=sum(publisher.too_large.values()) if publisher else 0,
         alarms=tuple(alarms(d)),
         suppressed_s={k: round(v) for k, v in d.capture.seconds.items()},
+        fps=d.fps.per_second(stats.frames_in, d.clock.monotonic()),
+        hits_today=d.recorder.hits_today,
     )

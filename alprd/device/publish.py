@@ -107,6 +107,9 @@ class Publisher(Protocol):
     def publish_event(self, body: Body, qos: int = 1) -> None:
         """A non-durable message (metrics, command results): sent if connected, else dropped."""
 
+    def publish_retained_at(self, topic: str, payload: bytes) -> None:
+        """`publish_retained` for a full topic (Home Assistant discovery) or a body that is not JSON."""
+
     def commands(self) -> list[Command]:
         """What the back office sent since the last call."""
         ...
@@ -415,6 +418,12 @@ class PahoPublisher:
         """A non-durable message (metrics, command results): sent if connected, else dropped."""
         if self._connected:
             self._send(self.topic(body.topic), body.encode(), qos=qos)
+
+    def publish_retained_at(self, topic: str, payload: bytes) -> None:
+        """`publish_retained` for a full topic (Home Assistant discovery) or a body that is not JSON."""
+        self._retained[topic] = payload
+        if self._connected:
+            self._send(topic, payload, retain=True)
 
     def app_acked(self, key: str, outbox: Outbox) -> bool:
         """The back office confirmed hit `key`: forget it for good."""

@@ -9,6 +9,7 @@ refuses waits in RAM, and a summary is dropped rather than take the space hits n
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
@@ -115,6 +116,17 @@ class Recorder:
         self.hits = 0
         self.passes = 0
         self.summaries_dropped = 0
+        self._day: tuple[int, int, int] | None = None
+        self._day_hits = 0
+
+    def _today(self) -> tuple[int, int, int]:
+        t = time.localtime(self._clock.time())  # the device's own zone: what "today" means to its users
+        return t.tm_year, t.tm_mon, t.tm_mday
+
+    @property
+    def hits_today(self) -> int:
+        """Hits since local midnight (or since the start, if later)."""
+        return self._day_hits if self._today() == self._day else 0
 
     def handle(self, events: Iterable[Event]) -> None:
         for ev in events:
@@ -126,6 +138,9 @@ class Recorder:
 
     def _hit(self, hit: Hit) -> None:
         self.hits += 1
+        today = self._today()
+        self._day_hits = self._day_hits + 1 if today == self._day else 1
+        self._day = today
         sealed = None
         try:
             sealed = self.evidence.seal(hit)

@@ -19,6 +19,7 @@ from ..types import Box, Candidate, Detection, Image, PhotoResult, Read
 from . import grammar
 from .detect import PlateDetector
 from .lines import LineFinder, TextLine, even_light
+from .onnx import load_contract
 from .recognize import Recognition, Recognizer
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,17 @@ plate: a serial spans most of its plate's width and a third to a half of its hei
 ~0.35 of the height, EU/BR ~0.6); padding and framing leave at least half and a sixth."""
 FRAME_SCORE = 0.5
 """The frame read as a plate has no detector score: it counts as an even chance of a plate."""
+
+
+def configured_models(cfg: ReaderConfig) -> dict[str, str]:
+    """Name -> SHA-256 of the models `cfg` runs, from their contracts, without loading them: what
+    `PlateReader.model_hashes` holds once it has checked each file against its contract."""
+    names = [cfg.detector_model, "line_det", "plate_rec"]
+    if cfg.tall_row_px:
+        names.append("plate_rec_tall")
+    if cfg.fallback_model is not None and cfg.fallback_model != cfg.detector_model:
+        names.append(cfg.fallback_model)
+    return {name: load_contract(cfg.models_dir, name).sha256 for name in names}
 
 
 class PlateReader:
