@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -539,31 +541,28 @@ def schema_files() -> dict[str, dict[str, object]]:
     return files
 
 
-def schema_fields(schema: Mapping[str, object]) -> tuple[str, ...]:
-    """Every key a body may hold, from its schema: `match.kind` for nested objects, `candidates[].text`
-    for objects in lists; a free-form object (`location`, `tokens`) is named once."""
-    defs = schema.get("$defs", {})
+def body_fields(body: type[Body], prefix: str = "") -> tuple[str, ...]:
+    """Every key a body may hold: `match.kind` for nested bodies, `candidates[].text` for bodies in
+    lists; a free-form mapping (`location`, `tokens`) is named once. From the dataclass's types, not
+    its JSON Schema: the manifest is built at every start, and pydantic takes a second over the
+    schemas on a busy Pi (tests check that both say the same)."""
+    hints = typing.get_type_hints(body)
     out: list[str] = []
-
-    def walk(node: object, prefix: str) -> None:
-        if not isinstance(node, dict):
-            return
-        ref = node.get("$ref")
-        if isinstance(ref, str) and isinstance(defs, dict):
-            walk(defs.get(ref.rsplit("/", 1)[-1]), prefix)
-        for alt in node.get("anyOf", []):
-            walk(alt, prefix)
-        if "items" in node:
-            walk(node["items"], prefix + "[]")
-        props = node.get("properties")
-        if isinstance(props, dict):
-            for name, sub in props.items():
-                key = f"{prefix}.{name}" if prefix else name
-                out.append(key)
-                walk(sub, key)
-
-    walk(schema, "")
+    for f in dataclasses.fields(body):  # type: ignore[arg-type]
+        key = prefix + f.name
+        out += [key, *_nested_fields(hints[f.name], key)]
     return tuple(dict.fromkeys(out))
+
+
+def _nested_fields(tp: object, key: str) -> list[str]:
+    if isinstance(tp, type) and issubclass(tp, Body):
+        return list(body_fields(tp, key + "."))
+    args = typing.get_args(tp)
+    if isinstance(tp, types.UnionType):
+        return [k for a in args for k in _nested_fields(a, key)]
+    if typing.get_origin(tp) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return _nested_fields(args[0], key + "[]")
+    return []
 
 
 def schema_text(schema: dict[str, object]) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from privacy_support import T0, make_agency
 
-from alprd.payloads import HitBody, schema_files, schema_text
+from alprd.payloads import PUBLISHED, HitBody, schema_file, schema_files, schema_text
 from alprd.privacy.hotlist import load_bundle
 from alprd.types import Box, Candidate, Hit, Track
 
@@ -115,3 +115,37 @@ def test_time_keeps_milliseconds_in_utc_whatever_the_local_zone(monkeypatch: pyt
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def _schema_fields(schema: dict[str, object]) -> list[str]:
+    """Every key of a schema: nested objects as `match.kind`, objects in lists as `candidates[].text`."""
+    defs = schema.get("$defs", {})
+    out: list[str] = []
+
+    def walk(node: object, prefix: str) -> None:
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str) and isinstance(defs, dict):
+            walk(defs[ref.rsplit("/", 1)[-1]], prefix)
+        for alt in node.get("anyOf", []):
+            walk(alt, prefix)
+        if "items" in node:
+            walk(node["items"], prefix + "[]")
+        for name, sub in (node.get("properties") or {}).items():
+            key = f"{prefix}.{name}" if prefix else name
+            out.append(key)
+            walk(sub, key)
+
+    walk(schema, "")
+    return list(dict.fromkeys(out))
+
+
+def test_the_fields_the_manifest_names_are_the_keys_of_the_published_schemas() -> None:
+    from alprd.payloads import DiscoveryBody, body_fields
+
+    files = schema_files()
+    for name, schema in files.items():
+        body = next(b for b in (*PUBLISHED, DiscoveryBody) if schema_file(b) == name)
+        assert list(body_fields(body)) == _schema_fields(schema), name
+    assert "match.entry_plate" in body_fields(HitBody) and "candidates[].text" in body_fields(HitBody)

@@ -26,8 +26,7 @@ from ..payloads import (
     MetricsBody,
     OutTopic,
     StatusBody,
-    json_schema,
-    schema_fields,
+    body_fields,
     schema_file,
 )
 from .publish import Publisher
@@ -115,7 +114,7 @@ def topics(cfg: Config) -> dict[str, OutTopic]:
     """What discovery publishes, for the compliance manifest."""
     if not cfg.mqtt.homeassistant:
         return {}
-    fields = schema_fields(json_schema(DiscoveryBody))
+    fields = body_fields(DiscoveryBody)
     schema = f"docs/payloads/{schema_file(DiscoveryBody)}"
     out = {
         topic: OutTopic(name=topic, about=f"Home Assistant discovery: the {body.name.lower()} sensor",

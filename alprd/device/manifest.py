@@ -32,8 +32,7 @@ from ..payloads import (
     NoList,
     OutTopic,
     PolicyBody,
-    json_schema,
-    schema_fields,
+    body_fields,
     schema_file,
 )
 from ..privacy.keys import (
@@ -89,8 +88,7 @@ def published(cfg: Config, extra: Mapping[str, OutTopic] | None = None) -> tuple
     base = f"{cfg.mqtt.topic_prefix.rstrip('/')}/{cfg.device_id}"
     out = [
         OutTopic(name=f"{base}/{body.topic}", about=body.ABOUT, qos=body.QOS, retained=body.RETAINED,
-                 format="json", schema=f"docs/payloads/{schema_file(body)}",
-                 fields=schema_fields(json_schema(body)))
+                 format="json", schema=f"docs/payloads/{schema_file(body)}", fields=body_fields(body))
         for body in PUBLISHED
     ]
     out.append(OutTopic(
