@@ -151,7 +151,7 @@ def main() -> None:
         return by_margin[margin]
     targets = list(args.models) or [MODELS]
     if args.stock:
-        targets.insert(0, stock_models_dir(Path("/work/tmp/alprd-rec-data/stock")))
+        targets.insert(0, stock_models_dir(REPO / ".cache" / "stock-rec"))
     report = {}
     for model_dir in targets:
         lines = lines_for(model_dir)

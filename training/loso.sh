@@ -16,7 +16,7 @@ DATA=${DATA:?set DATA to the folder of prepare_rec_data.py outputs}
 RUN=${RUN:-r30}
 STEPS=${STEPS:-2000}
 RECIPE=(--data "$DATA/real/lines.npz" "$DATA/synth/lines.npz" "$DATA/ro/lines.npz" --steps "$STEPS"
-        --batch 16 --freeze 90 --fold --threads 1 ${EXTRA:-})
+        --batch 16 --freeze 90 --fold --l2sp 0.005 --threads 1 ${EXTRA:-})
 export OMP_WAIT_POLICY=PASSIVE
 
 train() {  # train NAME [LEFT-OUT]

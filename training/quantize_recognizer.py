@@ -13,11 +13,11 @@ of MinMax, Percentile and Entropy calibration it moved the float model's per-ste
 least on another 600 training rows (`--check`). No dev or test photo is used.
 
 Usage (training venv: needs onnx and onnxruntime.quantization):
-  /work/train-venv/bin/python training/quantize_recognizer.py \
-      --float /work/tmp/alprd-rec-runs/r10/plate_rec.onnx --data /work/tmp/alprd-rec-data-m/lines.npz
+  $TRAIN_VENV/bin/python training/quantize_recognizer.py \
+      --float .cache/rec-runs/r10/plate_rec.onnx --data $WORK/recdata/real/lines.npz
   # the recognizer for tall rows (run r16, 32 px high):
-  /work/train-venv/bin/python training/quantize_recognizer.py \
-      --float /work/tmp/alprd-rec-runs/r16/plate_rec.onnx --data /work/tmp/alprd-rec-data-m/lines.npz \
+  $TRAIN_VENV/bin/python training/quantize_recognizer.py \
+      --float .cache/rec-runs/r16/plate_rec.onnx --data $WORK/recdata/real/lines.npz \
       --out models/plate_rec_tall.onnx
 """
 

@@ -4,8 +4,8 @@ The network keeps its architecture; only its target changes: a mask that is 1 in
 boxes and 0 elsewhere. Boxes come back at run time as connected components of the thresholded
 map (alprd/detect.py), so training and production share one post-processing.
 
-    /work/train-venv/bin/python training/train_detector.py --data-set full --steps 1400
-    /work/train-venv/bin/python training/train_detector.py --data-set mit --out models/plate_det_mit.onnx
+    $TRAIN_VENV/bin/python training/train_detector.py --data-set full --steps 1400
+    $TRAIN_VENV/bin/python training/train_detector.py --data-set mit --out models/plate_det_mit.onnx
 
 On a lent GPU (training/gpu_detector_sweep.sh): `--write-pack` puts the loaded training data in
 one file that travels with the call, `--pack` trains on it, `--device cuda --workers N` trains on
@@ -52,9 +52,8 @@ from common import (
 
 log = logging.getLogger("training.detector")
 
-BASE_MODEL = Path(
-    "/work/tmp/wheels/rapidocr_onnxruntime/rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
-)
+BASE_MODEL = Path(__file__).resolve().parent.parent / ".cache" / "base" / "ch_PP-OCRv4_det_infer.onnx"
+"""training/README.md, "Install the training extra": unpacked from rapidocr-onnxruntime==1.4.4."""
 BASE_SOURCE = (
     "PP-OCRv4 mobile text detector ch_PP-OCRv4_det_infer.onnx from the PyPI wheel "
     "rapidocr-onnxruntime==1.4.4 "
