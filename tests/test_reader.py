@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+import alprd.read.reader as reader_module
 from alprd.config import PHOTO_READER, DetectorModel, ReaderConfig
 from alprd.read.grammar import edit_distance
 from alprd.read.imageio import read_image
@@ -311,7 +312,7 @@ def test_a_car_badge_does_not_outrank_the_plate(
 
 
 def test_a_square_sign_does_not_outrank_the_plate(
-    reader: PlateReader, single_rec: PlateReader, data_dir: Path,
+    reader: PlateReader, single_rec: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A PROPERTY sign reads as a clean seven-character `PR0PERT` in a box about as tall as wide;
     # a car plate's box is at least `MIN_PLATE_ASPECT` times as wide as tall, so the sign ranks lower.
@@ -323,7 +324,14 @@ def test_a_square_sign_does_not_outrank_the_plate(
     assert sign is not None and plate is not None
     assert sign.text.startswith("PR0PERT") and plate.text == "GT679A"
     assert sign.box.w < MIN_PLATE_ASPECT * sign.box.h and plate.box.w >= MIN_PLATE_ASPECT * plate.box.h
-    assert sign.confidence < plate.confidence < sign.confidence / SQUARE_FACTOR  # it decides
+    assert sign.confidence < plate.confidence
+    # the rule is what ranks it so: the same read in a box the rule calls plate-shaped scores
+    # 1 / SQUARE_FACTOR more (the sign also reads as lettering: `grammar.lettered`)
+    monkeypatch.setattr(reader_module, "MIN_PLATE_ASPECT", 0.0)
+    unsquare = single_rec.read_plate(image, Detection(Box(1133, 583, 147, 115), 0.94), "us")
+    assert unsquare is not None and unsquare.text == sign.text
+    assert unsquare.confidence == pytest.approx(sign.confidence / SQUARE_FACTOR, abs=2e-4)
+    monkeypatch.undo()
     reads = reader.read(image, "us").reads
     assert reads[0].text == "GT679A"
 
@@ -395,7 +403,6 @@ def test_a_small_row_of_lettering_does_not_outrank_the_plates_row(
     """US plates carry a state name and a slogan above and below the serial, at half its height
     or less: on a sample of the US crops, ranking small rows lower reads fewer of them as the
     plate and reads no fewer plates right."""
-    import alprd.read.reader as reader_module
     from alprd.read.grammar import likeness
 
     def run() -> tuple[int, int]:
