@@ -16,12 +16,15 @@ from .bundle import (
     verify_bundle,
 )
 from .csv import CsvError, Entry, entries_from_rows, normalize_plate, parse_csv, wildcard_kind
+from .delta import DELTA_FORMAT, DELTA_MAGIC, is_delta, pack_delta, verify_delta
 from .index import DEFAULT_LOOKALIKE_CLASSES, HotList, Lookalike, load_bundle, release_memory
 from .install import DEFAULT_LIST_ID, HotListInstaller, StateStore, load_keys
 
 __all__ = [
     "DEFAULT_LIST_ID",
     "DEFAULT_LOOKALIKE_CLASSES",
+    "DELTA_FORMAT",
+    "DELTA_MAGIC",
     "FORMAT",
     "MAGIC",
     "CsvError",
@@ -34,14 +37,17 @@ __all__ = [
     "encode_entries",
     "encrypt_payload",
     "entries_from_rows",
+    "is_delta",
     "load_bundle",
     "load_keys",
     "new_nonce_material",
     "normalize_plate",
     "pack_bundle",
+    "pack_delta",
     "parse_csv",
     "read_manifest_unverified",
     "release_memory",
     "verify_bundle",
+    "verify_delta",
     "wildcard_kind",
 ]
