@@ -87,11 +87,11 @@ def entry_keys(plaintext: bytes) -> list[bytes]:
     return [p + b"\x1e" + blob[a:b] for p, a, b in zip(plates, offsets, offsets[1:], strict=False)]
 
 
-def content_digest(ordered: Sequence[bytes]) -> bytes:
-    """SHA-256 of a list's content: its entries in canonical (sorted) order, NUL between them (no
-    entry holds one: the CSV parser refuses control characters). No salt, so it travels only inside
-    the ciphertext."""
-    return hashlib.sha256(b"\0".join(ordered)).digest()
+def content_digest(ordered: Sequence[bytes], salt: bytes) -> bytes:
+    """SHA-256 of a list's content: a random salt, then its entries in canonical (sorted) order, NUL
+    between them (no entry holds one: the CSV parser refuses control characters). Salted, and the
+    salt travels only inside the ciphertext: an unsalted digest of a list would confirm a guess."""
+    return hashlib.sha256(salt + b"\0" + b"\0".join(ordered)).digest()
 
 
 def encode_keys(ordered: Sequence[bytes], salt: bytes) -> bytes:
@@ -180,10 +180,10 @@ def pack_delta(
     new = sorted(entry_keys(encode_entries(new_entries)))  # through the encoding the devices hold
     old_c, new_c = Counter(old), Counter(new)
     removed, added = sorted((old_c - new_c).elements()), sorted((new_c - old_c).elements())
-    salt_for_result = os.urandom(16)  # the result's plaintext salt, as encode_entries draws one
+    salt_for_result = os.urandom(16)  # the result's plaintext salt, and the content digests' salt
     plaintext = b"".join((
-        _DELTA_HEAD.pack(DELTA_PLAINTEXT_MAGIC, content_digest(old), content_digest(new), salt_for_result,
-                         len(removed), len(added)),
+        _DELTA_HEAD.pack(DELTA_PLAINTEXT_MAGIC, content_digest(old, salt_for_result),
+                         content_digest(new, salt_for_result), salt_for_result, len(removed), len(added)),
         _pack_keys(removed), _pack_keys(added)))
     salt, nonce = new_nonce_material()
     mbytes = _canonical({
@@ -280,7 +280,7 @@ def apply_delta(base_plaintext: bytes, manifest: DeltaManifest, body: DeltaBody)
     """The result list's plaintext (bundle layout); raises HotListError unless the base is exactly the
     list the delta was made from and the result exactly the one it was made for."""
     base = sorted(entry_keys(base_plaintext))
-    if content_digest(base) != body.base_digest:
+    if content_digest(base, body.result_salt) != body.base_digest:
         raise HotListError(
             f"the active list is not the version-{manifest.base_version} list this delta was made "
             "from: send the full bundle")
@@ -290,7 +290,7 @@ def apply_delta(base_plaintext: bytes, manifest: DeltaManifest, body: DeltaBody)
         raise HotListError("delta removes an entry the list does not hold")
     counts.update(body.added)
     result = sorted(counts.elements())
-    if len(result) != manifest.entries or content_digest(result) != body.result_digest:
+    if len(result) != manifest.entries or content_digest(result, body.result_salt) != body.result_digest:
         raise HotListError("the list after the delta is not the one headquarters signed for")
     return encode_keys(result, body.result_salt)
 
