@@ -168,12 +168,15 @@ class AmqpOffice(threading.Thread):
         """Publishes `hotlist/set` bundles (its own connection: pika is one thread per connection)."""
         import pika
 
+        conn = None
         for node in self.nodes:
             try:
                 conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", node.amqp_port))
                 break
-            except Exception:
-                continue
+            except Exception as e:
+                say(f"hot-list sender: {node.name}: {type(e).__name__}: {e}; next node")
+        if conn is None:
+            raise RuntimeError("no RabbitMQ node took the hot-list sender's AMQP connection")
         ch = conn.channel()
         persistent = pika.BasicProperties(delivery_mode=2)
 
