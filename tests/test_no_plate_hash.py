@@ -22,6 +22,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("payloads.py", "InfoBody.of", "hashlib.sha256"): "the policy text",
     ("bundle.py", "encrypt_payload", "hashlib.sha256"): "the whole list plaintext, with a random salt",
     ("bundle.py", "verify_bundle", "hashlib.sha256"): "the same, to check it",
+    ("delta.py", "content_digest", "hashlib.sha256"):
+        "a whole list's entries, salted with a random salt that travels only inside the ciphertext",
+    ("delta.py", "result_manifest", "hashlib.sha256"): "the whole list plaintext after a delta, salted",
     ("keys.py", "key_id", "hashlib.sha256"): "a key (public, or the list key's id)",
     ("onnx.py", "file_sha256", "hashlib.sha256"): "a model file",
     ("summaries.py", "Summarizer._token_int", "hmac.new"): "the tokens: HMAC under a RAM-only, ratcheted key",

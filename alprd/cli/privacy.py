@@ -129,6 +129,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="BUNDLE")
     p.set_defaults(handler=cmd_hotlist_pack)
 
+    p = hsub.add_parser(
+        "delta", help="what changed since an earlier bundle, signed and encrypted (at headquarters)",
+        description="Pack only what changed since BASE (a bundle this headquarters sent) as version "
+        "--version of the same list. A device applies it to exactly that list, on hotlist/set or "
+        "`hotlist install` like a bundle, and refuses it otherwise (then send the full bundle).",
+    )
+    p.add_argument("base", type=Path, metavar="BASE", help="the bundle the devices hold now")
+    p.add_argument("csv", type=Path, metavar="CSV", help="the whole new list")
+    p.add_argument("--keys", required=True, type=Path, metavar="DIR", help="folder from `alprd keys agency`")
+    p.add_argument("--version", required=True, type=_positive_int, help="the new version; above BASE's")
+    p.add_argument("--valid-for", type=parse_duration, default=timedelta(hours=24), metavar="DURATION",
+                   help="how long devices may use the list, with a unit: 90m, 24h, 7d (default 24h)")
+    p.add_argument("--out", required=True, type=Path, metavar="DELTA")
+    p.set_defaults(handler=cmd_hotlist_delta)
+
     p = hsub.add_parser("inspect", help="verify a bundle and print its manifest (never plates)")
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a bundle from `alprd hotlist pack`")
     src = p.add_mutually_exclusive_group(required=True)
@@ -323,6 +338,34 @@ def cmd_hotlist_pack(args: argparse.Namespace) -> int:
     from ..privacy.hotlist import read_manifest_unverified
 
     _print_json(read_manifest_unverified(bundle).public())
+    return Exit.OK
+
+
+def cmd_hotlist_delta(args: argparse.Namespace) -> int:
+    from ..privacy.hotlist import CsvError, pack_delta, parse_csv
+    from ..privacy.hotlist.delta import read_delta_manifest_unverified
+
+    try:
+        base, data = args.base.read_bytes(), args.csv.read_bytes()
+    except OSError as e:
+        return _fail(f"{e.filename}: {e.strerror}")
+    try:
+        entries = parse_csv(data, str(args.csv))
+    except CsvError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return _fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed", Exit.USAGE)
+    try:
+        delta = pack_delta(base, entries, list_key=load_list_key(args.keys / "list.key"),
+                           signing_key=load_signing_key(args.keys / "signing.key"), version=args.version,
+                           issued=_now(), valid_for=args.valid_for)
+        write_file_atomic(args.out, delta, 0o644)
+    except (KeyFileError, HotListError) as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"{args.out}: {e.strerror}")
+    _print_json({**read_delta_manifest_unverified(delta).public(), "bytes": len(delta),
+                 "base_bytes": len(base)})
     return Exit.OK
 
 

@@ -212,10 +212,28 @@ class MqttTlsConfig(Section):
         return self
 
 
+def split_endpoint(entry: str) -> tuple[str, int]:
+    """`host:port` or `[v6addr]:port` -> (host, port); ValueError says what is wrong."""
+    host, sep, port = entry.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{entry!r}: write an IPv6 address in brackets, e.g. [::1]:1883")
+    if not sep or not host or len(host) > 253 or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{entry!r} is not host:port with a port from 1 to 65535")
+    return host, int(port)
+
+
 class MqttConfig(Section):
     enabled: bool = Field(True, description="Publish over MQTT (off: hits stay in the outbox).")
     host: str = Field("localhost", min_length=1, max_length=253, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with TLS).")
+    hosts: tuple[str, ...] = Field(
+        (), max_length=32,
+        description='Brokers of one cluster as "host:port" ("[v6addr]:port"), tried in this order: the '
+        "device stays on the first that answers and, when it loses it, goes on to the next with the "
+        "jittered reconnect backoff. Empty: host and port are the one broker (set one or the other).",
+    )
     protocol: Literal["5", "3.1.1"] = Field(
         "5", description="MQTT protocol version; 3.1.1 for brokers that lack 5 (e.g. amqtt)."
     )
@@ -264,8 +282,21 @@ class MqttConfig(Section):
 
     _resolve = field_validator("ack_pub")(_resolve_path)
 
+    @field_validator("hosts")
+    @classmethod
+    def _check_hosts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in v:
+            split_endpoint(entry)  # raises ValueError with what is wrong
+        return v
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """The brokers to try, in order: `hosts`, or else the one `host`:`port`."""
+        return [split_endpoint(e) for e in self.hosts] if self.hosts else [(self.host, self.port)]
+
     @model_validator(mode="after")
     def _check_mqtt(self) -> MqttConfig:
+        if self.hosts and self.model_fields_set & {"host", "port"}:
+            raise ValueError("set mqtt.hosts or mqtt.host/port, not both (a one-broker list is the same)")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         if self.password_file is not None and self.username is None:

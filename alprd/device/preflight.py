@@ -81,14 +81,16 @@ def transport_warnings(cfg: Config) -> list[tuple[str, str]]:
     """(key, message) for a broker link that others could read or use: the `insecure_transport`
     alarm and `check-config` warnings. Plain MQTT to a broker on this machine is fine."""
     m = cfg.mqtt
-    if not m.enabled or _is_loopback(m.host):
+    remote = [host for host, _ in m.endpoints() if not _is_loopback(host)]
+    if not m.enabled or not remote:
         return []
+    host = remote[0]
     out = []
     if m.tls is None:
-        out.append(("mqtt.tls", f"broker {m.host} is not on this machine and TLS is off: every hit "
+        out.append(("mqtt.tls", f"broker {host} is not on this machine and TLS is off: every hit "
                                 "crosses the network in clear; set mqtt.tls"))
     if m.password_file is None and (m.tls is None or m.tls.cert is None):
-        out.append(("mqtt.password_file", f"broker {m.host} is not on this machine and the device "
+        out.append(("mqtt.password_file", f"broker {host} is not on this machine and the device "
                     "authenticates with neither a password nor a client certificate: an anonymous "
                     "client may read every hit; set mqtt.username and mqtt.password_file (or mqtt.tls.cert)"))
     return out

@@ -5,6 +5,10 @@ outbox, metrics, and the back office's commands in.
 `alprd.payloads` (each knows its topic); the command topics and their size limits come from the
 command registry (`alprd.device.commands`), so this module knows no topic by name but `status`.
 
+Brokers (`mqtt.hosts`): each attempt goes to the next in the list (`failover.Brokers`, set in paho's
+`on_pre_connect`). Across a switch the outbox keeps every hit until the new node (or the back office)
+acknowledges it; paho resends what was in flight unchanged, so a duplicate keeps its `hit_id`.
+
 Threads: paho runs its own network thread. Its callbacks only record what happened in thread-safe
 queues and flags; all work (outbox acks, resends, command handling) happens in `pump()`, called from
 the pipeline thread. No lock of ours is ever held while calling paho, and callbacks take none
@@ -34,6 +38,7 @@ from ..config import MqttConfig
 from ..errors import PublishError
 from ..payloads import Body, StatusBody, StatusDetail
 from ..types import Command
+from .failover import Brokers, Subscriptions, drop_connection
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -188,6 +193,11 @@ class PahoPublisher:
         self._down_since: float | None = None  # monotonic start of the current outage (network thread)
         self._down_logged = 0.0
         self._down_attempts = 0
+        self.brokers = Brokers(cfg)
+        self.last_outage_s: float | None = None
+        """How long the last outage lasted, from the loss (or first failed attempt) to the CONNACK."""
+        self._session_lost = False  # a CONNACK without the session: acks sent to it meanwhile are gone
+        self._subscriptions = Subscriptions()
         self.client = self._make_client()
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -226,6 +236,8 @@ class PahoPublisher:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_pre_connect = self._on_pre_connect
+        client.on_subscribe = self._on_subscribe
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         self._set_backoff(client)
@@ -243,10 +255,11 @@ class PahoPublisher:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.cfg.session_expiry_s
             kwargs = {"clean_start": False, "properties": props}
+        host, port = self.brokers.endpoints[0]
         try:
-            self.client.connect_async(self.cfg.host, self.cfg.port, self.cfg.keepalive_s, **kwargs)
+            self.client.connect_async(host, port, self.cfg.keepalive_s, **kwargs)
         except (OSError, ValueError) as e:
-            raise PublishError(f"cannot start MQTT connection to {self.cfg.host}:{self.cfg.port}: {e}") from e
+            raise PublishError(f"cannot start MQTT connection to {self.brokers.current}: {e}") from e
         self.client.loop_start()
 
     def _quiet_when_disconnected(self, record: logging.LogRecord) -> bool:
@@ -260,7 +273,7 @@ class PahoPublisher:
         starts, then a reminder every OUTAGE_REMINDER_S, not once per attempt."""
         now = time.monotonic()
         self._down_attempts += 1
-        where = f"{self.cfg.host}:{self.cfg.port}"
+        where = self.brokers.current
         if self._down_since is None:
             self._down_since = self._down_logged = now
             log.warning("MQTT broker %s: %s; retrying with backoff (hits wait in the outbox)", where, why)
@@ -283,6 +296,11 @@ class PahoPublisher:
 
     # --- paho callbacks (network thread): record, never work -------------------------------------
 
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho's `host`/`port` setters refuse while it is connecting, which this is: set what its
+        # reconnect() reads next (paho-mqtt is pinned below 3; tests/test_failover.py checks it)
+        client._host, client._port = self.brokers.attempt()
+
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, props: Any
     ) -> None:
@@ -292,9 +310,15 @@ class PahoPublisher:
             self._connected = False
             return
         if self._down_since is not None:
-            log.warning("MQTT broker %s:%s reachable again after %s (%d attempts)", self.cfg.host,
-                        self.cfg.port, _duration(time.monotonic() - self._down_since), self._down_attempts)
+            self.last_outage_s = time.monotonic() - self._down_since
+            log.warning("MQTT broker %s reachable again after %s (%d attempts)", self.brokers.current,
+                        _duration(self.last_outage_s), self._down_attempts)
             self._down_since, self._down_attempts = None, 0
+        if before := self.brokers.connected():
+            log.warning("MQTT: now on broker %s (was on %s)", self.brokers.current, before)
+        # acks for hits delivered before the loss waited in the old session: without it they are
+        # gone, and those hits go out again now rather than after resend_after_s
+        self._session_lost = not getattr(flags, "session_present", False)
         self._max_packet = getattr(props, "MaximumPacketSize", None)
         self.too_large = {}  # counted again against this connection's limit
         self.connect_error = ""
@@ -303,16 +327,25 @@ class PahoPublisher:
         self._backoff.reset()
         self.connect_error = ""
         self._set_backoff(client)
+        self._subscriptions.clear()
         for topic in self._inbound:
-            client.subscribe(topic, qos=1)
+            rc, mid = client.subscribe(topic, qos=1)
+            if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+                self._subscriptions.sent(mid, topic)
         self._publish_status()
         # Retained messages go out only now, once the broker's size limit is known: one queued
         # before the connection and over the limit was resent by paho on every reconnect, and the
         # broker's disconnect for it became a loop that let no hit through.
         for topic, payload in list(self._retained.items()):
             self._send(topic, payload, retain=True)
-        log.info("MQTT connected to %s:%s (session present: %s)", self.cfg.host, self.cfg.port,
+        log.info("MQTT connected to %s (session present: %s)", self.brokers.current,
                  getattr(flags, "session_present", None))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        topic = self._subscriptions.answered(mid)
+        if refused := [c for c in codes if getattr(c, "is_failure", False)]:
+            log.error("MQTT broker %s refused the subscription to %s (%s): acks and commands on it will "
+                      "not arrive; check the broker's ACL", self.brokers.current, topic, refused[0])
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         # paho calls this from inside its `except OSError` and passes no reason: take it from there
@@ -442,6 +475,7 @@ class PahoPublisher:
         self._apply_acks(outbox)
         if not self._connected:
             return
+        self._check_session()
         room = self.cfg.max_inflight - len(self._mids)
         if room <= 0:
             return
@@ -467,6 +501,22 @@ class PahoPublisher:
                 break
         # acks that raced with the publish calls above are applied now that their mids are recorded
         self._apply_acks(outbox)
+
+    def _check_session(self) -> None:
+        if self._session_lost:
+            self._session_lost = False
+            in_flight = set(self._mids.values())  # paho resends these itself
+            for item_id in self._delivered:
+                if item_id not in in_flight:
+                    self._sent.pop(item_id, None)
+        # A SUBSCRIBE left unanswered for a keepalive: reconnect (the next broker, with a list) and
+        # subscribe afresh. A RabbitMQ 3.10 node whose classic session queue lives on a dead node
+        # answers none (docs/fleet.md); without the subscription no ack or command would arrive.
+        if (topic := self._subscriptions.late(self.cfg.keepalive_s)) is not None:
+            log.error("MQTT broker %s has not confirmed the subscription to %s in %d s: reconnecting",
+                      self.brokers.current, topic, self.cfg.keepalive_s)
+            self._subscriptions.clear()
+            drop_connection(self.client.socket())
 
     def _apply_acks(self, outbox: Outbox) -> None:
         while True:

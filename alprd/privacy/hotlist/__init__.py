@@ -26,12 +26,15 @@ from .csv import (
     split_expired,
     wildcard_kind,
 )
+from .delta import DELTA_FORMAT, DELTA_MAGIC, is_delta, pack_delta, verify_delta
 from .index import DEFAULT_LOOKALIKE_CLASSES, HotList, Lookalike, load_bundle, release_memory
 from .install import DEFAULT_LIST_ID, HotListInstaller, StateStore, load_keys
 
 __all__ = [
     "DEFAULT_LIST_ID",
     "DEFAULT_LOOKALIKE_CLASSES",
+    "DELTA_FORMAT",
+    "DELTA_MAGIC",
     "FORMAT",
     "MAGIC",
     "NCIC_COLUMNS",
@@ -45,16 +48,19 @@ __all__ = [
     "encode_entries",
     "encrypt_payload",
     "entries_from_rows",
+    "is_delta",
     "load_bundle",
     "load_keys",
     "new_nonce_material",
     "normalize_plate",
     "pack_bundle",
+    "pack_delta",
     "parse_csv",
     "parse_ncic_csv",
     "read_manifest_unverified",
     "release_memory",
     "split_expired",
     "verify_bundle",
+    "verify_delta",
     "wildcard_kind",
 ]

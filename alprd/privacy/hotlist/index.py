@@ -296,6 +296,11 @@ class HotList:
         return self.manifest.version
 
     @property
+    def plaintext(self) -> bytes:
+        """The decrypted list the index was built on (what a delta update applies to)."""
+        return self._pt
+
+    @property
     def list_id(self) -> str:
         return self.manifest.list_id
 

@@ -2,6 +2,11 @@
 
 The installer also holds the active list: the pipeline matches against `installer.active`, so a
 list installed over MQTT is in use from the next frame.
+
+A delta (`delta.py`) is installed the same way, with the same rollback floor, and applies only to
+the list it was made from. The device cannot sign what it computed, so it keeps the last full
+bundle and, beside it in `<bundle>.d/`, the deltas on top of it (every byte signed by headquarters),
+replayed and checked again at every start; a full bundle clears them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ from ...errors import HotListError, KeyFileError, StoreError
 from ...types import iso_z
 from ..keys import write_file_atomic
 from .bundle import Manifest, read_manifest_unverified, verify_bundle
+from .delta import (
+    DELTA_FORMAT,
+    DeltaManifest,
+    apply_delta,
+    is_delta,
+    read_delta_manifest_unverified,
+    result_manifest,
+    verify_delta,
+)
 from .index import HotList, Lookalike, release_memory
 
 if TYPE_CHECKING:
@@ -77,6 +91,7 @@ class HotListInstaller:
     ) -> None:
         self._store = store
         self.bundle_path = bundle_path
+        self.delta_dir = bundle_path.with_name(bundle_path.name + ".d")
         self._pub = signing_pub
         self._key = list_key
         self.list_id = list_id
@@ -146,9 +161,43 @@ class HotListInstaller:
             on_disk = read_manifest_unverified(self.bundle_path.read_bytes())
         except (OSError, HotListError):
             return v
-        return max(v, on_disk.version) if on_disk.list_id == self.list_id else v
+        v = max(v, on_disk.version) if on_disk.list_id == self.list_id else v
+        for path in self._delta_files():
+            try:
+                delta = read_delta_manifest_unverified(path.read_bytes())
+            except (OSError, HotListError):
+                continue
+            if delta.list_id == self.list_id:
+                v = max(v, delta.version)
+        return v
 
-    def _check_list_id(self, manifest: Manifest, what: str) -> None:
+    def _delta_files(self) -> list[Path]:
+        """The stored deltas, oldest first (named by version)."""
+        try:
+            return sorted(self.delta_dir.glob("*.delta"))
+        except OSError:
+            return []
+
+    def _with_deltas(self, manifest: Manifest, plaintext: bytes) -> tuple[Manifest, bytes]:
+        """The stored bundle's list with the stored deltas applied, each verified again; a delta
+        that does not follow the list it finds is refused, and so is the whole list (the floor
+        would refuse the older list anyway)."""
+        for path in self._delta_files():
+            try:
+                blob = path.read_bytes()
+            except OSError as e:
+                raise HotListError(f"{path}: cannot read a stored delta: {e.strerror}") from None
+            delta, body = verify_delta(blob, self._pub, self._need_key(), self._now(), check_expiry=False)
+            if delta.list_id != self.list_id or delta.version <= manifest.version:
+                continue  # left from before the last full bundle
+            if delta.base_version != manifest.version:
+                raise HotListError(f"stored delta {path.name} updates version {delta.base_version}, "
+                                   f"not the stored list's {manifest.version}")
+            plaintext = apply_delta(plaintext, delta, body)
+            manifest = result_manifest(delta, plaintext)
+        return manifest, plaintext
+
+    def _check_list_id(self, manifest: Manifest | DeltaManifest, what: str) -> None:
         if manifest.list_id != self.list_id:
             raise HotListError(
                 f"{what} is of list {manifest.list_id!r} (version {manifest.version}); this device runs "
@@ -175,6 +224,7 @@ class HotListInstaller:
                     data, self._pub, self._need_key(), self._now(), check_expiry=False
                 )
                 self._check_list_id(manifest, "the installed bundle")
+                manifest, plaintext = self._with_deltas(manifest, plaintext)
                 try:
                     recorded: int | None = self._recorded_floor()
                 except StoreError as e:
@@ -205,10 +255,14 @@ class HotListInstaller:
         except StoreError as e:  # the refusal itself matters more than its record: report, go on
             log.error("hot-list refusal could not be audited: %s", e)
 
-    def _commit(self, manifest: Manifest, actor: str, recovered: bool = False) -> None:
+    def _commit(
+        self, manifest: Manifest, actor: str, recovered: bool = False, delta: DeltaManifest | None = None
+    ) -> None:
         """Record the accepted version and its audit entry in one transaction: the install's second
         write. A crash between the two is completed at the next `load_installed`."""
         obj = manifest.public()
+        if delta is not None:
+            obj.update(delta.public(), sha256=manifest.sha256)
         if recovered:
             obj["recovered"] = True
         self._store.commit_state(
@@ -232,13 +286,30 @@ class HotListInstaller:
         except OSError as e:
             raise HotListError(f"{self.bundle_path}: cannot store the bundle: {e.strerror}") from None
 
+    def _write_delta(self, blob: bytes, version: int) -> None:
+        try:
+            self.delta_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_file_atomic(self.delta_dir / f"{version:010d}.delta", blob, 0o600)
+        except OSError as e:
+            raise HotListError(f"{self.delta_dir}: cannot store the delta: {e.strerror}") from None
+
+    def _clear_deltas(self) -> None:
+        """After a full bundle: the deltas below it are history (and skipped at start if one stays)."""
+        for path in self._delta_files():
+            try:
+                path.unlink()
+            except OSError as e:
+                log.warning("%s: old delta not removed: %s", path, e.strerror)
+
     def install(self, bundle: bytes, actor: str | None = None, *, audit_refusal: bool = True) -> int:
-        """Verify, decrypt and activate `bundle`; returns its version.
+        """Verify, decrypt and activate `bundle` (or a delta); returns its version.
 
         Raises HotListError with the reason (the previous list stays active), or StoreError if the
         acceptance cannot be recorded after the file was replaced (then `load_installed` completes it).
         """
         who = actor or self._actor
+        if is_delta(bundle):
+            return self._install_delta(bundle, who, audit_refusal)
         with self._lock:
             version: int | None = None
             try:
@@ -254,6 +325,7 @@ class HotListInstaller:
                 hl = HotList(manifest, plaintext, self._lookalike, self._clock)
                 del plaintext
                 self._write_bundle(bundle)
+                self._clear_deltas()
                 self._commit(manifest, who)
             except HotListError as e:
                 if audit_refusal:
@@ -266,6 +338,56 @@ class HotListInstaller:
             release_memory()
             log.info("hot list version %d accepted (%d entries)", manifest.version, len(hl))
             return manifest.version
+
+    def _base_of(self, delta: DeltaManifest) -> tuple[Manifest, bytes]:
+        """The list a delta applies to: the active one, or (`alprd hotlist install`, which loads
+        nothing first) the stored one."""
+        active = self.active
+        if active is not None and active.version == delta.base_version:
+            return active.manifest, active.plaintext
+        try:
+            data = self.bundle_path.read_bytes()
+        except OSError:
+            raise HotListError("no full list is installed to apply a delta to: send the full bundle") \
+                from None
+        manifest, plaintext = verify_bundle(data, self._pub, self._need_key(), self._now(),
+                                            check_expiry=False)
+        self._check_list_id(manifest, "the installed bundle")
+        return self._with_deltas(manifest, plaintext)
+
+    def _install_delta(self, blob: bytes, who: str, audit_refusal: bool) -> int:
+        with self._lock:
+            version: int | None = None
+            try:
+                delta, body = verify_delta(blob, self._pub, self._need_key(), self._now())
+                version = delta.version
+                self._check_list_id(delta, "the delta")
+                last = self.accepted_version()
+                if delta.version <= last:
+                    raise HotListError(f"delta version {delta.version} is not newer than the accepted "
+                                       f"version {last}: rollback or replay refused")
+                base, base_plaintext = self._base_of(delta)
+                if base.version != delta.base_version:
+                    raise HotListError(f"this delta updates version {delta.base_version}; this device "
+                                       f"has version {base.version}: send the full bundle")
+                plaintext = apply_delta(base_plaintext, delta, body)
+                del base_plaintext
+                manifest = result_manifest(delta, plaintext)
+                hl = HotList(manifest, plaintext, self._lookalike, self._clock)
+                self._write_delta(blob, delta.version)
+                self._commit(manifest, who, delta=delta)
+            except HotListError as e:
+                if audit_refusal:
+                    obj: dict[str, object] = {"reason": str(e), "format": DELTA_FORMAT}
+                    if version is not None:
+                        obj["version"] = version
+                    self._audit_reject(who, obj, "hot-list update")
+                raise
+            self.active = hl
+            release_memory()
+            log.info("hot list version %d accepted from a delta on %d (%d entries, -%d +%d)",
+                     delta.version, delta.base_version, len(hl), delta.removed, delta.added)
+            return delta.version
 
 
 def load_keys(section: HotlistConfig) -> tuple[Ed25519PublicKey, bytes]:
