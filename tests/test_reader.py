@@ -31,6 +31,8 @@ from alprd.read.reader import (
 from alprd.types import Box, Detection
 
 ROOT = Path(__file__).resolve().parent.parent
+ALONE = {"detector_model": "plate_det", "fallback_model": None, "retry_size": None}
+"""One detector, no later looks."""
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def reader() -> PlateReader:
 @pytest.fixture(scope="module")
 def accurate() -> PlateReader:
     """plate_det alone: the detector whose boxes the geometry rules below were measured on."""
-    return PlateReader(ReaderConfig())
+    return PlateReader(ReaderConfig(**ALONE))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def test_reads_real_photos(reader: PlateReader, data_dir: Path, region: str) -> 
 def test_detector_variants_are_selectable_and_read(
     accurate: PlateReader, data_dir: Path, name: DetectorModel
 ) -> None:
-    variant = PlateReader(ReaderConfig(detector_model=name))
+    variant = PlateReader(ReaderConfig(**{**ALONE, "detector_model": name}))
     assert set(variant.model_hashes) == {name, "line_det", "plate_rec", "plate_rec_tall"}
     assert variant.detector.contract.sha256 != accurate.detector.contract.sha256
     rows = _sample(data_dir / "br", 12)
@@ -94,9 +96,10 @@ def test_detector_variants_are_selectable_and_read(
 def test_fallback_reads_again_where_the_first_detector_reads_no_plate_or_several_well(
     accurate: PlateReader, data_dir: Path,
 ) -> None:
-    fast = PlateReader(ReaderConfig(detector_model="plate_det_fast"))
+    fast = PlateReader(ReaderConfig(**{**ALONE, "detector_model": "plate_det_fast"}))
     strong = accurate  # plate_det alone
-    paired = PlateReader(ReaderConfig(detector_model="plate_det_fast", fallback_model="plate_det"))
+    paired = PlateReader(ReaderConfig(**{**ALONE, "detector_model": "plate_det_fast",
+                                         "fallback_model": "plate_det"}))
     assert set(paired.model_hashes) == {
         "plate_det_fast", "plate_det", "line_det", "plate_rec", "plate_rec_tall"}
     fell_back = right_fast = right_paired = 0

@@ -7,8 +7,10 @@ from .load import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, key_lines, load_config, pa
 from .schema import (
     CREDENTIALS,
     DETECTOR_MODELS,
+    MAX_CAMERAS,
     PACKAGE_MODELS_DIR,
     PHOTO_READER,
+    CameraConfig,
     Config,
     DetectorModel,
     GpsdConfig,
@@ -31,9 +33,9 @@ from .schema import (
 )
 
 __all__ = [
-    "CREDENTIALS", "DETECTOR_MODELS", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "PACKAGE_MODELS_DIR",
-    "PHOTO_READER", "Config", "DetectorModel", "GpsdConfig", "HotlistConfig", "LocationConfig",
-    "MatchingConfig", "MetricsConfig", "MotionConfig", "MqttConfig", "MqttTlsConfig", "PolicyConfig",
-    "PrivacyConfig", "ReaderConfig", "Region", "Section", "SourceConfig", "StorageConfig",
-    "TrackingConfig", "config_hash", "key_lines", "load_config", "parse_config",
+    "CREDENTIALS", "DETECTOR_MODELS", "MAX_CAMERAS", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH",
+    "PACKAGE_MODELS_DIR", "PHOTO_READER", "CameraConfig", "Config", "DetectorModel", "GpsdConfig",
+    "HotlistConfig", "LocationConfig", "MatchingConfig", "MetricsConfig", "MotionConfig", "MqttConfig",
+    "MqttTlsConfig", "PolicyConfig", "PrivacyConfig", "ReaderConfig", "Region", "Section", "SourceConfig",
+    "StorageConfig", "TrackingConfig", "config_hash", "key_lines", "load_config", "parse_config",
 ]
