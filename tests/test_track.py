@@ -8,7 +8,7 @@ from alprd.config import TrackingConfig
 from alprd.device.track import Tracker, similarity, vote
 from alprd.types import Box, Candidate, Frame, Read
 
-IMG = np.zeros((8, 8, 3), np.uint8)
+IMG = np.zeros((720, 1280, 3), np.uint8)
 
 
 def rd(text: str, box: Box, conf: float = 0.9, chars: tuple[float, ...] | None = None) -> Read:
