@@ -66,11 +66,13 @@ class StatusDetail(Body):
     """What the `online` status says beyond being online: the camera and the alarms."""
 
     camera: str
-    """`ok` or `lost`."""
+    """`ok`, or `lost` while any camera is (the `camera` alarm)."""
     alarms: tuple[str, ...]
     camera_error: str | None = None
     storage_error: str | None = None
-    omit_if_none: ClassVar[frozenset[str]] = frozenset({"camera_error", "storage_error"})
+    cameras: dict[str, str] | None = None
+    """Each camera's own `ok` or `lost`: which one the `camera` alarm is about."""
+    omit_if_none: ClassVar[frozenset[str]] = frozenset({"camera_error", "storage_error", "cameras"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,8 +87,9 @@ class StatusBody(Body):
     alarms: tuple[str, ...] | None = None
     camera_error: str | None = None
     storage_error: str | None = None
+    cameras: dict[str, str] | None = None
     omit_if_none: ClassVar[frozenset[str]] = frozenset(
-        {"camera", "alarms", "camera_error", "storage_error"})
+        {"camera", "alarms", "camera_error", "storage_error", "cameras"})
 
     @classmethod
     def of(
@@ -140,7 +143,7 @@ class InfoBody(Body):
             hotlist=hotlist if hotlist is not None else NoList(),
             config=config_hash(cfg)[:16],
             policy=hashlib.sha256(policy).hexdigest()[:16],
-            source=cfg.source.kind,
+            source=",".join(dict.fromkeys(c.kind for c in cfg.cameras)),
         )
 
 
@@ -182,10 +185,13 @@ class HitBody(Body):
     verified: bool
     match: MatchBody
     box: tuple[int, int, int, int]
-    direction: str
+    direction: str | None
+    """approaching, receding, left or right (in the picture), from the pass's geometry; null: unsure."""
     location: Location | None
     evidence: str | None
     """The hit_id under which sealed evidence was stored, or None."""
+    repeat: bool = False
+    """This camera reported this list entry before, more than tracking.rehit_after_s ago."""
 
     @classmethod
     def of(cls, hit: Hit, device_id: str, location: Location | None, evidence: str | None) -> HitBody:
@@ -201,7 +207,7 @@ class HitBody(Body):
             match=MatchBody(kind=m.kind, reason=m.reason, priority=m.priority, list_version=m.list_version,
                             p_not_entry=round(float(m.p_not_entry), 6)),
             box=(t.box.x, t.box.y, t.box.w, t.box.h), direction=t.direction, location=location,
-            evidence=evidence,
+            evidence=evidence, repeat=hit.repeat,
         )
 
 
@@ -215,9 +221,15 @@ class SummaryWindow(Body):
     epoch: int
     start: float
     end: float
-    reads: int
+    passes: int
+    """Vehicles that passed (hits included); a car hidden for a moment counts once."""
     hits: int
+    noise: int
+    """Passes that were no vehicle: text shorter than a plate and in no plate format."""
+    reads: int
+    """Frames the reader read (frames with motion)."""
     confidence_hist: tuple[int, ...]
+    """The passes' voted confidences, in tenths."""
     token_bits: int | None = None
     tokens: dict[str, int] | None = None
     tokens_withheld: str | None = None
@@ -242,6 +254,27 @@ class SummaryBody(SummaryWindow):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CameraMetrics(Body):
+    """One camera's counters in `metrics`: with too little CPU the cameras are read in turn, and
+    this says which of them loses frames."""
+
+    connected: bool
+    frames_in: int
+    frames_processed: int
+    frames_skipped_motion: int
+    frames_dropped: int
+    frames_dropped_motion: int
+    """Dropped next to a frame with motion: while a car was in view."""
+    read_share: float | None
+    """frames_processed / (frames_processed + frames_dropped_motion): the share of motion frames
+    read (null before the first motion)."""
+    reconnects: int
+    open_tracks: int
+    stitched: int
+    """Passes joined to the pass before them: the same car seen again within rehit_after_s."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class MetricsBody(Body):
     topic: ClassVar[str] = "metrics"
     v: int = 1
@@ -251,12 +284,18 @@ class MetricsBody(Body):
     frames_processed: int
     frames_skipped_motion: int
     frames_dropped: int
+    frames_dropped_motion: int
+    read_share: float | None
+    """Over all cameras: frames read / (read + dropped while a car was in view)."""
     camera_reconnects: int
     reads: int
     hits: int
     passes: int
+    noise: int
+    """Passes that were no vehicle (`summary.noise`)."""
     ms: dict[str, dict[str, float]]
     """p50, p95 and n per pipeline stage over the last samples."""
+    cameras: dict[str, CameraMetrics]
     open_tracks: int
     outbox_depth: int | None
     """Durable rows waiting (None while the database cannot be read)."""

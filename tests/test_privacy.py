@@ -55,9 +55,11 @@ def test_counts_mode_emits_no_plate_derived_value() -> None:
     for plate, state in PLATES:
         for needle in _plate_derived_strings(plate, state):
             assert needle not in text, needle
-    assert summary["reads"] == 12 and summary["hits"] == 3
+    assert summary["passes"] == 12 and summary["hits"] == 3 and summary["noise"] == 0
+    assert summary["reads"] == 0  # no frames were counted
     assert sum(summary["confidence_hist"]) == 12
-    assert set(summary) == {"v", "mode", "epoch", "start", "end", "reads", "hits", "confidence_hist"}
+    assert set(summary) == {"v", "mode", "epoch", "start", "end", "passes", "hits", "noise", "reads",
+                            "confidence_hist"}
     assert not s.due()
 
 
