@@ -415,3 +415,24 @@ def test_a_small_row_of_lettering_does_not_outrank_the_plates_row(
     monkeypatch.setattr(reader_module, "SMALL_ROW_FACTOR", 1.0)
     without = run()
     assert with_rule[0] >= without[0] and with_rule[1] <= without[1], (with_rule, without)
+
+
+def test_the_pipeline_sets_the_detector_size_and_withholds_the_closer_look(
+    reader: PlateReader, data_dir: Path
+) -> None:
+    """`Looks` from the daemon's pipeline: a camera's own detector size, and no closer look where the
+    pipeline rations it; what a photo gets by default is every look."""
+    from alprd.types import Looks
+
+    empty = np.full((720, 1280, 3), 120, np.uint8)  # nothing to read: every later look is tried
+    assert {"fallback", "closer", "wider"} <= set(reader.read(empty).stage_ms)
+    assert "closer" not in reader.read(empty, looks=Looks(closer=False)).stage_ms
+    assert "closer" not in reader.read(empty, looks=Looks(size=960)).stage_ms  # already that close
+    right = {640: 0, 960: 0}
+    rows = _sample(data_dir / "us", 18)
+    for row in rows:
+        image, _ = read_image(data_dir / "us" / row["file"])
+        for size in right:
+            reads = reader.read(image, "us", Looks(size=size, closer=False)).reads
+            right[size] += bool(reads) and reads[0].text == row["plate"]
+    assert min(right.values()) >= 0.6 * len(rows), right
