@@ -227,3 +227,21 @@ def test_frames_dropped_next_to_motion_count_against_the_read_share() -> None:
     lane = pipe.lane("cam0")
     assert lane.dropped == 16 and lane.dropped_in_motion == 12
     assert lane.processed == 7 and lane.read_share() == round(7 / 19, 4)
+
+
+def test_only_the_region_of_interest_is_read_and_boxes_come_back_in_frame_pixels() -> None:
+    seen: list[tuple[int, ...]] = []
+
+    class CropReader(ScriptedReader):
+        def read(self, image: Image, region: str | None = None, looks: Looks | None = None) -> PhotoResult:
+            seen.append(image.shape)
+            return super().read(image, region, looks)
+
+    hot = make_hotlist({"7ABC123": "stolen"})
+    reader = CropReader({i: [rd("7ABC123", 20 + i)] for i in range(1, 4)})  # boxes in the crop's pixels
+    tracking = TrackingConfig(close_after_frames=3)
+    gate = MotionGate(MotionConfig(enabled=False, roi=(100, 200, 640, 300)))
+    pipe = Pipeline(reader, Tracker(tracking), gate, Installed(hot), MatchingConfig())
+    hits = [e for e in run(pipe, [frame(i) for i in range(1, 4)]) if isinstance(e, Hit)]
+    assert seen == [(300, 640, 3)] * 3  # the detectors see 640 x 300, not the 1280 x 720 frame
+    assert [h.track.box for h in hits] == [Box(100 + 20 + 1, 200 + 100, 80, 40)]

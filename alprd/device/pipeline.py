@@ -13,6 +13,7 @@ hot list serve every lane. A lane also remembers the passes that closed in the l
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ from typing import Literal, Protocol
 
 from ..clock import Clock, SystemClock
 from ..config import MatchingConfig
-from ..types import Event, Frame, Hit, Image, Looks, Match, Pass, PhotoResult, Read, Track
+from ..types import Box, Event, Frame, Hit, Image, Looks, Match, Pass, PhotoResult, Read, Track
 from .motion import MotionGate
 from .track import Tracker, similarity
 
@@ -241,11 +242,18 @@ class Pipeline:
 
     def _read(self, lane: Lane, frame: Frame) -> list[Read]:
         closer = self.closer_look == "frame" or (lane.closer_due and lane.tracker.open_count == 0)
-        result = self.reader.read(frame.image, self.region, Looks(size=lane.size, closer=closer))
+        h, w = frame.image.shape[:2]
+        # Only the region of interest is read: the detectors' input shrinks with it (a lane that is
+        # a third of the picture costs a third), or sees its plates bigger at the same cost.
+        roi = lane.gate.roi_box(w, h)
+        image = frame.image[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w] if roi.area < w * h else frame.image
+        result = self.reader.read(image, self.region, Looks(size=lane.size, closer=closer))
         if "closer" in result.stage_ms:
             lane.closer_due = False
-        h, w = frame.image.shape[:2]
-        reads = [r for r in result.reads if lane.gate.inside(r.box, w, h)]
+        reads = [r if image is frame.image else
+                 dataclasses.replace(r, box=Box(r.box.x + roi.x, r.box.y + roi.y, r.box.w, r.box.h))
+                 for r in result.reads]
+        reads = [r for r in reads if lane.gate.inside(r.box, w, h)]
         lane.reads += len(reads)
         for stage, ms in result.stage_ms.items():
             self.timer.add(stage, ms)

@@ -126,7 +126,8 @@ GROWTH = 1.3
 the detector's box height wobbles by about a tenth from frame to frame, a car crossing the picture
 keeps its distance, and one that drives towards a camera doubles its plate's size in a few metres."""
 SIDEWAYS = 0.75
-"""A plate whose centre moves this many plate heights across the picture is going left or right.
+"""A plate whose centre moves this many plate heights across the picture is going left or right (the
+demo's plates come in at the side, where a box cut by the edge moves at half the car's speed).
 Heights, not widths: a plate entering at the picture's side is cut in width, never in height, and
 a plate's height is the same share of it in every region (widths differ: US 2:1, EU 4.7:1)."""
 CLEAR = 1.25
