@@ -175,3 +175,36 @@ def test_check_config_names_the_camera_whose_folder_is_missing(tmp_path: Path) -
     line = next(x for x in err.getvalue().splitlines() if "nowhere" in x)
     number = int(line.split()[0].rsplit(":", 1)[1])
     assert "sources.1.path" in line and "path:" in path.read_text().splitlines()[number - 1], line
+
+
+def test_a_patrol_cars_rear_camera_reports_its_bearing_from_the_cars_heading(
+    tmp_path: Path, mosquitto: Mosquitto, data_dir: Path
+) -> None:
+    from test_daemon import ScriptedReader, rd
+    from test_location import FakeGpsd, tpv
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((data_dir / "us").glob("*.jpg"))[:6]:
+        (photos / p.name).symlink_to(p)
+    keys = agency(tmp_path)
+    gpsd = FakeGpsd()
+    gpsd.send(tpv(52.5162746, 13.3777041, track=92.0, speed=11.2))
+    cfg = two_cameras(tmp_path, keys, mosquitto, [
+        {"name": "rear", "kind": "images", "path": str(photos), "fps": 5, "heading_deg": 180},
+    ])
+    cfg = Config.model_validate({**cfg.model_dump(mode="json"),
+                                 "location": {"gpsd": {"host": "127.0.0.1", "port": gpsd.port}}})
+    sub = Subscriber(mosquitto, "alprd/cams-dev/#")
+    stop = threading.Event()
+    try:
+        daemon = build(cfg, stop, reader=ScriptedReader({6: [rd("7ABC123", 10)]}))  # ~1 s in: a fix by then
+        daemon.hotlist.install(bundle_for(keys, {"7ABC123": "stolen"}, 1))
+        assert daemon.run(stop) == 0
+        assert sub.wait_for(lambda s: any(m["state"] == "stopped" for m in s.json_on("/status")), 20)
+    finally:
+        sub.close()
+        gpsd.close()
+    (hit,) = sub.json_on("/hit")
+    assert hit["camera"] == "rear"
+    assert hit["location"]["heading"] == 92.0 and hit["location"]["camera_heading"] == 272.0

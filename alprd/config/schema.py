@@ -494,12 +494,15 @@ class Config(Section):
         location.heading_deg) as a list of one."""
         if self.sources:
             return self.sources
+        # location.heading_deg is a pole's compass bearing; with gpsd the car's heading replaces it
+        heading = self.location.heading_deg if self.location.gpsd is None else None
         return (CameraConfig(**self.source.model_dump(), name=self.camera, roi=self.motion.roi,
-                             heading_deg=self.location.heading_deg),)
+                             heading_deg=heading),)
 
     @model_validator(mode="after")
     def _check(self) -> Config:
-        if self.sources and self.model_fields_set & {"source", "camera"}:
+        # (compared with the defaults, not by which keys were given: a dumped config validates again)
+        if self.sources and (self.source != SourceConfig() or self.camera != "cam0"):
             raise ValueError("give either sources (several cameras) or source and camera (one), not both")
         names = [c.name for c in self.sources]
         if len(set(names)) != len(names):
