@@ -101,8 +101,11 @@ class ReaderConfig(Section):
     zoom_out: bool = Field(
         False,
         description="When no confident plate that fits the region's grammar is found, look again at "
-        "the frame padded on every side (a plate that fills the frame: tight crops, zoomed pole "
-        "cameras). `alprd read`/`bench` use it; the daemon's stream sees plates at many sizes.",
+        "the frame padded on every side, then read the frame itself as a plate (a plate that fills "
+        "the frame: tight crops). `alprd read`/`bench` use it. The daemon does not: on the stream "
+        "bench read frame by frame it ran at 217 of 514 motion frames, took 45% more CPU and found no "
+        "car more (12 of 12 either way; BENCHMARKS.md, Daemon, 2026-12-05); a camera's car fills "
+        "the frame in no frame, or in few.",
     )
     min_detection_score: float | None = Field(
         None, ge=0.0, le=1.0,
