@@ -222,7 +222,7 @@ def test_a_clock_set_back_gives_counts_only_until_it_passes_the_last_window_neve
     first = window()
     assert first["mode"] == "tokens" and first["tokens"]
     stepped = window(step_back_at=300)  # the clock goes back 2 h in the middle of a window
-    assert stepped["mode"] == "counts" and "tokens" not in stepped and stepped["reads"] == 12
+    assert stepped["mode"] == "counts" and "tokens" not in stepped and stepped["passes"] == 12
     assert stepped["start"] <= stepped["end"]
     while clock.time() < float(first["end"]):  # type: ignore[arg-type]
         assert window()["mode"] == "counts"  # each still overlaps time a token window already covered

@@ -374,7 +374,7 @@ def make_pipeline(cfg: Config, reader: Reader, hotlist: HotListInstaller) -> Pip
     name, tracker, gate, size = lanes[0]
     pipeline = Pipeline(reader, tracker, gate, hotlist, cfg.matching, region, camera=name, size=size,
                         closer_look=cfg.reader.closer_look,
-                        vehicle=lambda t: vehicle_like(t.text, cfg.reader.region, t.reads))
+                        vehicle=lambda text, once: vehicle_like(text, cfg.reader.region, once))
     for name, tracker, gate, size in lanes[1:]:
         pipeline.add_camera(name, tracker, gate, size)
     return pipeline

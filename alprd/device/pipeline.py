@@ -54,9 +54,9 @@ class ActiveList(Protocol):
     def active(self) -> Matcher | None: ...
 
 
-VehicleTest = Callable[[Track], bool]
-"""Whether a closed pass can be a vehicle (`alprd.read.grammar.vehicle_like` for the region); a
-pass that cannot is counted as noise."""
+VehicleTest = Callable[[str, bool], bool]
+"""Whether a closed pass can be a vehicle, from its text and whether one frame of a stream read it
+once (`alprd.read.grammar.vehicle_like` for the region); a pass that cannot is counted as noise."""
 
 
 class StageTimer:
@@ -114,6 +114,8 @@ class Lane:
     closer_due: bool = True
     """The closer look may run before the next pass opens (closer_look: pass)."""
     moving: bool = False
+    stream: bool = True
+    """The camera's frames are a stream (not a folder of unrelated photos, each its own scene)."""
     recent: list[_Closed] = field(default_factory=list)
     reported: dict[str, float] = field(default_factory=dict)
     """List entry -> when this camera last saw the car it reported a hit for."""
@@ -213,6 +215,7 @@ class Pipeline:
     def step(self, frame: Frame) -> list[Event]:
         lane = self.lane(frame.camera)
         lane.frames += 1
+        lane.stream = not frame.scene
         t0 = time.perf_counter()
         reads: list[Read] = []
         moving = lane.gate.wants(frame)
@@ -302,7 +305,7 @@ class Pipeline:
             m = self._match(t)
             if m is not None:
                 events += self._hit(lane, t, m, t.agreeing_reads >= self.matching.min_agreeing_reads)[0]
-            elif self.vehicle is not None and not self.vehicle(t):
+            elif self.vehicle is not None and not self.vehicle(t.text, t.reads < 2 and lane.stream):
                 events.append(Pass(t, noise=True))
             elif (before := self._earlier(lane, t, None)) is not None:
                 lane.stitched += 1  # the car was counted when its earlier pass closed
