@@ -265,7 +265,8 @@ class Printer:
                 line = (
                     f"HIT      {body.get('plate')}  reason={m.get('reason')!r} kind={m.get('kind')} "
                     f"priority={m.get('priority')} verified={body.get('verified')} reads={body.get('reads')} "
-                    f"confidence={body.get('confidence')} p_not_entry={m.get('p_not_entry')}"
+                    f"confidence={body.get('confidence')} p_not_entry={m.get('p_not_entry')} "
+                    f"camera={body.get('camera')} direction={body.get('direction')}"
                 )
             elif kind == "summary":
                 self.summaries.append(body)
@@ -421,7 +422,8 @@ def run_prepared(setup: DemoSetup) -> int:
         print(
             f"alprd demo: done in {took:.1f} s: {n} frames ({daemon.pipeline.processed} read, "
             f"{daemon.pipeline.skipped} skipped by the motion gate), {daemon.recorder.hits} hit(s), "
-            f"{daemon.recorder.passes} other pass(es) counted but never published", flush=True,
+            f"{daemon.recorder.passes} other pass(es) counted but never published, "
+            f"{daemon.recorder.noise} read(s) of no vehicle counted as noise", flush=True,
         )
         listed = sorted(v.plate for v in vehicles() if v.listed)
         got = sorted({str(h.get("plate")) for h in printer.hits})

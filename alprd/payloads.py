@@ -77,13 +77,16 @@ class StatusDetail(Body):
     """What the `online` status says beyond being online: the camera and the alarms."""
 
     camera: str
-    """`ok` or `lost`."""
+    """`ok`, or `lost` while any camera is (the `camera` alarm)."""
     alarms: tuple[str, ...]
     camera_error: str | None = None
     storage_error: str | None = None
     suppressed: str | None = None
     """`schedule` or `geofence` while a capture rule forbids reading plates (capture.*)."""
-    omit_if_none: ClassVar[frozenset[str]] = frozenset({"camera_error", "storage_error", "suppressed"})
+    cameras: dict[str, str] | None = None
+    """Each camera's own `ok` or `lost`: which one the `camera` alarm is about."""
+    omit_if_none: ClassVar[frozenset[str]] = frozenset(
+        {"camera_error", "storage_error", "suppressed", "cameras"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,8 +105,9 @@ class StatusBody(Body):
     storage_error: str | None = None
     suppressed: str | None = None
     """`schedule` or `geofence` while a capture rule forbids reading plates: no frame is read."""
+    cameras: dict[str, str] | None = None
     omit_if_none: ClassVar[frozenset[str]] = frozenset(
-        {"camera", "alarms", "camera_error", "storage_error", "suppressed"})
+        {"camera", "alarms", "camera_error", "storage_error", "suppressed", "cameras"})
 
     @classmethod
     def of(
@@ -159,7 +163,7 @@ class InfoBody(Body):
             hotlist=hotlist if hotlist is not None else NoList(),
             config=config_hash(cfg)[:16],
             policy=hashlib.sha256(policy).hexdigest()[:16],
-            source=cfg.source.kind,
+            source=",".join(dict.fromkeys(c.kind for c in cfg.cameras)),
         )
 
 
@@ -234,10 +238,13 @@ class HitBody(Body):
     verified: bool
     match: MatchBody
     box: tuple[int, int, int, int]
-    direction: str
+    direction: str | None
+    """approaching, receding, left or right (in the picture), from the pass's geometry; null: unsure."""
     location: Location | None
     evidence: str | None
     """The hit_id under which sealed evidence was stored (and is sent on `evidence/<hit_id>`), or None."""
+    repeat: bool = False
+    """This camera reported this list entry before, more than tracking.rehit_after_s ago."""
 
     @classmethod
     def of(cls, hit: Hit, device_id: str, location: Location | None, evidence: str | None) -> HitBody:
@@ -253,7 +260,7 @@ class HitBody(Body):
             reads=t.reads, agreeing_reads=t.agreeing_reads, verified=hit.verified,
             match=MatchBody.of(m),
             box=(t.box.x, t.box.y, t.box.w, t.box.h), direction=t.direction, location=location,
-            evidence=evidence,
+            evidence=evidence, repeat=hit.repeat,
         )
 
 
@@ -283,9 +290,15 @@ class SummaryWindow(Body):
     epoch: int
     start: float
     end: float
-    reads: int
+    passes: int
+    """Vehicles that passed (hits included); a car hidden for a moment counts once."""
     hits: int
+    noise: int
+    """Passes that were no vehicle: text shorter than a plate and in no plate format."""
+    reads: int
+    """Frames the reader read (frames with motion)."""
     confidence_hist: tuple[int, ...]
+    """The passes' voted confidences, in tenths."""
     token_bits: int | None = None
     tokens: dict[str, int] | None = None
     tokens_withheld: str | None = None
@@ -311,6 +324,27 @@ class SummaryBody(SummaryWindow):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CameraMetrics(Body):
+    """One camera's counters in `metrics`: with too little CPU the cameras are read in turn, and
+    this says which of them loses frames."""
+
+    connected: bool
+    frames_in: int
+    frames_processed: int
+    frames_skipped_motion: int
+    frames_dropped: int
+    frames_dropped_motion: int
+    """Dropped next to a frame with motion: while a car was in view."""
+    read_share: float | None
+    """frames_processed / (frames_processed + frames_dropped_motion): the share of motion frames
+    read (null before the first motion)."""
+    reconnects: int
+    open_tracks: int
+    stitched: int
+    """Passes joined to the pass before them: the same car seen again within rehit_after_s."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class MetricsBody(Body):
     topic: ClassVar[str] = "metrics"
     QOS: ClassVar[int] = 0
@@ -322,12 +356,18 @@ class MetricsBody(Body):
     frames_processed: int
     frames_skipped_motion: int
     frames_dropped: int
+    frames_dropped_motion: int
+    read_share: float | None
+    """Over all cameras: frames read / (read + dropped while a car was in view)."""
     camera_reconnects: int
     reads: int
     hits: int
     passes: int
+    noise: int
+    """Passes that were no vehicle (`summary.noise`)."""
     ms: dict[str, dict[str, float]]
     """p50, p95 and n per pipeline stage over the last samples."""
+    cameras: dict[str, CameraMetrics]
     open_tracks: int
     outbox_depth: int | None
     """Durable rows waiting (None while the database cannot be read)."""

@@ -233,6 +233,51 @@ def photo_check(reader: PlateReader | None, path: str) -> tuple[Check, dict[str,
     return Check(name, OK, f"{texts}; {ms:.0f} ms"), {"file": path, "ms": round(ms, 1), "plates": plates}
 
 
+BENCH_SIZE = (1920, 1080)
+"""The frame size the bench reads: a 1080p camera's, the daemon's default capture size."""
+
+
+def bench_checks(reader: PlateReader | None, reads: int, photos: Sequence[str] = ()) -> Iterator[Check]:
+    """This device's ms per read, with the daemon's reader: a 1080p frame with a plate, one of an
+    empty street (a motion frame without a readable plate: the fast detector and the fallback both
+    run), the closer look that the daemon adds once per pass, and each photo given. The daemon
+    reads a camera's motion frames as fast as these allow and drops the rest (`read_share` in
+    metrics; docs/pi-performance.md says what to change when it is too low)."""
+    from .read.imageio import read_image
+    from .types import Looks
+
+    if reader is None:
+        yield Check("bench", FAIL, "the reader did not load (see above)")
+        return
+    w, h = BENCH_SIZE
+    plate = render_plate(PLATE_TEXT, w, h, 300)
+    street = render_plate(PLATE_TEXT, w, h, 300)
+    street[h // 2 :] = 128  # the car is gone: nothing to read
+    frames: list[tuple[str, Image, Looks]] = [
+        ("bench plate", plate, Looks(closer=False)),
+        ("bench no plate", street, Looks(closer=False)),
+        ("bench closer look", street, Looks(closer=True)),
+    ]
+    for path in photos:
+        try:
+            frames.append((f"bench {Path(path).name}", read_image(path)[0], Looks(closer=False)))
+        except AlprdError as e:
+            yield Check(f"bench {Path(path).name}", FAIL, str(e))
+    for name, image, looks in frames:
+        reader.read(image, looks=looks)  # the first read of a new size plans its kernels
+        ms = []
+        for _ in range(reads):
+            t0 = time.perf_counter()
+            reader.read(image, looks=looks)
+            ms.append((time.perf_counter() - t0) * 1000)
+        ms.sort()
+        p50, p95 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.95))]
+        hi, wi = image.shape[:2]
+        yield Check(name, OK, f"{wi}x{hi}: p50 {p50:.1f} ms, p95 {p95:.1f} ms per read over {reads} reads "
+                              f"(up to {1000 / p50:.1f} frames read per second; detector threads "
+                              f"{reader.detector_threads})")
+
+
 def key_checks(cfg: Config, units: tuple[Path, ...] = UNIT_PATHS) -> Iterator[Check]:
     for k in check_key_files(cfg, units):
         if k.error:
@@ -320,11 +365,13 @@ def run(
     emit: Callable[[Check], None] | None = None,
     photos: Sequence[str] = (),
     photo_json: Callable[[dict[str, Any]], None] | None = None,
+    bench: int = 0,
 ) -> list[Check]:
     """Run every check, passing each to `emit` as it completes (slow CPUs show progress).
 
     `photos` are read with the same loaded reader (one model load: on slow CPUs that is most of
-    the time); `photo_json` receives each one's `alprd read` JSON object."""
+    the time); `photo_json` receives each one's `alprd read` JSON object. `bench` > 0 times that
+    many reads per bench frame (`bench_checks`)."""
     checks: list[Check] = []
 
     def add(check: Check) -> None:
@@ -349,6 +396,9 @@ def run(
         add(check)
         if photo_json is not None:
             photo_json(obj)
+    if bench > 0:
+        for check in bench_checks(reader, bench, photos):
+            add(check)
     if cfg is not None:
         for check in key_checks(cfg):
             add(check)

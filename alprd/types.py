@@ -67,6 +67,9 @@ class Frame:
     camera: str = "cam0"
     scene: str = ""
     """Set by sources whose frames are unrelated (a folder of photos): a new scene closes all tracks."""
+    dropped: int = 0
+    """Frames the source dropped just before this one (late or stale): the pipeline counts those
+    that fell while a car was in view, the figure that says whether the device keeps up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,20 @@ class Read:
     detection_score: float
     region: str = ""
     grammar_ok: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Looks:
+    """Which looks the reader takes at one frame: the pipeline decides per camera and per pass.
+
+    A photo gets every look (the defaults). A stream sees each car over many frames, so the costly
+    looks are rationed there: the closer look runs where nothing reads well and no pass of the
+    camera is open (`reader.closer_look`)."""
+
+    size: int | None = None
+    """Long side fed to the first detectors (`sources[].detector_size`); None: `reader.detector_size`."""
+    closer: bool = True
+    """Whether the closer look (`reader.retry_size`) may run at this frame."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +153,8 @@ class Track:
     grammar_ok: bool
     image: Image | None
     """The frame of the best read (kept in RAM only, for hit evidence)."""
-    direction: str
-    """Movement in the picture: approaching, receding, left, right, or unknown."""
+    direction: str | None
+    """Movement in the picture: approaching, receding, left, right, or None when unsure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +212,9 @@ class Hit:
     match: Match
     verified: bool
     hit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    repeat: bool = False
+    """The same camera reported this list entry before, more than `tracking.rehit_after_s` ago
+    (closer than that, the pass is the same car and gives no second hit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +222,9 @@ class Pass:
     """A closed pass that did not match: it only ever feeds the privacy-preserving summary."""
 
     track: Track
+    noise: bool = False
+    """Not a vehicle: its text fits no plate format of the region and is shorter than a plate
+    (a badge, a sign fragment). Counted as `noise`, not as a pass."""
 
 
 Event = Hit | Pass

@@ -45,7 +45,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/plates")
     args = ap.parse_args()
-    reader = PlateReader(ReaderConfig())
+    reader = PlateReader(ReaderConfig(detector_model="plate_det", fallback_model=None, retry_size=None))
     det = reader.detector
     looks: list[tuple[float, float, float]] = []  # width at input, relative scale, IoU first/second
     shares: list[tuple[str, bool, float, float]] = []  # region, train half, aspect, row h / box h

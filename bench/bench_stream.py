@@ -1,14 +1,23 @@
 """Daemon stream benchmark: a 1080p 30 fps video made of real photos, replayed at camera pace.
 
-    .venv/bin/python bench/bench_stream.py [--photos 12] [--threads 1]
+    MALLOC_ARENA_MAX=2 .venv/bin/python bench/bench_stream.py [--photos 12] [--reader KEY=VALUE ...]
+        [--pace 30|0] [--scale 1.0] [--cameras 1|2]
 
 Each real photo from ../shared/data/plates/us, scaled to 1920x1080, is shown for 1 s while the view
 pans across it (a car passing), then held still for 2 s with sensor noise (an empty street: what the
 motion gate is for). The daemon reads it with `source.fps: 30` (late frames dropped, as with a live
 camera), motion gating on, every photo's plate on the hot list, against a local mosquitto; a
 subscriber timestamps hits. Hit latency runs from the capture of the frame whose read decided the hit
-(`ts` in the hit) to its arrival at the subscriber. Prints processed fps, dropped frames, latency
-p50/p95 and peak RSS as one JSON line.
+(`ts` in the hit) to its arrival at the subscriber. Prints one JSON line: processed fps, dropped
+frames, the share of motion frames read (`read_share`: frames read / (read + dropped next to a frame
+with motion)), hits against cars (`hits_equal_cars`), latency p50/p95, peak RSS, and per stage the
+p50/p95 ms and how many frames ran it (`ms`: capture = grab + decode, motion, detect, fallback,
+closer, recognize, read, track_match, step).
+
+`--pace 0` replays as fast as the daemon reads (no frame dropped): what the reader finds and what
+a frame costs, whatever else the machine is doing. `--scale 0.5` shows every photo at half size
+(distant plates). `--cameras 2` gives the daemon two cameras (`sources:`), the photos split
+between two streams played at once: one reader for both.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -41,7 +51,8 @@ def unit_environment() -> dict[str, str]:
 
 
 def make_video(
-    path: Path, photos: list[Path], seconds_each: float = 1.0, still_s: float = 2.0, fps: int = 30
+    path: Path, photos: list[Path], seconds_each: float = 1.0, still_s: float = 2.0, fps: int = 30,
+    scale: float = 1.0,
 ) -> int:
     out = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (1920, 1080))
     rng = np.random.default_rng(0)
@@ -52,6 +63,13 @@ def make_video(
         if img is None:
             continue
         big = cv2.resize(img, (2112, 1188), interpolation=cv2.INTER_LINEAR)  # 10% margin to pan in
+        if scale != 1.0:
+            # the photo smaller, on a grey street: its plate as far away as `scale` says
+            small = cv2.resize(big, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            canvas = np.full_like(big, 110)
+            y, x = (big.shape[0] - small.shape[0]) // 2, (big.shape[1] - small.shape[1]) // 2
+            canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+            big = canvas
         steps = int(seconds_each * fps)
         view = big[54 : 54 + 1080, :1920]
         for k in range(steps):
@@ -86,12 +104,26 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def commit() -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                         text=True, check=False)
+    return out.stdout.strip()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
     ap.add_argument("--reader", action="append", default=[], metavar="KEY=YAML",
                     help="override a reader config key, e.g. --reader detector_size=960")
+    ap.add_argument("--tracking", action="append", default=[], metavar="KEY=YAML",
+                    help="override a tracking config key, e.g. --tracking rehit_after_s=0")
+    ap.add_argument("--pace", type=float, default=30.0,
+                    help="replay fps (30: a live camera, late frames dropped; 0: every frame read)")
+    ap.add_argument("--scale", type=float, default=1.0, help="photo size in the frame (0.5: distant plates)")
+    ap.add_argument("--cameras", type=int, default=1, choices=(1, 2), help="cameras (streams) of one daemon")
     args = ap.parse_args()
     import csv
     import subprocess
@@ -108,8 +140,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="alprd-bench-"))
     broker = None
     try:
-        video = tmp / "stream.avi"
-        frames = make_video(video, [DATA / r["file"] for r in rows])
+        videos = [tmp / f"stream{i}.avi" for i in range(args.cameras)]
+        frames = sum(make_video(v, [DATA / r["file"] for r in rows[i :: args.cameras]], scale=args.scale)
+                     for i, v in enumerate(videos))
         keys = tmp / "keys"
         generate_agency_keys(keys)
         entries = entries_from_rows([{"plate": r["plate"], "reason": "bench"} for r in rows])
@@ -131,14 +164,19 @@ def main() -> int:
             orig(client, userdata, msg)
 
         sub.client.on_message = stamp
-        reader = {"region": "us", "threads": args.threads}
+        reader: dict[str, object] = {"region": "us", "threads": args.threads}
         for kv in args.reader:
             key, _, value = kv.partition("=")
             reader[key] = yaml.safe_load(value)
+        tracking: dict[str, object] = {"close_after_frames": 3}
+        for kv in args.tracking:
+            key, _, value = kv.partition("=")
+            tracking[key] = yaml.safe_load(value)
         cfg = {
             "device_id": "bench", "reader": reader,
-            "source": {"kind": "video", "path": str(video), "fps": 30},
-            "tracking": {"close_after_frames": 3},
+            "sources": [{"name": f"cam{i}", "kind": "video", "path": str(v), "fps": args.pace}
+                        for i, v in enumerate(videos)],
+            "tracking": tracking,
             "mqtt": {"host": broker.host, "port": broker.port, "drain_timeout_s": 20},
             "metrics": {"interval_s": 5},
             "storage": {"dir": str(tmp / "state")},
@@ -174,13 +212,20 @@ def main() -> int:
         # verified hits went out in the step of the frame that decided them: read + publish, no waiting
         early = sorted(1000 * (received[h["hit_id"]] - h["ts"]) for h in hits
                        if h["hit_id"] in received and h["verified"])
-        video_s = frames / 30
+        video_s = frames / 30 / args.cameras
+        plates = [r["plate"] for r in rows]
+        hit_plates = sorted(str(h["plate"]) for h in hits)
         result = {
             "frames": frames, "video_s": round(video_s, 1), "wall_s": round(wall, 1),
             "frames_in": metrics["frames_in"], "processed": metrics["frames_processed"],
             "processed_fps": round(metrics["frames_processed"] / video_s, 2),
             "skipped_motion": metrics["frames_skipped_motion"], "dropped": metrics["frames_dropped"],
+            "dropped_motion": metrics["frames_dropped_motion"], "read_share": metrics["read_share"],
             "hits": len(hits), "plates": len(rows), "verified": sum(1 for h in hits if h["verified"]),
+            "hits_equal_cars": hit_plates == sorted(plates),
+            "plates_missed": sorted(set(plates) - set(hit_plates)),
+            "repeats": sum(1 for h in hits if h.get("repeat")),
+            "directions": dict(Counter(str(h.get("direction")) for h in hits)),
             "hit_latency_ms_p50": round(lat[len(lat) // 2], 1) if lat else None,
             "hit_latency_ms_p95": round(lat[min(len(lat) - 1, int(len(lat) * 0.95))], 1) if lat else None,
             "verified_hit_latency_ms": [round(x, 1) for x in early],
@@ -188,7 +233,8 @@ def main() -> int:
                                         if h["hit_id"] in received],
             "rss_mb_peak": round(hwm / 1024, 1), "rss_mb_sampled_max": round(rss / 1024, 1),
             "daemon_cpu_s": round(cpu, 1),
-            "ms": metrics["ms"], "reader": reader,
+            "ms": metrics["ms"], "cameras": metrics["cameras"], "reader": reader, "tracking": tracking,
+            "pace": args.pace, "scale": args.scale, "commit": commit(),
             "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         }
         print(json.dumps(result))

@@ -14,14 +14,14 @@ from pathlib import Path
 from alprd.config import load_config
 from alprd.device.daemon import build
 from alprd.device.systemd import install_signal_handlers
-from alprd.types import Box, Candidate, Image, PhotoResult, Read
+from alprd.types import Box, Candidate, Image, Looks, PhotoResult, Read
 
 
 class OnePlateReader:
     def __init__(self) -> None:
         self.model_hashes = {"scripted": "0" * 64}
 
-    def read(self, image: Image, region: str | None = None) -> PhotoResult:
+    def read(self, image: Image, region: str | None = None, looks: Looks | None = None) -> PhotoResult:
         r = Read("7ABC123", 0.95, (0.95,) * 7, (Candidate("7ABC123", 0.95),), Box(10, 10, 80, 40), 0.9, "us")
         return PhotoResult((r,), ms=1.0)
 

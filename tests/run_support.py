@@ -11,7 +11,7 @@ from pathlib import Path
 
 from alprd.config import Config
 from alprd.privacy.keys import generate_agency_keys
-from alprd.types import Box, Candidate, Image, PhotoResult, Read
+from alprd.types import Box, Candidate, Image, Looks, PhotoResult, Read
 
 DEVICE = "test-dev"
 
@@ -82,7 +82,7 @@ class ScriptedReader:
         self.script = script
         self.calls = 0
 
-    def read(self, image: Image, region: str | None = None) -> PhotoResult:
+    def read(self, image: Image, region: str | None = None, looks: Looks | None = None) -> PhotoResult:
         self.calls += 1
         return PhotoResult(tuple(self.script.get(self.calls, [])), ms=1.0)
 

@@ -113,6 +113,10 @@ def test_video_file_paced_drops_late_frames_instead_of_queueing(tmp_path: Path, 
     assert len(got) + src.stats.dropped == 30
     # no backlog: each delivered frame was at most one period late
     assert len(got) <= 13
+    # each frame says how many were dropped just before it: what the pipeline counts against motion
+    # (but the last few: the file ended before another frame came)
+    assert src.stats.dropped - 3 <= sum(f.dropped for f in got) <= src.stats.dropped and got[0].dropped == 0
+    assert max(f.dropped for f in got) >= 1 and src.stats.decode_ms > 0
 
 
 def test_video_file_loop_restarts(tmp_path: Path, data_dir: Path) -> None:

@@ -138,7 +138,7 @@ class Reader(ScriptedReader):
         super().__init__({})
         self.text = text
 
-    def read(self, image, region=None):  # type: ignore[no-untyped-def]
+    def read(self, image, region=None, looks=None):  # type: ignore[no-untyped-def]
         self.calls += 1
         from alprd.types import PhotoResult
 

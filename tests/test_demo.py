@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -20,9 +21,16 @@ def test_demo_runs_end_to_end_and_prints_the_listed_cars_only() -> None:
     for v in vehicles():
         if v.listed:
             assert f"HIT      {v.plate}" in out.stdout, out.stdout[-3000:]
+            # every car crosses the street sideways: its hit says which way, from the track's geometry
+            hit = next(line for line in out.stdout.splitlines() if line.startswith(f"HIT      {v.plate}"))
+            assert f"direction={'right' if v.speed > 0 else 'left'}" in hit, hit
         else:
             assert v.plate not in out.stdout + out.stderr  # counted in the summary, never published
     assert "STATUS   stopped" in out.stdout
+    # four cars are four passes; the street's signs and markings that were read are noise
+    summary = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("SUMMARY"))[9:])
+    assert summary["passes"] == len(vehicles()) and summary["hits"] == sum(v.listed for v in vehicles())
+    assert summary["reads"] > 0 and summary["noise"] >= 0
 
 
 def test_demo_with_a_dead_broker_says_so_in_one_line() -> None:

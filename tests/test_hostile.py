@@ -46,7 +46,8 @@ def config(tmp: Path, keys: Path, broker: Mosquitto, photos: Path, **extra: Any)
     return Config.model_validate({
         "device_id": DEV,
         "source": {"kind": "images", "path": str(photos), "fps": 4, "loop": True},
-        "tracking": {"close_after_frames": 1},
+        # every photo a car of its own: a hit per photo (stitching is tested in test_daemon.py)
+        "tracking": {"close_after_frames": 1, "rehit_after_s": 0},
         "mqtt": mqtt,
         "storage": {"dir": str(tmp / "state")},
         "hotlist": hotlist,

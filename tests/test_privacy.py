@@ -55,9 +55,11 @@ def test_counts_mode_emits_no_plate_derived_value() -> None:
     for plate, state in PLATES:
         for needle in _plate_derived_strings(plate, state):
             assert needle not in text, needle
-    assert summary["reads"] == 12 and summary["hits"] == 3
+    assert summary["passes"] == 12 and summary["hits"] == 3 and summary["noise"] == 0
+    assert summary["reads"] == 0  # no frames were counted
     assert sum(summary["confidence_hist"]) == 12
-    assert set(summary) == {"v", "mode", "epoch", "start", "end", "reads", "hits", "confidence_hist"}
+    assert set(summary) == {"v", "mode", "epoch", "start", "end", "passes", "hits", "noise", "reads",
+                            "confidence_hist"}
     assert not s.due()
 
 
@@ -220,7 +222,7 @@ def test_a_clock_set_back_gives_counts_only_until_it_passes_the_last_window_neve
     first = window()
     assert first["mode"] == "tokens" and first["tokens"]
     stepped = window(step_back_at=300)  # the clock goes back 2 h in the middle of a window
-    assert stepped["mode"] == "counts" and "tokens" not in stepped and stepped["reads"] == 12
+    assert stepped["mode"] == "counts" and "tokens" not in stepped and stepped["passes"] == 12
     assert stepped["start"] <= stepped["end"]
     while clock.time() < float(first["end"]):  # type: ignore[arg-type]
         assert window()["mode"] == "counts"  # each still overlaps time a token window already covered

@@ -32,6 +32,8 @@ from alprd.read.reader import (
 from alprd.types import Box, Detection
 
 ROOT = Path(__file__).resolve().parent.parent
+ALONE = {"detector_model": "plate_det", "fallback_model": None, "retry_size": None}
+"""One detector, no later looks."""
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def reader() -> PlateReader:
 @pytest.fixture(scope="module")
 def accurate() -> PlateReader:
     """plate_det alone: the detector whose boxes the geometry rules below were measured on."""
-    return PlateReader(ReaderConfig())
+    return PlateReader(ReaderConfig(**ALONE))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def test_reads_real_photos(reader: PlateReader, data_dir: Path, region: str) -> 
 def test_detector_variants_are_selectable_and_read(
     accurate: PlateReader, data_dir: Path, name: DetectorModel
 ) -> None:
-    variant = PlateReader(ReaderConfig(detector_model=name))
+    variant = PlateReader(ReaderConfig(**{**ALONE, "detector_model": name}))
     assert set(variant.model_hashes) == {name, "line_det", "plate_rec", "plate_rec_tall"}
     assert variant.detector.contract.sha256 != accurate.detector.contract.sha256
     rows = _sample(data_dir / "br", 12)
@@ -95,9 +97,10 @@ def test_detector_variants_are_selectable_and_read(
 def test_fallback_reads_again_where_the_first_detector_reads_no_plate_or_several_well(
     accurate: PlateReader, data_dir: Path,
 ) -> None:
-    fast = PlateReader(ReaderConfig(detector_model="plate_det_fast"))
+    fast = PlateReader(ReaderConfig(**{**ALONE, "detector_model": "plate_det_fast"}))
     strong = accurate  # plate_det alone
-    paired = PlateReader(ReaderConfig(detector_model="plate_det_fast", fallback_model="plate_det"))
+    paired = PlateReader(ReaderConfig(**{**ALONE, "detector_model": "plate_det_fast",
+                                         "fallback_model": "plate_det"}))
     assert set(paired.model_hashes) == {
         "plate_det_fast", "plate_det", "line_det", "plate_rec", "plate_rec_tall"}
     fell_back = right_fast = right_paired = 0
@@ -419,3 +422,24 @@ def test_a_small_row_of_lettering_does_not_outrank_the_plates_row(
     monkeypatch.setattr(reader_module, "SMALL_ROW_FACTOR", 1.0)
     without = run()
     assert with_rule[0] >= without[0] and with_rule[1] <= without[1], (with_rule, without)
+
+
+def test_the_pipeline_sets_the_detector_size_and_withholds_the_closer_look(
+    reader: PlateReader, data_dir: Path
+) -> None:
+    """`Looks` from the daemon's pipeline: a camera's own detector size, and no closer look where the
+    pipeline rations it; what a photo gets by default is every look."""
+    from alprd.types import Looks
+
+    empty = np.full((720, 1280, 3), 120, np.uint8)  # nothing to read: every later look is tried
+    assert {"fallback", "closer", "wider"} <= set(reader.read(empty).stage_ms)
+    assert "closer" not in reader.read(empty, looks=Looks(closer=False)).stage_ms
+    assert "closer" not in reader.read(empty, looks=Looks(size=960)).stage_ms  # already that close
+    right = {640: 0, 960: 0}
+    rows = _sample(data_dir / "us", 18)
+    for row in rows:
+        image, _ = read_image(data_dir / "us" / row["file"])
+        for size in right:
+            reads = reader.read(image, "us", Looks(size=size, closer=False)).reads
+            right[size] += bool(reads) and reads[0].text == row["plate"]
+    assert min(right.values()) >= 0.6 * len(rows), right

@@ -94,6 +94,29 @@ def test_photos_are_read_with_the_loaded_reader_as_alprd_read_would(
     assert "error" in got[1]
 
 
+def test_bench_prints_this_devices_ms_per_read_with_the_daemons_reader(
+    device: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    photo = str(data_dir / "us" / sorted(p.name for p in (data_dir / "us").glob("*.jpg"))[0])
+    main(["selftest", "--config", str(device / "alprd.yaml"), "--bench", "3", "--photo", photo])
+    out = capsys.readouterr().out
+    lines = {name: line for line in out.splitlines() for name in
+             ("bench plate", "bench no plate", "bench closer look", f"bench {Path(photo).name}")
+             if line.startswith(name + " ")}
+    assert len(lines) == 4, out
+    for name, line in lines.items():
+        assert _lines(line)[name] == "OK", line
+        m = re.search(r"p50 ([0-9.]+) ms, p95 ([0-9.]+) ms per read over 3 reads", line)
+        assert m and 0 < float(m[1]) <= float(m[2]), line
+        assert "detector threads" in line
+    # an empty street costs more than a plate the fast detector reads well, the closer look more still
+    p50 = {n: float(re.search(r"p50 ([0-9.]+)", line)[1]) for n, line in lines.items()}  # type: ignore[index]
+    assert p50["bench closer look"] > p50["bench no plate"]
+    assert main(["selftest", "--bench", "0"]) in (0, 1) and "bench plate" not in capsys.readouterr().out
+
+
 def test_a_corrupted_model_copy_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "models"
     shutil.copytree(PACKAGE_MODELS_DIR, models)

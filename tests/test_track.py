@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 
 from alprd.config import TrackingConfig
 from alprd.device.track import Tracker, similarity, vote
 from alprd.types import Box, Candidate, Frame, Read
 
-IMG = np.zeros((8, 8, 3), np.uint8)
+IMG = np.zeros((720, 1280, 3), np.uint8)
 
 
 def rd(text: str, box: Box, conf: float = 0.9, chars: tuple[float, ...] | None = None) -> Read:
@@ -86,3 +89,67 @@ def test_long_pass_is_cut_and_empty_reads_ignored() -> None:
     for i in range(25):  # 2.5 s of a parked car at 10 fps
         closed += t.update(fr(i), [rd("PARK01", Box(10, 10, 50, 20)), rd("", Box(300, 10, 50, 20))])
     assert len(closed) == 2 and all(c.text == "PARK01" for c in closed)
+
+
+# --- direction from the pass's geometry -------------------------------------------------------------
+
+
+def boxes_pass(boxes: list[Box], dropped: int = 0) -> str | None:
+    t = Tracker(TrackingConfig(close_after_frames=2, same_text_similarity=0.8))
+    for i, b in enumerate(boxes):
+        f = Frame(image=IMG, ts=100.0 + i / 10, mono=i / 10, seq=i + 1, dropped=dropped)
+        t.update(f, [rd("7ABC123", b)])
+    (tr,) = t.close_all()
+    return tr.direction
+
+
+def test_direction_from_the_boxes_of_a_pass() -> None:
+    # a plate coming in at the left side: cut by the picture's edge, its box grows in width only
+    entering = [Box(0, 384, w, 136) for w in (80, 130, 180, 224)]
+    entering += [Box(16, 384, 264, 136), Box(64, 384, 256, 136)]
+    assert boxes_pass(entering) == "right"
+    assert boxes_pass([Box(1280 - b.x - b.w, b.y, b.w, b.h) for b in entering]) == "left"  # mirrored
+    leaving = [Box(1280 - 16 - 264 + 48 * i, 384, 264, 136) for i in range(5)]
+    assert boxes_pass([Box(b.x, b.y, min(b.w, 1280 - b.x), b.h) for b in leaving]) == "right"
+    growing = [Box(600 - 4 * i, 300 + 10 * i, 60 + 8 * i, 30 + 4 * i) for i in range(8)]
+    assert boxes_pass(growing) == "approaching"
+    assert boxes_pass(growing[::-1]) == "receding"
+    wobbling = [Box(600 + (3 if i % 2 else -3), 300, 90 + (6 if i % 3 else -5), 45 + (3 if i % 2 else -2))
+                for i in range(10)]
+    assert boxes_pass(wobbling) is None  # a car standing at a light
+    assert boxes_pass(growing[:2]) is None  # too few reads to tell
+    # a car growing and crossing alike (turning towards the camera) is not named
+    sizes = [(int(60 * 1.12**i), int(30 * 1.12**i)) for i in range(6)]
+    turning = [Box(330 + 13 * i - w // 2, 300, w, h) for i, (w, h) in enumerate(sizes)]
+    assert boxes_pass(turning) is None
+
+
+def test_direction_on_clips_of_known_motion(data_dir: Path) -> None:
+    """Real photos seen from a camera the car drives towards, away from, and across, and standing
+    still: each read by the daemon's reader, frame by frame."""
+    from clips import MOTIONS, clip
+
+    from alprd.config import ReaderConfig
+    from alprd.read.imageio import read_image
+    from alprd.read.reader import PlateReader
+
+    reader = PlateReader(ReaderConfig(region="us"))
+    rows = list(csv.DictReader((data_dir / "us" / "labels.csv").read_text().splitlines()))[3::25]
+    opposite = {"approaching": "receding", "receding": "approaching", "left": "right", "right": "left"}
+    got: dict[tuple[str, str], str | None] = {}
+    for row in rows:
+        image, _ = read_image(data_dir / "us" / row["file"])
+        box = Box(*(int(row[k]) for k in "xywh"))
+        for motion in MOTIONS:
+            t = Tracker(TrackingConfig(close_after_frames=3))
+            closed = []
+            for i, view in enumerate(clip(image, box, motion)):
+                f = Frame(image=view, ts=i / 10, mono=i / 10, seq=i + 1)
+                closed += t.update(f, list(reader.read(view, "us").reads))
+            closed += t.close_all()
+            longest = max(closed, key=lambda c: c.reads, default=None)
+            got[(row["plate"], motion)] = longest.direction if longest is not None else "no pass"
+    wanted = {k: (None if k[1] == "still" else k[1]) for k in got}
+    right = [k for k in got if got[k] == wanted[k]]
+    assert len(right) >= 0.9 * len(got), {k: got[k] for k in got if k not in right}
+    assert not [k for k in got if got[k] is not None and got[k] == opposite.get(k[1])], got

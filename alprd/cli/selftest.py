@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--photo", action="append", default=[], metavar="IMAGE",
                    help="also read this photo (e.g. a frame from this camera) with the loaded reader and "
                    "print its `alprd read` JSON line; repeatable")
+    p.add_argument("--bench", nargs="?", type=int, const=20, default=0, metavar="N",
+                   help="also time N reads (default 20) of a 1080p frame with a plate, one without, the "
+                   "closer look, and each --photo, with the daemon's reader: this device's ms per read")
     p.set_defaults(handler=cmd_selftest)
 
 
@@ -33,7 +36,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     def emit_json(obj: dict[str, object]) -> None:
         print(json.dumps(obj), flush=True)
 
-    checks = run(args.config, args.models_dir, emit, args.photo, emit_json)
+    checks = run(args.config, args.models_dir, emit, args.photo, emit_json, bench=max(0, args.bench))
     failed = [c for c in checks if c.status == FAIL]
     if failed:
         print(f"selftest: FAIL ({len(failed)} of {len(checks)} checks: {', '.join(c.name for c in failed)})")

@@ -8,8 +8,10 @@ from .schema import (
     CREDENTIALS,
     DAYS,
     DETECTOR_MODELS,
+    MAX_CAMERAS,
     PACKAGE_MODELS_DIR,
     PHOTO_READER,
+    CameraConfig,
     CaptureConfig,
     CaptureWindow,
     Config,
@@ -36,10 +38,10 @@ from .schema import (
 )
 
 __all__ = [
-    "CREDENTIALS", "DAYS", "DETECTOR_MODELS", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH", "PACKAGE_MODELS_DIR",
-    "PHOTO_READER", "CaptureConfig", "CaptureWindow", "Config", "DetectorModel", "GeofenceConfig",
-    "GpsdConfig", "HotlistConfig", "LocationConfig",
-    "MatchingConfig", "MetricsConfig", "MotionConfig", "MqttConfig", "MqttTlsConfig", "PolicyConfig",
-    "PrivacyConfig", "ReaderConfig", "Region", "ScheduleConfig", "Section", "SourceConfig", "StorageConfig",
+    "CREDENTIALS", "DAYS", "DETECTOR_MODELS", "MAX_CAMERAS", "MAX_CONFIG_BYTES", "MAX_CONFIG_DEPTH",
+    "PACKAGE_MODELS_DIR", "PHOTO_READER", "CameraConfig", "CaptureConfig", "CaptureWindow", "Config",
+    "DetectorModel", "GeofenceConfig", "GpsdConfig", "HotlistConfig", "LocationConfig", "MatchingConfig",
+    "MetricsConfig", "MotionConfig", "MqttConfig", "MqttTlsConfig", "PolicyConfig", "PrivacyConfig",
+    "ReaderConfig", "Region", "ScheduleConfig", "Section", "SourceConfig", "StorageConfig",
     "TrackingConfig", "config_hash", "key_lines", "load_config", "parse_config",
 ]

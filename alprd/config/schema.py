@@ -29,6 +29,10 @@ DetectorModel = Literal["plate_det", "plate_det_mit", "plate_det_fast"]
 DETECTOR_MODELS: tuple[str, ...] = get_args(DetectorModel)
 
 
+MAX_CAMERAS = 8
+"""One reader serves every camera in turn: past a few, each camera gets too few reads per car."""
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,37 +54,59 @@ class ReaderConfig(Section):
         PACKAGE_MODELS_DIR, description="Folder with the ONNX models and their contract files."
     )
     region: Region = Field("auto", description="Plate grammar used to rank candidates; auto = any region.")
-    threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per model.")
+    threads: int = Field(
+        1, ge=1, le=64,
+        description="onnxruntime intra-op threads of the line finder and recognizers (their inputs are "
+        "a few thousand pixels: a second thread costs more than it saves).",
+    )
+    detector_threads: int | None = Field(
+        None, ge=1, le=64,
+        description="onnxruntime intra-op threads of the plate detectors, where most of a read's time "
+        "goes; null: the CPUs this process may use, at most 4. The daemon's other threads (paho's, "
+        "housekeeping) sleep nearly always, so the detectors can have every core. See "
+        "docs/pi-performance.md.",
+    )
     detector_model: DetectorModel = Field(
-        "plate_det",
-        description="Plate detector in models_dir: plate_det (default, trained partly on AGPL-3.0 "
-        "test photos), plate_det_mit (MIT dash-cam frames and rendered plates only; lower recall) "
-        "or plate_det_fast (a small network, a seventh of the detector's time; lower recall on "
-        "small plates). See models/README.md.",
+        "plate_det_fast",
+        description="First plate detector in models_dir: plate_det_fast (default: a small network, a "
+        "seventh of plate_det's time; lower recall on small plates, which the fallback reads), "
+        "plate_det (trained partly on AGPL-3.0 test photos) or plate_det_mit (MIT dash-cam frames "
+        "and rendered plates only; lower recall). The daemon and `alprd read` read alike. See "
+        "models/README.md.",
     )
     fallback_model: DetectorModel | None = Field(
-        None,
+        "plate_det",
         description="When the first detector reads no plate that is confident and fits the "
         "region's grammar, or reads several, this detector reads the frame again at "
         "detector_size (and does the retry_size look); its reads stand, the first's stay for "
-        "plates it did not find. Pairs a fast first detector with an accurate one; null: none. "
-        "`alprd read`/`bench` use plate_det_fast first and plate_det as the fallback.",
+        "plates it did not find. Pairs a fast first detector with an accurate one; null: none.",
     )
     detector_size: Annotated[int, Field(ge=320, le=1920, multiple_of=32)] = Field(
         640, description="Long side of the image fed to the plate detector (640 near, 960 distant)."
     )
     retry_size: int | None = Field(
-        None, ge=320, le=1920, multiple_of=32,
+        960, ge=320, le=1920, multiple_of=32,
         description="When the first pass finds no confident plate that fits the region's grammar, "
-        "look again with the detector at this input size (distant plates); null disables. A stream "
-        "sees each car grow over many frames, and most frames hold no plate, so the daemon's default "
-        "is off; `alprd read`/`bench` (one chance per photo) use 960.",
+        "look again with the detector at this input size (distant plates): the closer look; null "
+        "disables. In the daemon `closer_look` rations it.",
+    )
+    closer_look: Literal["frame", "pass"] = Field(
+        "pass",
+        description="When the daemon takes the closer look (retry_size) at a frame that reads no plate "
+        "well: frame = at every such frame, as `alprd read` does with a photo; pass = only while no "
+        "pass of the camera is open, and once until a pass opens or the motion stops. Measured on the "
+        "stream bench read frame by frame (BENCHMARKS.md, Daemon, 2026-12-05): frame took the look at "
+        "217 of 523 motion frames and 53% more CPU than pass (15 looks), 12 of 12 cars both; with "
+        "the plates at half size, pass hit 11 of 12 cars, frame 12 (48% more CPU), no closer look 8.",
     )
     zoom_out: bool = Field(
         False,
         description="When no confident plate that fits the region's grammar is found, look again at "
-        "the frame padded on every side (a plate that fills the frame: tight crops, zoomed pole "
-        "cameras). `alprd read`/`bench` use it; the daemon's stream sees plates at many sizes.",
+        "the frame padded on every side, then read the frame itself as a plate (a plate that fills "
+        "the frame: tight crops). `alprd read`/`bench` use it. The daemon does not: on the stream "
+        "bench read frame by frame it ran at 217 of 514 motion frames, took 45% more CPU and found no "
+        "car more (12 of 12 either way; BENCHMARKS.md, Daemon, 2026-12-05); a camera's car fills "
+        "the frame in no frame, or in few.",
     )
     min_detection_score: float | None = Field(
         None, ge=0.0, le=1.0,
@@ -107,8 +133,9 @@ PHOTO_READER: dict[str, Any] = {
     "detector_model": "plate_det_fast", "fallback_model": "plate_det", "retry_size": 960, "zoom_out": True,
 }
 """How `alprd read` and `alprd bench` read a photo (one chance per photo): the fast detector
-first, the accurate one where that reads nothing well, then a closer look. The daemon's defaults
-(ReaderConfig) suit a stream, which sees each car over many frames."""
+first, the accurate one where that reads nothing well, then a closer look and a wider one. The
+daemon reads with the same reader (ReaderConfig's defaults); it only leaves out the wider look
+(`zoom_out`) and rations the closer one (`closer_look`), for the reasons their keys give."""
 
 
 # --- daemon sections (capture, motion, tracking, matching, mqtt, location, metrics, service) ---------
@@ -151,6 +178,46 @@ class SourceConfig(Section):
         return self
 
 
+CameraName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+ROI = tuple[int, int, int, int]
+
+
+def _check_roi(roi: ROI | None) -> None:
+    if roi is not None and (roi[2] <= 0 or roi[3] <= 0 or min(roi[:2]) < 0):
+        raise ValueError("roi must be [x, y, w, h] with x, y >= 0 and w, h > 0")
+
+
+class CameraConfig(SourceConfig):
+    """One camera of `sources:`: where its frames come from, and what is its own (the rest of the
+    config is shared). The old `source:` + `camera:` is the one-camera form of this list."""
+
+    name: CameraName = Field(..., description="Camera name carried in hits, metrics and status.")
+    kind: Literal["picamera2", "opencv", "video", "images"] = Field(
+        ..., description="picamera2, opencv (USB index or stream URL), video (a file) or images (a folder)."
+    )
+    path: str = Field(
+        ..., max_length=4096,
+        description="Device index (opencv), stream URL (opencv), file (video) or folder (images).",
+    )
+    roi: ROI | None = Field(
+        None, description="This camera's region of interest [x, y, w, h] in pixels; null: motion.roi."
+    )
+    heading_deg: float | None = Field(
+        None, ge=0.0, lt=360.0,
+        description="Compass bearing this camera looks along (a pole), or with location.gpsd its angle "
+        "from the vehicle's heading (0 = forward, 180 = rear); hits carry the camera's bearing.",
+    )
+    detector_size: int | None = Field(
+        None, ge=320, le=1920, multiple_of=32,
+        description="Long side fed to the first detectors for this camera; null: reader.detector_size.",
+    )
+
+    @model_validator(mode="after")
+    def _check_camera_roi(self) -> CameraConfig:
+        _check_roi(self.roi)
+        return self
+
+
 class MotionConfig(Section):
     enabled: bool = Field(True, description="Skip plate reading on frames without motion (static scene).")
     threshold: int = Field(25, ge=1, le=255, description="Per-pixel grey-level change that counts as motion.")
@@ -165,9 +232,8 @@ class MotionConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _check_roi(self) -> MotionConfig:
-        if self.roi is not None and (self.roi[2] <= 0 or self.roi[3] <= 0 or min(self.roi[:2]) < 0):
-            raise ValueError("roi must be [x, y, w, h] with x, y >= 0 and w, h > 0")
+    def _check_motion_roi(self) -> MotionConfig:
+        _check_roi(self.roi)
         return self
 
 
@@ -186,6 +252,13 @@ class TrackingConfig(Section):
     )
     same_text_similarity: float = Field(
         0.8, ge=0.0, le=1.0, description="Text similarity that joins reads without box overlap (fast movers)."
+    )
+    rehit_after_s: float = Field(
+        60.0, ge=0.0, le=86400.0,
+        description="A pass of a listed plate that one camera saw less than this long after the same "
+        "camera last saw it is the same car (hidden for a moment, parked, stopped at a light): no "
+        "second hit. Later, it alerts again with \"repeat\": true. Unlisted passes are stitched alike "
+        "and counted once.",
     )
 
 
@@ -508,10 +581,14 @@ class Config(Section):
         "alprd-01", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
         description="Unique device name; MQTT client id and topic level.",
     )
-    camera: str = Field("cam0", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-                        description="Camera name carried in events.")
+    camera: CameraName = Field("cam0", description="Camera name carried in events (with `source:`).")
     reader: ReaderConfig = Field(default_factory=ReaderConfig)
     source: SourceConfig = Field(default_factory=SourceConfig)
+    sources: tuple[CameraConfig, ...] = Field(
+        (), max_length=MAX_CAMERAS,
+        description="Several cameras read by one daemon (one reader serves them all, each has its own "
+        "motion gate, passes and camera alarm); empty: the one camera of `source:` and `camera:`.",
+    )
     motion: MotionConfig = Field(default_factory=MotionConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
@@ -526,8 +603,25 @@ class Config(Section):
         ..., description="Required: purpose, custodian, retention_days, sharing (the SB 34 policy elements)."
     )
 
+    @property
+    def cameras(self) -> tuple[CameraConfig, ...]:
+        """Every camera: `sources:`, or `source:` + `camera:` (with motion.roi and
+        location.heading_deg) as a list of one."""
+        if self.sources:
+            return self.sources
+        # location.heading_deg is a pole's compass bearing; with gpsd the car's heading replaces it
+        heading = self.location.heading_deg if self.location.gpsd is None else None
+        return (CameraConfig(**self.source.model_dump(), name=self.camera, roi=self.motion.roi,
+                             heading_deg=heading),)
+
     @model_validator(mode="after")
     def _check(self) -> Config:
+        # (compared with the defaults, not by which keys were given: a dumped config validates again)
+        if self.sources and (self.source != SourceConfig() or self.camera != "cam0"):
+            raise ValueError("give either sources (several cameras) or source and camera (one), not both")
+        names = [c.name for c in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sources: camera names must differ, got {names}")
         if self.privacy.evidence_ttl_s > self.policy.retention_days * 86400:
             raise ValueError(
                 "privacy.evidence_ttl_s is longer than policy.retention_days allows; "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ class CaptureStats:
     errors: int = 0
     connected: bool = False
     last_error: str = ""
+    decode_ms: float = 0.0
+    """What the last frame cost to grab and decode, the frames dropped before it included (the
+    daemon's `capture` stage): a file or stream decodes every frame it drops, a camera does not."""
 
 
 class FrameSource(Protocol):
@@ -245,6 +249,7 @@ class VideoSource(_Source):
         # Frames that come back faster than half a frame period were sitting in a buffer: stale.
         # Skip them until a grab has to wait for the camera; that frame is live.
         skipped = 0
+        t0 = time.perf_counter()
         t = self.clock.monotonic()
         ok = bool(cap.grab())
         while ok and skipped < 64 and self.clock.monotonic() - t < self._frame_period / 2:
@@ -259,11 +264,14 @@ class VideoSource(_Source):
             self._lost(f"{self._describe()}: frame could not be decoded")
             return None
         self.stats.dropped += skipped
-        return self._frame(image)
+        self.stats.decode_ms = (time.perf_counter() - t0) * 1000
+        return self._frame(image, skipped)
 
     def _read_file(self, timeout: float) -> Frame | None:
         cap = self._cap
         assert cap is not None  # read() ends a file whose capture is gone
+        dropped = 0
+        t0 = time.perf_counter()
         if self._pacer is not None:
             due = self._pacer.due_index()
             if self._index < due:
@@ -271,14 +279,18 @@ class VideoSource(_Source):
                     if not cap.grab():
                         return self._end_of_file()
                     self._index += 1
+                    dropped += 1
                     self.stats.dropped += 1
             elif not self._pacer.wait_for(self._index, timeout):
                 return None
+            else:
+                t0 = time.perf_counter()  # the wait for the frame is not its decoding
         ok, image = cap.read()
         if not ok or image is None:
             return self._end_of_file()
         self._index += 1
-        return self._frame(image)
+        self.stats.decode_ms = (time.perf_counter() - t0) * 1000
+        return self._frame(image, dropped)
 
     def _end_of_file(self) -> Frame | None:
         if self.cfg.loop and self._index > 0:
@@ -294,14 +306,14 @@ class VideoSource(_Source):
         self._finished = True
         return None
 
-    def _frame(self, image: MatLike) -> Frame:
+    def _frame(self, image: MatLike, dropped: int) -> Frame:
         self._seq += 1
         self.stats.frames_in += 1
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         return Frame(
             image=np.ascontiguousarray(image, dtype=np.uint8), ts=self.clock.time(),
-            mono=self.clock.monotonic(), seq=self._seq, camera=self.camera,
+            mono=self.clock.monotonic(), seq=self._seq, camera=self.camera, dropped=dropped,
         )
 
     def close(self) -> None:
@@ -379,6 +391,7 @@ class ImageDirSource(_Source):
                     return None
             path = self._files[self._next]
             self._next += 1
+            t0 = time.perf_counter()
             try:
                 image, _ = read_image(path, self.max_pixels)
             except ImageError as e:
@@ -388,6 +401,7 @@ class ImageDirSource(_Source):
                 continue
             self._seq += 1
             self.stats.frames_in += 1
+            self.stats.decode_ms = (time.perf_counter() - t0) * 1000
             return Frame(
                 image=image, ts=self.clock.time(), mono=self.clock.monotonic(), seq=self._seq,
                 camera=self.camera, scene=path.name,
@@ -469,23 +483,27 @@ class PiCameraSource(_Source):  # pragma: no cover - needs a Raspberry Pi camera
         except Exception as e:  # picamera2 raises plain exceptions on camera loss
             self._fail(f"capture failed: {e}")
             return None
+        t0 = time.perf_counter()
         try:
             image = request.make_array("main")
             meta = request.get_metadata()
         finally:
             request.release()
+        dropped = 0
         sensor_ts = meta.get("SensorTimestamp")
         if isinstance(sensor_ts, int):
             if self._last_sensor_ts is not None:
                 period = self._frame_ns or int(meta.get("FrameDuration", 0)) * 1000
                 if period > 0:
-                    self.stats.dropped += max(0, round((sensor_ts - self._last_sensor_ts) / period) - 1)
+                    dropped = max(0, round((sensor_ts - self._last_sensor_ts) / period) - 1)
+                    self.stats.dropped += dropped
             self._last_sensor_ts = sensor_ts
         self._seq += 1
         self.stats.frames_in += 1
+        self.stats.decode_ms = (time.perf_counter() - t0) * 1000
         return Frame(
             image=np.ascontiguousarray(image[:, :, :3]), ts=self.clock.time(), mono=self.clock.monotonic(),
-            seq=self._seq, camera=self.camera,
+            seq=self._seq, camera=self.camera, dropped=dropped,
         )
 
     def _fail(self, why: str) -> None:

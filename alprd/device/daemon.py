@@ -6,6 +6,9 @@ parts and does nothing else: each one's work is in its own module.
 
 Threads: this loop (the pipeline), paho's network thread and one housekeeping thread (the TTL
 purge, which may delete many files and must not stall the loop); nothing else. One stop Event.
+Several cameras are read by this one loop in turn, each time its newest frame: a camera never
+waits in a queue behind another, it drops frames (counted per camera) when the CPU is short. The
+second core goes to onnxruntime's own threads inside the detectors (`reader.detector_threads`).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from ..privacy.keys import (
 )
 from ..privacy.listkey import ListKeyReceiver
 from ..privacy.summaries import Summarizer
+from ..read.grammar import vehicle_like
 from ..store import InstanceLock, Store
-from ..types import Command, Event
+from ..types import Command, Event, Frame
 from . import health, homeassistant
 from .capture import FrameSource, is_live, make_source, open_with_retry
 from .commands import Commands, Refusals, ack_key, device_commands, load_installed
@@ -60,7 +64,8 @@ class Daemon:
     then it drains the outbox, publishes `stopped` and closes every resource `build` opened."""
 
     cfg: Config
-    source: FrameSource
+    sources: dict[str, FrameSource]
+    """The cameras by name, read in this order, in turn."""
     pipeline: Pipeline
     hotlist: HotListInstaller
     store: Store
@@ -89,6 +94,15 @@ class Daemon:
         self.fps = health.Rate()
         self._ready = False
         self._next_retry = self._next_metrics = self._next_house = 0.0
+
+    @property
+    def source(self) -> FrameSource:
+        """The first camera's source."""
+        return next(iter(self.sources.values()))
+
+    @source.setter
+    def source(self, source: FrameSource) -> None:
+        self.sources[next(iter(self.sources))] = source
 
     # --- what it says about itself ---------------------------------------------------------------
 
@@ -120,8 +134,8 @@ class Daemon:
         alarm: then the service is up and says what is wrong, and it keeps retrying the camera."""
         if self._ready:
             return
-        if health.camera_ok(self.source):
-            status = f"reading from {self.cfg.source.kind}"
+        if health.cameras_ok(self):
+            status = "reading from " + ", ".join(f"{c.name} ({c.kind})" for c in self.cfg.cameras)
         elif (self.publisher is not None and self._status_sent is not None
               and "camera" in self._status_sent.alarms and self.publisher.status_delivered):
             status = "camera not available: camera alarm published, retrying"
@@ -143,16 +157,30 @@ class Daemon:
         self.housekeeper.start()
         try:
             while not stop.is_set():
-                frame = self.source.read(0.2)
-                if frame is not None:
-                    self.handle(self.capture.step(frame, self.pipeline))
-                elif self.source.finished:
-                    log.info("source finished: draining")
+                live = [s for s in self.sources.values() if not s.finished]
+                if not live:
+                    log.info("every source finished: draining")
                     break
-                self.tick()
+                for source in live:
+                    # one camera's wait for its next frame must not hold the others up
+                    frame = source.read(0.2 / len(live))
+                    if frame is not None:
+                        self.timer_add("capture", source.stats.decode_ms)
+                        self.step(frame)
+                    self.tick()
         finally:
             self.housekeeper.stop()
         return self.shutdown()
+
+    def step(self, frame: Frame) -> None:
+        """One frame through the pipeline; its events to the recorder, the frame to the summary's
+        count of frames read."""
+        read_before = self.pipeline.processed
+        self.handle(self.capture.step(frame, self.pipeline))
+        self.recorder.frames_read(self.pipeline.processed - read_before)
+
+    def timer_add(self, stage: str, ms: float) -> None:
+        self.pipeline.timer.add(stage, ms)
 
     def handle(self, events: list[Event]) -> None:
         self.recorder.handle(events)
@@ -318,11 +346,12 @@ def _assemble(
     summarizer = Summarizer(cfg.privacy.summary_mode, cfg.privacy.token_bits, cfg.privacy.summary_interval_s,
                             clock, audit=audit)
     outbox = OverflowOutbox(store, clock)
-    source = stack.enter_context(make_source(cfg.source, cfg.camera, max_pixels=cfg.reader.max_pixels))
-    if not is_live(cfg.source):
-        open_with_retry(source, 0.0, stop)  # a missing file or folder: exit before connecting anywhere
-    pipeline = Pipeline(reader, Tracker(cfg.tracking), MotionGate(cfg.motion), hotlist, cfg.matching,
-                        None if cfg.reader.region == "auto" else cfg.reader.region)
+    sources: dict[str, FrameSource] = {}
+    for cam in cfg.cameras:
+        sources[cam.name] = stack.enter_context(make_source(cam, cam.name, max_pixels=cfg.reader.max_pixels))
+        if not is_live(cam):
+            open_with_retry(sources[cam.name], 0.0, stop)  # a missing file or folder: exit before connecting
+    pipeline = make_pipeline(cfg, reader, hotlist)
     refusals = Refusals(float(cfg.privacy.summary_interval_s), clock)
     publisher: PahoPublisher | None = None
     commands = Commands(refusals)
@@ -343,21 +372,42 @@ def _assemble(
         for channel, limit in commands.inbound.items():
             publisher.subscribe(channel, limit)
         publisher.start()
-    if is_live(cfg.source):
+    for cam in cfg.cameras:
+        if not is_live(cam):
+            continue
         # MQTT is connecting meanwhile: a camera that stays missing must not end the process, or the
         # back office never learns why. The loop retries it with the source's reconnect backoff, and
         # the retained status carries the `camera` alarm until it opens.
         try:
-            open_with_retry(source, cfg.source.open_timeout_s, stop)
+            open_with_retry(sources[cam.name], cam.open_timeout_s, stop)
         except CaptureError as e:
-            log.error("%s; raising the camera alarm and retrying", e)
-            source.stats.last_error = str(e)
+            log.error("camera %s: %s; raising the camera alarm and retrying", cam.name, e)
+            sources[cam.name].stats.last_error = str(e)
     locator = stack.enter_context(Locator(cfg.location))
     sealer = EvidenceSealer(evidence_pub, store, cfg.privacy.evidence_max_kb * 1024)
-    recorder = Recorder(cfg.device_id, outbox, summarizer, sealer, audit, locator.current, clock)
+    headings = {c.name: c.heading_deg for c in cfg.cameras if c.heading_deg is not None}
+    recorder = Recorder(cfg.device_id, outbox, summarizer, sealer, audit, locator.current, clock, headings)
     capture = CaptureGate.from_config(cfg.capture, locator.current, clock, audit)
-    return Daemon(cfg, source, pipeline, hotlist, store, outbox, recorder, refusals, commands, publisher,
+    return Daemon(cfg, sources, pipeline, hotlist, store, outbox, recorder, refusals, commands, publisher,
                   locator, notifier or Notifier(), stack, clock, capture)
+
+
+def make_pipeline(cfg: Config, reader: Reader, hotlist: HotListInstaller) -> Pipeline:
+    """One lane per camera (its motion gate with its ROI, its tracker, its detector size); the
+    reader, the hot list and the noise rule of the region are shared."""
+    region = None if cfg.reader.region == "auto" else cfg.reader.region
+    lanes = [
+        (c.name, Tracker(cfg.tracking),
+         MotionGate(cfg.motion.model_copy(update={"roi": c.roi or cfg.motion.roi})), c.detector_size)
+        for c in cfg.cameras
+    ]
+    name, tracker, gate, size = lanes[0]
+    pipeline = Pipeline(reader, tracker, gate, hotlist, cfg.matching, region, camera=name, size=size,
+                        closer_look=cfg.reader.closer_look,
+                        vehicle=lambda text, once: vehicle_like(text, cfg.reader.region, once))
+    for name, tracker, gate, size in lanes[1:]:
+        pipeline.add_camera(name, tracker, gate, size)
+    return pipeline
 
 
 def next_session(state_dir: Path) -> int:

@@ -12,7 +12,7 @@ from typing import Protocol
 from ..clock import Clock
 from ..config import Config
 from ..errors import StoreError
-from ..payloads import MetricsBody, StatusDetail
+from ..payloads import CameraMetrics, MetricsBody, StatusDetail
 from ..privacy.hotlist import HotList
 from .capture import FrameSource
 from .commands import Refusals
@@ -93,7 +93,7 @@ class Parts(Protocol):
     @property
     def clock(self) -> Clock: ...
     @property
-    def source(self) -> FrameSource: ...
+    def sources(self) -> dict[str, FrameSource]: ...
     @property
     def pipeline(self) -> Pipeline: ...
     @property
@@ -124,6 +124,10 @@ def camera_ok(source: FrameSource) -> bool:
     return source.stats.connected or source.finished
 
 
+def cameras_ok(d: Parts) -> bool:
+    return all(camera_ok(s) for s in d.sources.values())
+
+
 def alarms(d: Parts) -> list[str]:
     out = set()
     if d.outbox.error or d.housekeeper.error or len(d.outbox):
@@ -133,8 +137,8 @@ def alarms(d: Parts) -> list[str]:
         out.add("no_hotlist")
     elif hl.stale(d.clock.time()):
         out.add("hotlist_expired")
-    if not camera_ok(d.source):
-        out.add("camera")
+    if not cameras_ok(d):
+        out.add("camera")  # status.cameras says which
     if d.store.quarantined is not None:
         out.add("storage_quarantined")
     if d.insecure:
@@ -149,18 +153,39 @@ def storage_alarm(d: Parts) -> bool:
 
 
 def status_detail(d: Parts) -> StatusDetail:
-    stats = d.source.stats
+    several = len(d.sources) > 1
+    errors = [
+        f"{name}: {s.stats.last_error}" if several else s.stats.last_error
+        for name, s in d.sources.items() if s.stats.last_error and not s.stats.connected
+    ]
     return StatusDetail(
-        camera="ok" if camera_ok(d.source) else "lost",
+        camera="ok" if cameras_ok(d) else "lost",
         alarms=tuple(alarms(d)),
-        camera_error=stats.last_error[:200] if stats.last_error and not stats.connected else None,
+        camera_error="; ".join(errors)[:200] or None,
         storage_error=(d.outbox.error or d.housekeeper.error) or None,
         suppressed=d.capture.suppressed,
+        cameras={name: "ok" if camera_ok(s) else "lost" for name, s in d.sources.items()},
     )
 
 
+def camera_metrics(d: Parts) -> dict[str, CameraMetrics]:
+    out = {}
+    for name, src in d.sources.items():
+        lane = d.pipeline.lane(name)
+        stats = src.stats
+        out[name] = CameraMetrics(
+            connected=stats.connected, frames_in=stats.frames_in, frames_processed=lane.processed,
+            frames_skipped_motion=lane.skipped, frames_dropped=stats.dropped,
+            frames_dropped_motion=lane.dropped_in_motion, read_share=lane.read_share(),
+            reconnects=stats.reconnects, open_tracks=lane.tracker.open_count, stitched=lane.stitched,
+        )
+    return out
+
+
 def metrics(d: Parts) -> MetricsBody:
-    stats = d.source.stats
+    cams = camera_metrics(d)
+    processed = sum(c.frames_processed for c in cams.values())
+    dropped_motion = sum(c.frames_dropped_motion for c in cams.values())
     now = d.clock.time()
     hl = d.hotlist.active
     try:
@@ -171,16 +196,20 @@ def metrics(d: Parts) -> MetricsBody:
     publisher = d.publisher
     return MetricsBody(
         ts=round(now, 3),
-        frames_in=stats.frames_in,
-        frames_processed=d.pipeline.processed,
-        frames_skipped_motion=d.pipeline.skipped,
-        frames_dropped=stats.dropped,
-        camera_reconnects=stats.reconnects,
+        frames_in=sum(c.frames_in for c in cams.values()),
+        frames_processed=processed,
+        frames_skipped_motion=sum(c.frames_skipped_motion for c in cams.values()),
+        frames_dropped=sum(c.frames_dropped for c in cams.values()),
+        frames_dropped_motion=dropped_motion,
+        read_share=round(processed / (processed + dropped_motion), 4) if processed + dropped_motion else None,
+        camera_reconnects=sum(c.reconnects for c in cams.values()),
         reads=d.pipeline.reads,
         hits=d.recorder.hits,
         passes=d.recorder.passes,
+        noise=d.recorder.noise,
         ms=d.pipeline.timer.summary(),
-        open_tracks=d.pipeline.tracker.open_count,
+        cameras=cams,
+        open_tracks=d.pipeline.open_tracks,
         # sources hold only the newest frame, so the queues are the outbox, RAM hits and paho's in-flight
         outbox_depth=depth,
         ram_hits=len(d.outbox),
@@ -197,6 +226,6 @@ def metrics(d: Parts) -> MetricsBody:
         mqtt_too_large=sum(publisher.too_large.values()) if publisher else 0,
         alarms=tuple(alarms(d)),
         suppressed_s={k: round(v) for k, v in d.capture.seconds.items()},
-        fps=d.fps.per_second(stats.frames_in, d.clock.monotonic()),
+        fps=d.fps.per_second(sum(c.frames_in for c in cams.values()), d.clock.monotonic()),
         hits_today=d.recorder.hits_today,
     )

@@ -4,21 +4,31 @@
 with a scripted or real reader. It matches against whatever list the installer holds at that moment
 (`hotlist.active`): a list installed over MQTT is used from the next frame, and nobody swaps the
 pipeline's matcher from outside.
+
+Each camera is a `Lane`: its own motion gate, its own passes, its own counters; the reader and the
+hot list serve every lane. A lane also remembers the passes that closed in the last
+`tracking.rehit_after_s` seconds, so that a car hidden for a moment, or parked and cut into
+`max_track_s` pieces, is one car: one hit, one pass in the summary.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ..clock import Clock, SystemClock
 from ..config import MatchingConfig
-from ..types import Event, Frame, Hit, Image, Match, Pass, PhotoResult, Read, Track
+from ..types import Box, Event, Frame, Hit, Image, Looks, Match, Pass, PhotoResult, Read, Track
 from .motion import MotionGate
-from .track import Tracker
+from .track import Tracker, similarity
+
+REPEAT_MEMORY_S = 86400.0
+"""How long a lane remembers that it reported a listed plate, for `repeat` on a later hit."""
 
 
 class Reader(Protocol):
@@ -26,7 +36,7 @@ class Reader(Protocol):
 
     model_hashes: dict[str, str]
 
-    def read(self, image: Image, region: str | None = None) -> PhotoResult: ...
+    def read(self, image: Image, region: str | None = None, looks: Looks | None = None) -> PhotoResult: ...
 
 
 class Matcher(Protocol):
@@ -42,6 +52,11 @@ class ActiveList(Protocol):
 
     @property
     def active(self) -> Matcher | None: ...
+
+
+VehicleTest = Callable[[str, bool], bool]
+"""Whether a closed pass can be a vehicle, from its text and whether one frame of a stream read it
+once (`alprd.read.grammar.vehicle_like` for the region); a pass that cannot is counted as noise."""
 
 
 class StageTimer:
@@ -67,8 +82,55 @@ class StageTimer:
         return out
 
 
+@dataclass
+class _Closed:
+    """A pass a lane closed lately: what stitches the next piece of the same car to it. RAM only;
+    an unlisted pass's text is forgotten `rehit_after_s` after the car was last seen."""
+
+    text: str
+    last_ts: float
+    entry: str | None
+    """The list entry it was reported as a hit for, if it was."""
+
+
+@dataclass(eq=False)
+class Lane:
+    """One camera's part of the pipeline: its motion gate, its passes, its memory and its counters."""
+
+    tracker: Tracker
+    gate: MotionGate
+    size: int | None = None
+    """Long side fed to the first detectors for this camera (None: the reader's)."""
+    frames: int = 0
+    processed: int = 0
+    skipped: int = 0
+    reads: int = 0
+    dropped: int = 0
+    """Frames the source dropped, as the frames that followed said."""
+    dropped_in_motion: int = 0
+    """Of those, the ones dropped next to a frame the motion gate wanted: a car was in view."""
+    stitched: int = 0
+    """Passes joined to the pass before them (the same car seen again within rehit_after_s)."""
+    closer_due: bool = True
+    """The closer look may run before the next pass opens (closer_look: pass)."""
+    moving: bool = False
+    stream: bool = True
+    """The camera's frames are a stream (not a folder of unrelated photos, each its own scene)."""
+    recent: list[_Closed] = field(default_factory=list)
+    reported: dict[str, float] = field(default_factory=dict)
+    """List entry -> when this camera last saw the car it reported a hit for."""
+
+    def read_share(self) -> float | None:
+        """Frames read among the frames a car was in view: the ones read plus the ones dropped."""
+        moving = self.processed + self.dropped_in_motion
+        return round(self.processed / moving, 4) if moving else None
+
+
 class Pipeline:
-    """One frame in, the events of the passes that closed out. No I/O beyond the reader."""
+    """One frame in, the events of the passes that closed out. No I/O beyond the reader.
+
+    Built with the first camera's tracker and gate; `add_camera` adds the others. With one camera
+    and `camera=None`, every frame goes to it whatever camera it names (tests, old configs)."""
 
     def __init__(
         self,
@@ -79,48 +141,136 @@ class Pipeline:
         matching: MatchingConfig,
         region: str | None = None,
         clock: Clock | None = None,
+        *,
+        camera: str | None = None,
+        size: int | None = None,
+        closer_look: Literal["frame", "pass"] = "frame",
+        vehicle: VehicleTest | None = None,
     ) -> None:
         self.reader = reader
-        self.tracker = tracker
-        self.gate = gate
         self.hotlist = hotlist
         self.matching = matching
         self.region = region
         self.clock = clock or SystemClock()
+        self.closer_look = closer_look
+        self.vehicle = vehicle
         self.timer = StageTimer()
-        self.frames = 0
-        self.processed = 0
-        self.skipped = 0
-        self.reads = 0
-        self._reported: set[int] = set()
+        self.lanes: dict[str, Lane] = {}
+        self._default: Lane | None = None
+        first = Lane(tracker, gate, size)
+        if camera is None:
+            self._default = first
+            self.lanes[""] = first
+        else:
+            self.lanes[camera] = first
+        self._reported: dict[int, _Closed] = {}
+        """Open passes already judged (hit, or stitched to the car's earlier pass), by track id."""
+
+    def add_camera(self, camera: str, tracker: Tracker, gate: MotionGate, size: int | None = None) -> Lane:
+        if camera in self.lanes:
+            raise ValueError(f"camera {camera!r} is already in the pipeline")
+        lane = self.lanes[camera] = Lane(tracker, gate, size)
+        return lane
+
+    # --- totals over the cameras (metrics) -----------------------------------------------------------
+
+    @property
+    def frames(self) -> int:
+        return sum(lane.frames for lane in self.lanes.values())
+
+    @property
+    def processed(self) -> int:
+        return sum(lane.processed for lane in self.lanes.values())
+
+    @property
+    def skipped(self) -> int:
+        return sum(lane.skipped for lane in self.lanes.values())
+
+    @property
+    def reads(self) -> int:
+        return sum(lane.reads for lane in self.lanes.values())
+
+    @property
+    def open_tracks(self) -> int:
+        return sum(lane.tracker.open_count for lane in self.lanes.values())
+
+    @property
+    def tracker(self) -> Tracker:
+        """The first camera's tracker."""
+        return next(iter(self.lanes.values())).tracker
+
+    @property
+    def gate(self) -> MotionGate:
+        """The first camera's motion gate."""
+        return next(iter(self.lanes.values())).gate
+
+    def lane(self, camera: str) -> Lane:
+        lane = self.lanes.get(camera, self._default)
+        if lane is None:
+            raise KeyError(f"a frame of camera {camera!r}, which is not in the pipeline")
+        return lane
+
+    # --- one frame -------------------------------------------------------------------------------------
 
     def step(self, frame: Frame) -> list[Event]:
-        self.frames += 1
+        lane = self.lane(frame.camera)
+        lane.frames += 1
+        lane.stream = not frame.scene
         t0 = time.perf_counter()
         reads: list[Read] = []
-        if self.gate.wants(frame):
-            self.processed += 1
-            result = self.reader.read(frame.image, self.region)
-            h, w = frame.image.shape[:2]
-            reads = [r for r in result.reads if self.gate.inside(r.box, w, h)]
-            self.reads += len(reads)
-            for stage, ms in result.stage_ms.items():
-                self.timer.add(stage, ms)
-            self.timer.add("read", result.ms)
-        else:
-            self.skipped += 1
+        moving = lane.gate.wants(frame)
         t1 = time.perf_counter()
-        closed = self.tracker.update(frame, reads)
-        events = self._decide(closed)
+        self.timer.add("motion", (t1 - t0) * 1000)
+        lane.dropped += frame.dropped
+        if frame.dropped and (moving or lane.moving):
+            lane.dropped_in_motion += frame.dropped
+        lane.moving = moving
+        if moving:
+            lane.processed += 1
+            reads = self._read(lane, frame)
+        else:
+            lane.skipped += 1
+            lane.closer_due = True  # the motion stopped: the next car may get a closer look
+        t2 = time.perf_counter()
+        was_open = lane.tracker.open_count
+        closed = lane.tracker.update(frame, reads)
+        if lane.tracker.open_count > was_open - len(closed):
+            lane.closer_due = True  # a pass opened: its car was read without looking closer
+        events = self._decide(lane, closed, frame.ts)
         if reads:
-            events += self._early()
-        self.timer.add("track_match", (time.perf_counter() - t1) * 1000)
+            events += self._early(lane)
+        self.timer.add("track_match", (time.perf_counter() - t2) * 1000)
         self.timer.add("step", (time.perf_counter() - t0) * 1000)
         return events
 
+    def _read(self, lane: Lane, frame: Frame) -> list[Read]:
+        closer = self.closer_look == "frame" or (lane.closer_due and lane.tracker.open_count == 0)
+        h, w = frame.image.shape[:2]
+        # Only the region of interest is read: the detectors' input shrinks with it (a lane that is
+        # a third of the picture costs a third), or sees its plates bigger at the same cost.
+        roi = lane.gate.roi_box(w, h)
+        image = frame.image[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w] if roi.area < w * h else frame.image
+        result = self.reader.read(image, self.region, Looks(size=lane.size, closer=closer))
+        if "closer" in result.stage_ms:
+            lane.closer_due = False
+        reads = [r if image is frame.image else
+                 dataclasses.replace(r, box=Box(r.box.x + roi.x, r.box.y + roi.y, r.box.w, r.box.h))
+                 for r in result.reads]
+        reads = [r for r in reads if lane.gate.inside(r.box, w, h)]
+        lane.reads += len(reads)
+        for stage, ms in result.stage_ms.items():
+            self.timer.add(stage, ms)
+        self.timer.add("read", result.ms)
+        return reads
+
     def flush(self) -> list[Event]:
         """Close every open pass (end of a finite source, shutdown)."""
-        return self._decide(self.tracker.close_all())
+        events: list[Event] = []
+        for lane in self.lanes.values():
+            events += self._decide(lane, lane.tracker.close_all(), None)
+        return events
+
+    # --- what a pass is --------------------------------------------------------------------------------
 
     def _match(self, t: Track) -> Match | None:
         matcher = self.hotlist.active
@@ -128,30 +278,78 @@ class Pipeline:
             return None
         return matcher.match(t.text, t.chars, None, datetime.fromtimestamp(self.clock.time(), UTC))
 
-    def _early(self) -> list[Event]:
+    def _early(self, lane: Lane) -> list[Event]:
         """A pass whose vote is already backed by enough agreeing reads and matches is a hit now:
         a listed car stopped at a light in front of the camera must not wait for its pass to close."""
         events: list[Event] = []
-        for t in self.tracker.just_read():
+        for t in lane.tracker.just_read():
             if t.track_id in self._reported or t.agreeing_reads < self.matching.min_agreeing_reads:
                 continue
             m = self._match(t)
             if m is not None:
-                self._reported.add(t.track_id)
-                events.append(Hit(t, m, True))
+                hit, self._reported[t.track_id] = self._hit(lane, t, m, True)
+                events += hit
         return events
 
-    def _decide(self, tracks: Iterable[Track]) -> list[Event]:
+    def _decide(self, lane: Lane, tracks: Iterable[Track], now: float | None) -> list[Event]:
         events: list[Event] = []
         for t in tracks:
-            if t.track_id in self._reported:
-                self._reported.discard(t.track_id)  # its hit went out while it was open: one event per pass
+            record = self._reported.pop(t.track_id, None)
+            if record is not None:
+                # judged while it was open (hit, or stitched to the car's earlier pass): one event
+                # per pass; the car was seen until now
+                record.last_ts = max(record.last_ts, t.last_ts)
                 continue
             if not t.text:
                 continue
             m = self._match(t)
-            if m is None:
-                events.append(Pass(t))
+            if m is not None:
+                events += self._hit(lane, t, m, t.agreeing_reads >= self.matching.min_agreeing_reads)[0]
+            elif self.vehicle is not None and not self.vehicle(t.text, t.reads < 2 and lane.stream):
+                events.append(Pass(t, noise=True))
+            elif (before := self._earlier(lane, t, None)) is not None:
+                lane.stitched += 1  # the car was counted when its earlier pass closed
+                before.last_ts = max(before.last_ts, t.last_ts)
             else:
-                events.append(Hit(t, m, t.agreeing_reads >= self.matching.min_agreeing_reads))
+                lane.recent.append(_Closed(t.text, t.last_ts, None))
+                events.append(Pass(t))
+        if now is not None:
+            self._forget(lane, now)
         return events
+
+    def _hit(self, lane: Lane, t: Track, m: Match, verified: bool) -> tuple[list[Event], _Closed]:
+        """The hit of a pass, unless the camera saw the same listed car less than rehit_after_s
+        ago; and the record of the car that the next piece of it will be stitched to."""
+        entry = m.entry_plate
+        before = self._earlier(lane, t, entry)
+        if before is not None and before.entry in (entry, None):
+            before.last_ts = max(before.last_ts, t.last_ts)
+            lane.reported[entry] = before.last_ts
+            if before.entry == entry:
+                lane.stitched += 1
+                return [], before
+            before.entry = entry  # its earlier piece did not match (misread): this is its hit
+            return [Hit(t, m, verified)], before
+        repeat = entry in lane.reported
+        lane.reported[entry] = t.last_ts
+        record = _Closed(t.text, t.last_ts, entry)
+        lane.recent.append(record)
+        return [Hit(t, m, verified, repeat=repeat)], record
+
+    def _earlier(self, lane: Lane, t: Track, entry: str | None) -> _Closed | None:
+        """The pass of this car that the lane closed (or reported) less than rehit_after_s before
+        `t` began: the same list entry, or text as similar as the tracker's fast-mover rule."""
+        window = lane.tracker.cfg.rehit_after_s
+        same = lane.tracker.cfg.same_text_similarity
+        for c in reversed(lane.recent):
+            if t.first_ts - c.last_ts > window:
+                continue
+            if (entry is not None and c.entry == entry) or similarity(c.text, t.text) >= same:
+                return c
+        return None
+
+    def _forget(self, lane: Lane, now: float) -> None:
+        window = lane.tracker.cfg.rehit_after_s
+        lane.recent = [c for c in lane.recent if now - c.last_ts <= window]
+        for entry in [e for e, ts in lane.reported.items() if now - ts > REPEAT_MEMORY_S]:
+            del lane.reported[entry]

@@ -21,7 +21,7 @@ def _lines_of(path: Path) -> dict[tuple[str | int, ...], int]:
 
 def line_of(key: str, lines: dict[tuple[str | int, ...], int]) -> int:
     """The line of a dotted key (or of its nearest parent that the file has), else 1."""
-    loc = tuple(key.split("."))
+    loc = tuple(int(p) if p.isdigit() else p for p in key.split("."))  # list items by index
     return next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), 1)
 
 
@@ -44,11 +44,12 @@ def preflight(cfg: Config, path: Path, keys: bool = True) -> list[str]:
         elif not os.access(p, os.R_OK):
             add(key, f"{what} {p} is not readable by this user{via}")
 
-    src = cfg.source
-    if src.kind == "video" and not Path(src.path).is_file():
-        add("source.path", f"video file {src.path} does not exist")
-    if src.kind == "images" and not Path(src.path).is_dir():
-        add("source.path", f"image folder {src.path} does not exist")
+    for i, src in enumerate(cfg.cameras):
+        key = f"sources.{i}.path" if cfg.sources else "source.path"
+        if src.kind == "video" and not Path(src.path).is_file():
+            add(key, f"video file {src.path} does not exist")
+        if src.kind == "images" and not Path(src.path).is_dir():
+            add(key, f"image folder {src.path} does not exist")
     if not cfg.reader.models_dir.is_dir():
         add("reader.models_dir", f"model folder {cfg.reader.models_dir} does not exist")
     if cfg.capture.geofence is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -105,6 +105,7 @@ class Recorder:
         audit: AuditFn,
         location: Callable[[], Location | None],
         clock: Clock,
+        headings: Mapping[str, float] | None = None,
     ) -> None:
         self.device_id = device_id
         self.outbox = outbox
@@ -113,8 +114,10 @@ class Recorder:
         self._audit = audit
         self._location = location
         self._clock = clock
+        self._headings = dict(headings or {})
         self.hits = 0
         self.passes = 0
+        self.noise = 0
         self.summaries_dropped = 0
         self._day: tuple[int, int, int] | None = None
         self._day_hits = 0
@@ -132,9 +135,32 @@ class Recorder:
         for ev in events:
             if isinstance(ev, Hit):
                 self._hit(ev)
+            elif ev.noise:
+                self.noise += 1
+                self.summarizer.add_noise()
             else:
                 self.passes += 1
                 self.summarizer.add(ev.track.text, None, ev.track.confidence, False)
+
+    def frames_read(self, n: int) -> None:
+        """Frames the reader read, for the summary's `reads`."""
+        if n:
+            self.summarizer.add_frames(n)
+
+    def location(self, camera: str) -> Location | None:
+        """Where the hit was seen, with `camera_heading`, the compass bearing the camera looks along,
+        where it is known: its `heading_deg` on a pole, that angle added to the vehicle's heading
+        from gpsd in a car."""
+        loc = self._location()
+        offset = self._headings.get(camera)
+        if loc is None or offset is None:
+            return loc
+        if loc.get("source") == "gpsd":
+            vehicle = loc.get("heading")
+            if not isinstance(vehicle, int | float):
+                return loc
+            offset = (float(vehicle) + offset) % 360.0
+        return {**loc, "camera_heading": round(offset, 1)}
 
     def _hit(self, hit: Hit) -> None:
         self.hits += 1
@@ -147,7 +173,7 @@ class Recorder:
         except (StoreError, OSError) as e:
             self.outbox.fault(f"evidence for hit {hit.hit_id} not stored", e)
         evidence = hit.hit_id if sealed is not None else None
-        body = HitBody.of(hit, self.device_id, self._location(), evidence)
+        body = HitBody.of(hit, self.device_id, self.location(hit.track.camera), evidence)
         self.summarizer.add(hit.track.text, None, hit.track.confidence, True)
         self.outbox.put_hit(hit.hit_id, body.encode())
         if sealed is not None:
@@ -155,7 +181,8 @@ class Recorder:
         # The chain records that a hit was made and against which list, not the plate.
         self.audit("hit", {"hit_id": hit.hit_id, "kind": hit.match.kind, "verified": hit.verified,
                            "list_version": hit.match.list_version, "evidence": evidence is not None})
-        log.info("hit %s (%s, verified=%s)", hit.hit_id, hit.match.kind, hit.verified)
+        log.info("hit %s (%s, camera %s, verified=%s, repeat=%s)", hit.hit_id, hit.match.kind,
+                 hit.track.camera, hit.verified, hit.repeat)
 
     def summary(self, storage_alarm: bool, *, force: bool = False) -> None:
         """The window's summary into the outbox, when one is due (`force`: now, at shutdown).

@@ -1,7 +1,8 @@
 """What may leave the device about non-hits: per-window summaries.
 
-`counts` mode (default) reports per-window read/hit counts and a confidence histogram: no per-plate
-data at all. `tokens` mode adds `Trunc_b(HMAC-SHA256(K_e, "alprd/v1|" + state + "|" + plate))` per
+`counts` mode (default) reports per-window counts (vehicle passes, hits, noise passes that were no
+vehicle, frames read) and a confidence histogram of the passes: no per-plate data at all. `tokens`
+mode adds `Trunc_b(HMAC-SHA256(K_e, "alprd/v1|" + state + "|" + plate))` per
 non-hit pass, so the back office can count distinct vehicles in a window. `K_0` is random at start
 and lives only in RAM; every flush ratchets it with HKDF and discards the old key, so a device seized
 later cannot recompute earlier tokens, and tokens never link across windows or restarts. An unkeyed
@@ -77,8 +78,10 @@ class Summarizer:
     def _reset(self) -> None:
         self._start = self._clock.time()
         self._start_mono = self._clock.monotonic()
-        self._reads = 0
+        self._passes = 0
         self._hits = 0
+        self._noise = 0
+        self._frames = 0
         self._hist = [0] * CONFIDENCE_BINS
         self._tokens: dict[int, int] = {}
 
@@ -98,7 +101,7 @@ class Summarizer:
 
     def add(self, read_text: str, state: str | None, confidence: float, hit: bool) -> None:
         """Count one closed pass. In tokens mode a non-hit's token is taken now; the text is not kept."""
-        self._reads += 1
+        self._passes += 1
         c = min(max(float(confidence), 0.0), 1.0)
         self._hist[min(int(c * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)] += 1
         if hit:
@@ -108,6 +111,14 @@ class Summarizer:
             if plate:
                 t = self._token_int(plate, (state or "").upper())
                 self._tokens[t] = self._tokens.get(t, 0) + 1
+
+    def add_noise(self) -> None:
+        """Count a pass that was no vehicle (`Pass.noise`): no token, no histogram."""
+        self._noise += 1
+
+    def add_frames(self, n: int) -> None:
+        """Count frames the reader read (motion frames)."""
+        self._frames += n
 
     def due(self) -> bool:
         return self._clock.monotonic() - self._start_mono >= self.interval_s
@@ -133,8 +144,10 @@ class Summarizer:
             epoch=self.epoch,
             start=round(start, 3),
             end=round(end, 3),
-            reads=self._reads,
+            passes=self._passes,
             hits=self._hits,
+            noise=self._noise,
+            reads=self._frames,
             confidence_hist=tuple(self._hist),
             token_bits=self.token_bits if tokens else None,
             tokens={self._fmt(t): n for t, n in sorted(self._tokens.items())} if tokens else None,

@@ -161,6 +161,27 @@ def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]
     return best, False
 
 
+VEHICLE_MIN_CHARS = 4
+"""A pass shorter than this that fits no plate format is not counted as a vehicle (issue 21)."""
+
+
+def vehicle_like(text: str, region: str = "auto", read_once: bool = False) -> bool:
+    """Whether a pass can be a vehicle: its text fits a plate format of the region (for the us,
+    whose list is open to vanity plates, a state serial format; for auto, a format of any region),
+    or it is at least VEHICLE_MIN_CHARS long and not `read_once`: read in one frame of a stream only.
+
+    The rest is counted as noise, not as passing cars: short reads (IH, L7, 21: badges, sign and
+    sticker fragments), and texts in no plate format that one frame of a video read once (a road
+    marking or a sign that a later look found in one frame: MTTM700, L700G in the demo's street).
+    A car in view is read in frame after frame; a photo is read once by nature, so `read_once` is
+    for streams only."""
+    if region in ("us", "auto") and _serial(text):
+        return True
+    if any(g.fits(text) for g in GRAMMARS.values() if g.closed and region in (g.region, "auto")):
+        return True
+    return len(text) >= VEHICLE_MIN_CHARS and not read_once
+
+
 def _serial(text: str) -> bool:
     return any(p.fullmatch(text) for p in US_SERIAL)
 

@@ -77,6 +77,11 @@ def open_session(contract: Contract, threads: int) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if threads > 1:
+        # Idle intra-op threads spin by default, burning the core that decodes the next frame: on
+        # the stream bench's frames, two spinning threads took 184-195 ms of CPU per read against
+        # 86-96 ms without spinning and 85 ms with one thread (BENCHMARKS.md, "Both cores").
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
     # The arena keeps the peak of every input size ever seen (960-px retries, wide crops) for the

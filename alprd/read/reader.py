@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 
 import cv2
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..config import ReaderConfig
 from ..errors import ImageError, ModelError
-from ..types import Box, Candidate, Detection, Image, PhotoResult, Read
+from ..types import Box, Candidate, Detection, Image, Looks, PhotoResult, Read
 from . import grammar
 from .detect import PlateDetector
 from .lines import LineFinder, TextLine, even_light
@@ -92,11 +93,12 @@ class PlateReader:
 
     def __init__(self, cfg: ReaderConfig) -> None:
         self.cfg = cfg
-        self.detector = PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score,
-                                      name=cfg.detector_model)
+        self.detector_threads = cfg.detector_threads or default_detector_threads()
+        self.detector = PlateDetector(cfg.models_dir, self.detector_threads, cfg.detector_size,
+                                      cfg.min_detection_score, name=cfg.detector_model)
         fallback = cfg.fallback_model if cfg.fallback_model != cfg.detector_model else None
         self.fallback = (
-            PlateDetector(cfg.models_dir, cfg.threads, cfg.detector_size, cfg.min_detection_score,
+            PlateDetector(cfg.models_dir, self.detector_threads, cfg.detector_size, cfg.min_detection_score,
                           name=fallback)
             if fallback else None
         )
@@ -122,34 +124,44 @@ class PlateReader:
         if self.fallback is not None:
             self.model_hashes[self.fallback.contract.name] = self.fallback.contract.sha256
 
-    def read(self, image: Image, region: str | None = None) -> PhotoResult:
+    def read(self, image: Image, region: str | None = None, looks: Looks | None = None) -> PhotoResult:
+        """Every plate in `image`, best first. `looks` (from the daemon's pipeline) sets the first
+        detectors' size and whether the closer look may run; a photo gets all of them.
+
+        `stage_ms` has the detectors' time (`detect`), the rest (`recognize`: line finding and
+        recognition), and the time of each later look that ran (`fallback`, `closer`, `wider`)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ImageError(f"expected an 8-bit BGR image, got shape {image.shape} {image.dtype}")
         region = region or self.cfg.region
+        looks = looks or Looks()
+        size = looks.size if looks.size and looks.size != self.cfg.detector_size else None
         t0 = time.perf_counter()
-        detections = self.detector.detect(image)[: self.cfg.max_plates]
-        t1 = time.perf_counter()
+        detections = self.detector.detect(image, size)[: self.cfg.max_plates]
+        detect_s = time.perf_counter() - t0
         reads = self._read_all(image, detections, region)
+        stages: dict[str, float] = {}
         if self.fallback is not None and _confident(reads) != 1:
             # The first detector is the fast one, the fallback the accurate one. Where the first
             # reads no plate well, or several (its scores, less even than the accurate one's,
             # would decide their order), the accurate detector reads the frame again; its reads
             # stand, and the first pass's stay for the plates it did not find.
             t = time.perf_counter()
-            more = self.fallback.detect(image)[: self.cfg.max_plates]
-            t1 += time.perf_counter() - t
+            more = self.fallback.detect(image, size)[: self.cfg.max_plates]
+            detect_s += time.perf_counter() - t
             reads = self._read_all(image, more, region) + [
                 r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in more)
             ]
             detections = more + [d for d in detections if all(d.box.iou(o.box) < OVERLAP for o in more)]
-        if self.retry_size is not None and not _confident(reads):
+            stages["fallback"] = (time.perf_counter() - t) * 1000
+        if looks.closer and self._closer_size(looks) and not _confident(reads):
             # Distant plates are a few dozen pixels wide at the first size: look closer, once.
             t = time.perf_counter()
-            again = [d for d in self.retry.detect(image, self.retry_size)[: self.cfg.max_plates]
+            again = [d for d in self.retry.detect(image, self._closer_size(looks))[: self.cfg.max_plates]
                      if all(d.box.iou(o.box) < OVERLAP for o in detections)]
-            t1 += time.perf_counter() - t
+            detect_s += time.perf_counter() - t
             detections += again
             reads += self._read_all(image, again, region)
+            stages["closer"] = (time.perf_counter() - t) * 1000
         if self.cfg.zoom_out and not _confident(reads):
             t = time.perf_counter()
             wider = self._zoomed_out(image, region, detections)
@@ -158,16 +170,23 @@ class PlateReader:
             if not _confident(reads) and (whole := self._frame_as_plate(image, region)) is not None:
                 detections.append(Detection(whole.box, whole.detection_score))
                 reads.append(whole)
-            t1 += time.perf_counter() - t
+            detect_s += time.perf_counter() - t
+            stages["wider"] = (time.perf_counter() - t) * 1000
         reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
         reads.sort(key=lambda r: r.confidence, reverse=True)
-        t2 = time.perf_counter()
+        ms = (time.perf_counter() - t0) * 1000
         return PhotoResult(
             tuple(reads),
             detections=tuple(detections),
-            ms=(t2 - t0) * 1000,
-            stage_ms={"detect": (t1 - t0) * 1000, "recognize": (t2 - t1) * 1000},
+            ms=ms,
+            stage_ms={"detect": detect_s * 1000, "recognize": ms - detect_s * 1000, **stages},
         )
+
+    def _closer_size(self, looks: Looks) -> int:
+        """The closer look's detector size for this frame; 0 when it would be no closer."""
+        if self.retry_size is None or self.retry_size <= (looks.size or self.cfg.detector_size):
+            return 0
+        return self.retry_size
 
     def _zoomed_out(self, image: Image, region: str, seen: list[Detection]) -> list[Read]:
         """Reads of the frame seen from further away: padded with grey on every side, detected
@@ -260,6 +279,22 @@ class PlateReader:
             if rec.confidence >= TALL_SURE:
                 return rec
         return self.recognizer.recognize(row)
+
+
+MAX_AUTO_THREADS = 4
+"""`reader.detector_threads: null` gives the detectors the CPUs this process may use, up to this
+many: a Pi 4 or 5 has four cores, and a 640-px detector run splits into too little work per
+thread for more to pay."""
+
+
+def default_detector_threads() -> int:
+    """The CPUs this process may run on (systemd's CPUAffinity= and cgroup cpusets shrink the set),
+    at most MAX_AUTO_THREADS."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_THREADS, cpus))
 
 
 def runs_into_side(line: TextLine, crop_width: int, row_margin: float) -> bool:
