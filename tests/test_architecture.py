@@ -8,7 +8,8 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from alprd.payloads import PUBLISHED, StatusBody, json_schema
+from alprd.payloads import PUBLISHED, StatusBody
+from alprd.schemas import json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPRD = ROOT / "alprd"

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from privacy_support import T0, make_agency
 
-from alprd.payloads import PUBLISHED, HitBody, schema_file, schema_files, schema_text
+from alprd.payloads import PUBLISHED, HitBody
 from alprd.privacy.hotlist import load_bundle
+from alprd.schemas import schema_file, schema_files, schema_text
 from alprd.types import Box, Candidate, Hit, Track
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,7 +143,8 @@ def _schema_fields(schema: dict[str, object]) -> list[str]:
 
 
 def test_the_fields_the_manifest_names_are_the_keys_of_the_published_schemas() -> None:
-    from alprd.payloads import DiscoveryBody, body_fields
+    from alprd.payloads import DiscoveryBody
+    from alprd.schemas import body_fields
 
     files = schema_files()
     for name, schema in files.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alprd.payloads import schema_files, schema_text
+from alprd.schemas import schema_files, schema_text
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "payloads"
 

@@ -3,20 +3,17 @@
 Everything is importable from `alprd.config` itself.
 """
 
+from .base import CREDENTIALS, Section
+from .capture import DAYS, CaptureConfig, CaptureWindow, GeofenceConfig, ScheduleConfig
 from .load import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, key_lines, load_config, parse_config
 from .schema import (
-    CREDENTIALS,
-    DAYS,
     DETECTOR_MODELS,
     MAX_CAMERAS,
     PACKAGE_MODELS_DIR,
     PHOTO_READER,
     CameraConfig,
-    CaptureConfig,
-    CaptureWindow,
     Config,
     DetectorModel,
-    GeofenceConfig,
     GpsdConfig,
     HotlistConfig,
     LocationConfig,
@@ -29,8 +26,6 @@ from .schema import (
     PrivacyConfig,
     ReaderConfig,
     Region,
-    ScheduleConfig,
-    Section,
     SourceConfig,
     StorageConfig,
     TrackingConfig,

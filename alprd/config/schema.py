@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from .base import CREDENTIALS, Section, resolve_path
+from .capture import CaptureConfig
 
 _SHIPPED = resources.files("alprd.models")
 PACKAGE_MODELS_DIR = _SHIPPED if isinstance(_SHIPPED, Path) else Path(str(_SHIPPED))
@@ -31,22 +31,6 @@ DETECTOR_MODELS: tuple[str, ...] = get_args(DetectorModel)
 
 MAX_CAMERAS = 8
 """One reader serves every camera in turn: past a few, each camera gets too few reads per car."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-CREDENTIALS = Path("/run/credentials/alprd.service")
-"""systemd's $CREDENTIALS_DIRECTORY for alprd.service (LoadCredential=); secrets default to files there."""
-
-
-def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
-    """Relative paths in a config file are relative to that file, not to the working directory."""
-    base = (info.context or {}).get("base_dir")
-    if base is not None and value is not None and not value.is_absolute():
-        return Path(base) / value
-    return value
 
 
 class ReaderConfig(Section):
@@ -353,7 +337,7 @@ class MqttConfig(Section):
         "hits today and hot-list version, with <p>/<device>/availability; no plate text.",
     )
 
-    _resolve = field_validator("ack_pub")(_resolve_path)
+    _resolve = field_validator("ack_pub")(resolve_path)
 
     @field_validator("hosts")
     @classmethod
@@ -411,7 +395,7 @@ class StorageConfig(Section):
         512, ge=16, le=1_000_000, description="Cap on the SQLite file; writes past it fail as 'storage full'."
     )
 
-    _resolve = field_validator("dir")(_resolve_path)
+    _resolve = field_validator("dir")(resolve_path)
 
 
 class HotlistConfig(Section):
@@ -449,7 +433,7 @@ class HotlistConfig(Section):
         description="Groups of characters the reader confuses; each character in at most one group.",
     )
 
-    _resolve = field_validator("bundle", "list_key", "signing_pub", "device_key")(_resolve_path)
+    _resolve = field_validator("bundle", "list_key", "signing_pub", "device_key")(resolve_path)
 
     @field_validator("lookalike_classes")
     @classmethod
@@ -487,76 +471,7 @@ class PrivacyConfig(Section):
         "the frame is made smaller, then left out, until crop and frame fit.",
     )
 
-    _resolve = field_validator("evidence_pub")(_resolve_path)
-
-
-Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-DAYS: tuple[str, ...] = get_args(Day)
-_HHMM = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
-
-
-def _hhmm(value: object) -> object:
-    """YAML 1.1 reads an unquoted 06:00 as the base-60 number 360: take it back as the time it was."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 24 * 60:
-        return f"{value // 60:02d}:{value % 60:02d}"
-    return value
-
-
-class CaptureWindow(Section):
-    days: tuple[Day, ...] = Field(..., min_length=1, description="Days the window starts on: mon ... sun.")
-    start: str = Field(..., pattern=_HHMM, description="Local start time, HH:MM.")
-    end: str = Field(
-        ..., pattern=_HHMM,
-        description="Local end time, HH:MM (24:00: midnight); at or before start: the next day's.",
-    )
-
-    _times = field_validator("start", "end", mode="before")(_hhmm)
-
-    @model_validator(mode="after")
-    def _check_window(self) -> CaptureWindow:
-        if self.start == "24:00":
-            raise ValueError("a window starts at 00:00 of the next day, not at 24:00")
-        if self.start == self.end:
-            raise ValueError(f"the window {self.start}-{self.end} is empty; the whole day is 00:00-24:00")
-        return self
-
-
-class ScheduleConfig(Section):
-    timezone: str = Field(..., min_length=1, max_length=64, description="IANA time zone of the windows.")
-    windows: tuple[CaptureWindow, ...] = Field(
-        ..., min_length=1, max_length=100,
-        description="When capture may happen; outside all of them it does not.",
-    )
-
-    @field_validator("timezone")
-    @classmethod
-    def _check_zone(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (an IANA name such as America/Los_Angeles)") from None
-        return v
-
-
-class GeofenceConfig(Section):
-    file: Path = Field(..., description="GeoJSON file of polygons (lon, lat), checked at start.")
-    mode: Literal["allow", "deny"] = Field(
-        ..., description="allow: capture only inside the polygons (no position: none at all); deny: never "
-        "inside them.",
-    )
-
-    _resolve = field_validator("file")(_resolve_path)
-
-
-class CaptureConfig(Section):
-    """When and where capture may happen. Outside, no frame is read or kept: only the seconds are counted."""
-
-    schedule: ScheduleConfig | None = Field(None, description="Weekly windows in a time zone; null: always.")
-    geofence: GeofenceConfig | None = Field(
-        None, description="Polygons checked against the GPS or static position (location); null: anywhere.",
-    )
+    _resolve = field_validator("evidence_pub")(resolve_path)
 
 
 class PolicyConfig(Section):

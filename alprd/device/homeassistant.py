@@ -26,9 +26,8 @@ from ..payloads import (
     MetricsBody,
     OutTopic,
     StatusBody,
-    body_fields,
-    schema_file,
 )
+from ..schemas import body_fields, schema_file
 from .publish import Publisher
 
 PREFIX = "homeassistant"

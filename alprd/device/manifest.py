@@ -32,8 +32,6 @@ from ..payloads import (
     NoList,
     OutTopic,
     PolicyBody,
-    body_fields,
-    schema_file,
 )
 from ..privacy.keys import (
     DEVICE_SEAL_KEY_NAME,
@@ -46,6 +44,7 @@ from ..privacy.keys import (
     load_signing_pub,
     raw_public,
 )
+from ..schemas import body_fields, schema_file
 from ..store import DEVICE_KEY_NAME
 from ..types import iso_z
 from . import homeassistant
