@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from contract_support import set_contract_key
+from contract_support import add_tall_twin, set_contract_key
 
 from alprd.config import PACKAGE_MODELS_DIR, ReaderConfig
 from alprd.errors import ModelError
@@ -151,12 +151,13 @@ def test_width_scale_out_of_range_is_refused(tmp_path: Path) -> None:
 def test_tall_row_recognizer_must_share_the_row_cut(tmp_path: Path) -> None:
     # One line finder cuts the rows for both recognizers: a contract trained on another cut is refused.
     models = _copy_models(tmp_path)
+    add_tall_twin(models)
     set_contract_key(models / "plate_rec_tall.json", "input.row_margin", 0.3)
     with pytest.raises(ModelError, match=r"plate_rec_tall\.json: input\.row_margin"):
-        PlateReader(ReaderConfig(models_dir=models))
-    # Not loaded at all where it is switched off.
+        PlateReader(ReaderConfig(models_dir=models, tall_row_px=40))
+    # Not loaded at all where it is switched off, the default (none ships).
     (models / "plate_rec_tall.onnx").unlink()
-    assert PlateReader(ReaderConfig(models_dir=models, tall_row_px=0)).tall is None
+    assert PlateReader(ReaderConfig(models_dir=models)).tall is None
 
 
 def test_lines_are_squeezed_as_the_contract_says(recognizer: Recognizer) -> None:

@@ -64,8 +64,8 @@ def add_reader_args(p: argparse.ArgumentParser) -> None:
                    help="where still nothing reads well, look again at the frame padded on every side "
                         "(plates that fill the frame; default: on)")
     p.add_argument("--tall-row-px", type=int, default=ReaderConfig.model_fields["tall_row_px"].default,
-                   help="rows at least this many pixels high are read by the 32-px recognizer "
-                        "plate_rec_tall (default: %(default)s; 0: every row by plate_rec)")
+                   help="rows at least this many pixels high are read by a plate_rec_tall in the models "
+                        "folder (default: %(default)s: plate_rec reads every row; none ships)")
     p.add_argument("--models-dir", type=Path, default=None, help="folder with the models (default: shipped)")
 
 

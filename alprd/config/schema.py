@@ -97,10 +97,11 @@ class ReaderConfig(Section):
         description="Plate-detector boxes below this score are ignored (null: the model contract's value).",
     )
     tall_row_px: int = Field(
-        40, ge=0, le=4096,
-        description="Character rows at least this many pixels high in the frame are read by "
-        "plate_rec_tall (the recognizer at 32 px instead of 48, two thirds of the time); where it "
-        "is unsure, plate_rec reads the row again. 0: every row by plate_rec. See models/README.md.",
+        0, ge=0, le=4096,
+        description="0 (default): plate_rec reads every row. Otherwise rows at least this many pixels "
+        "high are read by models_dir/plate_rec_tall (a faster recognizer trained with "
+        "train_recognizer.py --height 32; none ships: the shipped plate_rec is the model measured "
+        "leave-one-source-out), and plate_rec reads again where it is unsure.",
     )
     max_plates: int = Field(8, ge=1, le=64, description="At most this many plates are read per frame.")
     min_confidence: float = Field(
