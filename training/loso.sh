@@ -29,6 +29,11 @@ pair() { train "$1" "${2:-}" & train "$3" "${4:-}"; wait; }
 pair "$RUN-no-us" us "$RUN-no-eu" eu
 pair "$RUN-no-br" br "$RUN-no-us-crops" us-crops
 pair "$RUN-no-br-crops" br-crops "$RUN"
-.venv/bin/python training/eval_loso.py --pair us="$RUN-no-us" --pair eu="$RUN-no-eu" --pair br="$RUN-no-br" \
-    --pair us-crops="$RUN-no-us-crops" --pair br-crops="$RUN-no-br-crops" --pair us-ucsd="$RUN" \
+# each run's heavy convolutions in int8, as the shipped model (quantize_recognizer.py), then the table
+for run in "$RUN-no-us" "$RUN-no-eu" "$RUN-no-br" "$RUN-no-us-crops" "$RUN-no-br-crops" "$RUN"; do
+    "$TRAIN_PY" training/quantize_recognizer.py --float ".cache/rec-runs/$run/plate_rec.onnx" \
+        --data "$DATA/real/lines.npz" --out ".cache/rec-runs/$run-q/plate_rec.onnx"
+done
+.venv/bin/python training/eval_loso.py --pair us="$RUN-no-us-q" --pair eu="$RUN-no-eu-q" --pair br="$RUN-no-br-q" \
+    --pair us-crops="$RUN-no-us-crops-q" --pair br-crops="$RUN-no-br-crops-q" --pair us-ucsd="$RUN-q" \
     --json "training/logs/loso-$RUN.json"
