@@ -17,6 +17,7 @@ tmp=$(mktemp -d)
 wt="$tmp/base"
 git -C "$root" worktree add --detach "$wt" "$base" >/dev/null 2>&1
 trap 'git -C "$root" worktree remove --force "$wt"; rm -rf "$tmp"' EXIT
+ln -s "$(cd "$root/.." && pwd)/shared" "$tmp/shared"  # the baseline finds ../shared/data as this tree does
 export MALLOC_ARENA_MAX=2
 for i in $(seq "$rounds"); do
     echo "# round $i, $(date -u +%Y-%m-%dT%H:%M)Z, load $(cut -d' ' -f1-3 /proc/loadavg), $(git -C "$root" describe --always --dirty)"
