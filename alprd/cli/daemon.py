@@ -7,9 +7,9 @@ import sys
 import threading
 from pathlib import Path
 
-from ..config import load_config
 from ..errors import AlprdError, ConfigError, InstanceLockedError
 from ..exits import Exit
+from .common import config_or_exit, print_problems
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,12 +43,9 @@ def _broker(text: str) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return Exit.USAGE
+    cfg = config_or_exit(args.config)
+    if isinstance(cfg, int):
+        return cfg
     from ..config import key_lines
     from ..device.preflight import line_of, preflight, transport_warnings
 
@@ -68,12 +65,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return Exit.USAGE
+    cfg = config_or_exit(args.config)
+    if isinstance(cfg, int):
+        return cfg
     from ..device.daemon import build
     from ..device.systemd import install_signal_handlers, no_core_dumps
 
@@ -83,9 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         daemon = build(cfg, stop)
     except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return Exit.USAGE
+        return print_problems(e)
     except InstanceLockedError as e:
         print(f"alprd: {e}", file=sys.stderr)
         return Exit.USAGE

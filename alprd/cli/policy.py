@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import load_config
-from ..errors import AlprdError, ConfigError, HotListError
+from ..errors import AlprdError, HotListError
 from ..exits import Exit
 from ..payloads import ListSummary, ManifestBody
+from .common import config_or_exit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,12 +33,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_policy_manifest(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return Exit.USAGE
+    cfg = config_or_exit(args.config)
+    if isinstance(cfg, int):
+        return cfg
     from ..device.commands import command_channels
     from ..device.manifest import build_manifest, list_summary
     from ..privacy.hotlist import read_manifest_unverified

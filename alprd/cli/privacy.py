@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import Config, load_config
-from ..errors import ConfigError, EvidenceError, HotListError, KeyFileError, StoreError
+from ..config import Config
+from ..errors import EvidenceError, HotListError, KeyFileError, StoreError
 from ..exits import Exit
 from ..privacy.keys import (
     generate_agency_keys,
@@ -30,6 +30,7 @@ from ..privacy.keys import (
     load_signing_pub,
     write_file_atomic,
 )
+from .common import config_or_exit
 
 if TYPE_CHECKING:
     from ..privacy.hotlist import Entry, HotListInstaller
@@ -200,15 +201,6 @@ def _fail(msg: str, code: int = Exit.FAILURE) -> int:
     return code
 
 
-def _config(path: Path) -> Config | int:
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        return Exit.USAGE
-
-
 def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=1, sort_keys=True))
 
@@ -246,7 +238,7 @@ def cmd_keys_agency(args: argparse.Namespace) -> int:
 def cmd_keys_device(args: argparse.Namespace) -> int:
     from ..privacy.keys import DEVICE_SEAL_KEY_NAME, load_or_create_device_seal_key, public_pem
 
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     if isinstance(cfg, int):
         return cfg
     given = cfg.hotlist.device_key
@@ -377,7 +369,7 @@ def cmd_hotlist_inspect(args: argparse.Namespace) -> int:
             pub = load_signing_pub(args.keys / "signing.pub")
             list_key = load_list_key(args.keys / "list.key")
         else:
-            cfg = _config(args.config)
+            cfg = config_or_exit(args.config)
             if isinstance(cfg, int):
                 return cfg
             pub = load_signing_pub(cfg.hotlist.signing_pub)
@@ -402,7 +394,7 @@ def _installer(cfg: Config, store: Store, actor: str) -> HotListInstaller:
 
 
 def cmd_hotlist_install(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     if isinstance(cfg, int):
         return cfg
     actor = args.actor or _default_actor()
@@ -429,7 +421,7 @@ def cmd_hotlist_query(args: argparse.Namespace) -> int:
     purpose = args.purpose.strip()
     if len(purpose) < 3:
         return _fail("--purpose must say why you are looking (it is written to the audit log)", Exit.USAGE)
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     if isinstance(cfg, int):
         return cfg
     from ..privacy.evidence import seal_text
@@ -502,7 +494,7 @@ def cmd_evidence_open(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from ..privacy.audit import verify_chain, verify_checkpoint
 
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     if isinstance(cfg, int):
         return cfg
     try:
@@ -553,7 +545,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
+    cfg = config_or_exit(args.config)
     if isinstance(cfg, int):
         return cfg
     from ..store import write_checkpoint
