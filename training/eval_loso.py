@@ -97,7 +97,7 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         results.append(row)
     mean = {"mean_exact": round(float(np.mean([r["exact"] for r in results])), 4),
-            "mean_folded": round(float(np.mean([r["folded"] for r in results])), 4), "pairs": len(results)}
+            "mean_folded": round(float(np.mean([r["folded"] for r in results])), 4), "n_pairs": len(results)}
     print(json.dumps(mean))
     if args.json:
         args.json.write_text(json.dumps({"pairs": results, **mean}, indent=2) + "\n")
