@@ -12,11 +12,12 @@
 # workers; the other settings are r3's. --max-minutes stops a run early (and says so in its log)
 # if the machine makes crops slower than planned, so the call ends inside its limit.
 set -euo pipefail
-OUT=${OUT:-/tmp/out}
+OUT=${OUT:-.gpu/out}      # the device tool sets $OUT to the folder it brings back
+WORK=${WORK:-.gpu/work}   # scratch: the onnx2torch install, exports, stdout, RUN.pt
 PY=${PY:-python3}
-mkdir -p "$OUT"
-"$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/onnx2torch-*.whl
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+mkdir -p "$OUT" "$WORK"
+"$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" .gpu/onnx2torch-*.whl
+export PYTHONPATH="$WORK/site" PYTHONUNBUFFERED=1
 nvidia-smi -L || true
 nproc
 
@@ -33,13 +34,13 @@ declare -A runs=(
 for run in "${!runs[@]}"; do
   # shellcheck disable=SC2086
   "$PY" training/train_detector.py "${common[@]}" ${runs[$run]} --run "$run" \
-    --out "/tmp/export/$run/plate_det.onnx" >"/tmp/$run.stdout" 2>&1 &
+    --checkpoint-dir "$WORK" --out "$WORK/export/$run/plate_det.onnx" >"$WORK/$run.stdout" 2>&1 &
 done
 fail=0
 for job in $(jobs -p); do wait "$job" || fail=1; done
 for run in "${!runs[@]}"; do
-  tail -n 4 "/tmp/$run.stdout"
-  cp "/tmp/$run.pt" "$OUT/" || fail=1
+  tail -n 4 "$WORK/$run.stdout"
+  cp "$WORK/$run.pt" "$OUT/" || fail=1
 done
-tar czf "$OUT/logs.tgz" training/logs/detector-*-g?.log /tmp/detector-*.stdout
+tar czf "$OUT/logs.tgz" training/logs/detector-*-g?.log "$WORK"/detector-*.stdout
 exit $fail

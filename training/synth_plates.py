@@ -20,7 +20,7 @@ folders lack, by class of plate, never by photo:
 the real ones. Fonts come from Debian packages (`FONT_PACKAGES`); the Hershey fonts are left out
 on purpose: `alprd selftest` draws its own plate with them, and must stay a test of the models.
 
-    python training/synth_plates.py --show 24 --out /tmp/synth.png    # look at a sheet of samples
+    python training/synth_plates.py --show 24 --out synth.png    # look at a sheet of samples
 """
 
 from __future__ import annotations

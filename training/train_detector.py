@@ -22,6 +22,7 @@ import math
 import pickle
 import string
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -602,9 +603,10 @@ def build_model(base: Path, arch: str = "dbnet") -> tuple[PlateNet, dict[str, st
         raise SystemExit(f"{base}: expected the output to come from a Sigmoid")
     g.output[0].name = sig[0].input[0]
     g.node.remove(sig[0])
-    tmp = Path(f"/tmp/plate_det_base_logits_{arch}.onnx")
-    onnx.save(m, str(tmp))
-    body, names = onnx_to_torch(tmp)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir) / f"plate_det_base_logits_{arch}.onnx"
+        onnx.save(m, str(tmp))
+        body, names = onnx_to_torch(tmp)
     trainable = sum(p.numel() for p in body.parameters())
     log.info("converted %s (%s): %d trainable parameters, %d tensors mapped back to ONNX",
              base.name, arch, trainable, len(names))
@@ -761,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export-every", type=int, default=0, help="also export a snapshot every N steps")
     ap.add_argument("--checkpoint-every", type=int, default=25,
                     help="save model, optimiser and random states every N steps (for --resume)")
-    ap.add_argument("--checkpoint-dir", type=Path, default=Path("/tmp/alprd-train"))
+    ap.add_argument("--checkpoint-dir", type=Path, default=REPO / ".cache" / "detector-runs",
+                    help="resume checkpoints and the final RUN.pt (for --export-from) go here")
     ap.add_argument("--resume", action="store_true",
                     help="continue the run from its last checkpoint (same arguments); the result is the same "
                          "as an uninterrupted run")
@@ -900,7 +903,8 @@ def main(argv: list[str] | None = None) -> int:
     contract["training"]["minutes"] = round(timer() / 60, 1)  # type: ignore[index]
     if done < args.steps:
         contract["training"]["stopped_at_step"] = done  # type: ignore[index]
-    ckpt = Path("/tmp") / f"{run}.pt"
+    args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = args.checkpoint_dir / f"{run}.pt"
     torch.save(net.state_dict(), ckpt)  # to retry an export without retraining (--export-from)
     log.info("torch checkpoint %s", ckpt)
     export(net, names, args.base, out, contract, args.arch)

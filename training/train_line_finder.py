@@ -7,7 +7,7 @@ This script cuts the stock graph the same way and trains it to reproduce the sto
 (average-pooled to the half-resolution grid) on plate crops framed as the reader frames them: no
 labels are needed, the teacher is the model being replaced.
 
-    $TRAIN_VENV/bin/python training/train_line_finder.py --steps 800 --out /tmp/ld/line_det.onnx
+    $TRAIN_VENV/bin/python training/train_line_finder.py --steps 800 --out "$WORK"/ld/line_det.onnx
     .venv/bin/python training/eval_recognizer.py        # then the whole reader: alprd bench
 
 Crops: eu/br photo train halves and the ro-detect training frames (labelled box padded as
