@@ -10,6 +10,12 @@ from ..errors import ConfigError
 from ..exits import Exit
 
 
+def fail(msg: str, code: int = Exit.FAILURE) -> int:
+    """`alprd: msg` on stderr; the exit status."""
+    print(f"alprd: {msg}", file=sys.stderr)
+    return code
+
+
 def print_problems(e: ConfigError) -> int:
     """Each `file:line key.path: message` on stderr; the exit status for a bad config."""
     for problem in e.problems:

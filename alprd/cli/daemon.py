@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import AlprdError, ConfigError, InstanceLockedError
 from ..exits import Exit
-from .common import config_or_exit, print_problems
+from .common import config_or_exit, fail, print_problems
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -79,11 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         return print_problems(e)
     except InstanceLockedError as e:
-        print(f"alprd: {e}", file=sys.stderr)
-        return Exit.USAGE
+        return fail(str(e), Exit.USAGE)
     except AlprdError as e:
-        print(f"alprd: {e}", file=sys.stderr)
-        return Exit.FAILURE
+        return fail(str(e))
     return daemon.run(stop)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import AlprdError, HotListError
 from ..exits import Exit
 from ..payloads import ListSummary, ManifestBody
-from .common import config_or_exit
+from .common import config_or_exit, fail
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,14 +52,11 @@ def cmd_policy_manifest(args: argparse.Namespace) -> int:
             cfg, models=configured_models(cfg.reader), hotlist=hotlist,
             channels={ch: limit.max_bytes for ch, limit in command_channels(cfg, ack).items()}, ack=ack)
     except HotListError as e:
-        print(f"alprd: {cfg.hotlist.bundle}: {e}", file=sys.stderr)
-        return Exit.FAILURE
+        return fail(f"{cfg.hotlist.bundle}: {e}")
     except AlprdError as e:
-        print(f"alprd: {e}", file=sys.stderr)
-        return Exit.FAILURE
+        return fail(str(e))
     except OSError as e:
-        print(f"alprd: {e.filename}: {e.strerror}", file=sys.stderr)
-        return Exit.FAILURE
+        return fail(f"{e.filename}: {e.strerror}")
     if args.json:
         print(json.dumps(body.as_dict(), indent=1, sort_keys=True))
     else:

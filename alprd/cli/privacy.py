@@ -30,7 +30,7 @@ from ..privacy.keys import (
     load_signing_pub,
     write_file_atomic,
 )
-from .common import config_or_exit
+from .common import config_or_exit, fail
 
 if TYPE_CHECKING:
     from ..privacy.hotlist import Entry, HotListInstaller
@@ -196,11 +196,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _fail(msg: str, code: int = Exit.FAILURE) -> int:
-    print(f"alprd: {msg}", file=sys.stderr)
-    return code
-
-
 def _print_json(obj: object) -> None:
     print(json.dumps(obj, indent=1, sort_keys=True))
 
@@ -222,9 +217,9 @@ def cmd_keys_agency(args: argparse.Namespace) -> int:
     try:
         written = generate_agency_keys(args.out)
     except KeyFileError as e:
-        return _fail(str(e))
+        return fail(str(e))
     except OSError as e:
-        return _fail(f"{args.out}: {e.strerror}")
+        return fail(f"{args.out}: {e.strerror}")
     for p in written:
         print(p)
     print(
@@ -248,9 +243,9 @@ def cmd_keys_device(args: argparse.Namespace) -> int:
         if args.out is not None:
             write_file_atomic(args.out, pem, 0o644)
     except KeyFileError as e:
-        return _fail(str(e))
+        return fail(str(e))
     except OSError as e:
-        return _fail(f"{args.out}: {e.strerror}")
+        return fail(f"{args.out}: {e.strerror}")
     sys.stdout.write(pem.decode("ascii"))
     return Exit.OK
 
@@ -259,7 +254,7 @@ def cmd_keys_seal_list_key(args: argparse.Namespace) -> int:
     from ..privacy.listkey import seal_for_device
 
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", args.device_id):
-        return _fail(f"--device-id {args.device_id!r} is not a device_id ([A-Za-z0-9_.-], 1-64)", Exit.USAGE)
+        return fail(f"--device-id {args.device_id!r} is not a device_id ([A-Za-z0-9_.-], 1-64)", Exit.USAGE)
     try:
         signing = load_signing_key(args.keys / "signing.key")
         list_key = load_list_key(args.keys / "list.key")
@@ -267,9 +262,9 @@ def cmd_keys_seal_list_key(args: argparse.Namespace) -> int:
         payload = seal_for_device(signing, device_pub, args.device_id, list_key)
         write_file_atomic(args.out, payload, 0o644)
     except KeyFileError as e:
-        return _fail(str(e))
+        return fail(str(e))
     except OSError as e:
-        return _fail(f"{args.out}: {e.strerror}")
+        return fail(f"{args.out}: {e.strerror}")
     print(
         f"publish it retained: mosquitto_pub -r -q 1 -t <prefix>/{args.device_id}/hotlist/key -f {args.out}",
         file=sys.stderr,
@@ -302,14 +297,14 @@ def cmd_hotlist_pack(args: argparse.Namespace) -> int:
     try:
         data = args.csv.read_bytes()
     except OSError as e:
-        return _fail(f"{args.csv}: {e.strerror}")
+        return fail(f"{args.csv}: {e.strerror}")
     try:
         name = str(args.csv)
         entries = _ncic_entries(data, name) if args.columns == "ncic" else parse_csv(data, name)
     except CsvError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
-        return _fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed", Exit.USAGE)
+        return fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed", Exit.USAGE)
     try:
         signing = load_signing_key(args.keys / "signing.key")
         list_key = load_list_key(args.keys / "list.key")
@@ -324,9 +319,9 @@ def cmd_hotlist_pack(args: argparse.Namespace) -> int:
         )
         write_file_atomic(args.out, bundle, 0o644)
     except (KeyFileError, HotListError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     except OSError as e:
-        return _fail(f"{args.out}: {e.strerror}")
+        return fail(f"{args.out}: {e.strerror}")
     from ..privacy.hotlist import read_manifest_unverified
 
     _print_json(read_manifest_unverified(bundle).public())
@@ -340,22 +335,22 @@ def cmd_hotlist_delta(args: argparse.Namespace) -> int:
     try:
         base, data = args.base.read_bytes(), args.csv.read_bytes()
     except OSError as e:
-        return _fail(f"{e.filename}: {e.strerror}")
+        return fail(f"{e.filename}: {e.strerror}")
     try:
         entries = parse_csv(data, str(args.csv))
     except CsvError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
-        return _fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed", Exit.USAGE)
+        return fail(f"{args.csv}: {len(e.problems)} problem(s) shown; nothing was packed", Exit.USAGE)
     try:
         delta = pack_delta(base, entries, list_key=load_list_key(args.keys / "list.key"),
                            signing_key=load_signing_key(args.keys / "signing.key"), version=args.version,
                            issued=_now(), valid_for=args.valid_for)
         write_file_atomic(args.out, delta, 0o644)
     except (KeyFileError, HotListError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     except OSError as e:
-        return _fail(f"{args.out}: {e.strerror}")
+        return fail(f"{args.out}: {e.strerror}")
     _print_json({**read_delta_manifest_unverified(delta).public(), "bytes": len(delta),
                  "base_bytes": len(base)})
     return Exit.OK
@@ -378,9 +373,9 @@ def cmd_hotlist_inspect(args: argparse.Namespace) -> int:
         manifest, plaintext = verify_bundle(data, pub, list_key, _now())
         hl = HotList(manifest, plaintext)
     except (KeyFileError, HotListError) as e:
-        return _fail(f"{args.bundle}: {e}")
+        return fail(f"{args.bundle}: {e}")
     except OSError as e:
-        return _fail(f"{args.bundle}: {e.strerror}")
+        return fail(f"{args.bundle}: {e.strerror}")
     _print_json({**hl.info(), "valid": True})
     return Exit.OK
 
@@ -401,14 +396,14 @@ def cmd_hotlist_install(args: argparse.Namespace) -> int:
     try:
         data = args.bundle.read_bytes()
     except OSError as e:
-        return _fail(f"{args.bundle}: {e.strerror}")
+        return fail(f"{args.bundle}: {e.strerror}")
     try:
         with open_store(cfg) as store:
             installer = _installer(cfg, store, actor)
             version = installer.install(data)
             info = installer.active.info() if installer.active is not None else {}
     except (HotListError, KeyFileError, StoreError) as e:
-        return _fail(f"{args.bundle}: refused: {e}")
+        return fail(f"{args.bundle}: refused: {e}")
     _print_json({"installed": version, **info})
     print(
         "A running daemon picks the new list up at its next start (or send it over hotlist/set).",
@@ -420,7 +415,7 @@ def cmd_hotlist_install(args: argparse.Namespace) -> int:
 def cmd_hotlist_query(args: argparse.Namespace) -> int:
     purpose = args.purpose.strip()
     if len(purpose) < 3:
-        return _fail("--purpose must say why you are looking (it is written to the audit log)", Exit.USAGE)
+        return fail("--purpose must say why you are looking (it is written to the audit log)", Exit.USAGE)
     cfg = config_or_exit(args.config)
     if isinstance(cfg, int):
         return cfg
@@ -429,11 +424,11 @@ def cmd_hotlist_query(args: argparse.Namespace) -> int:
 
     plate = normalize_plate(args.plate)
     if not plate:
-        return _fail(f"{args.plate!r} has no letters or digits", Exit.USAGE)
+        return fail(f"{args.plate!r} has no letters or digits", Exit.USAGE)
     actor = args.actor or _default_actor()
     if not cfg.storage.dir.is_dir():
         # nothing installed yet; opening the store would create storage.dir as whoever runs this
-        return _fail(f"no hot list is installed: storage.dir {cfg.storage.dir} does not exist yet "
+        return fail(f"no hot list is installed: storage.dir {cfg.storage.dir} does not exist yet "
                      "(alprd hotlist install BUNDLE --config CFG)")
     try:
         evidence_pub = load_evidence_pub(cfg.privacy.evidence_pub)
@@ -452,9 +447,9 @@ def cmd_hotlist_query(args: argparse.Namespace) -> int:
                 purpose,
             )
     except (HotListError, KeyFileError, StoreError) as e:
-        return _fail(str(e))
+        return fail(str(e))
     if hl is None:
-        return _fail("no hot list is installed (alprd hotlist install BUNDLE --config CFG)")
+        return fail("no hot list is installed (alprd hotlist install BUNDLE --config CFG)")
     _print_json({"query": plate, "matches": [m.as_dict() for m in matches]})
     return Exit.OK
 
@@ -468,14 +463,14 @@ def cmd_evidence_open(args: argparse.Namespace) -> int:
     try:
         key = load_evidence_key(args.key)
     except KeyFileError as e:
-        return _fail(f"--key {e}")
+        return fail(f"--key {e}")
     try:
         blob = args.file.read_bytes()
         crop, frame, meta = open_evidence(key, blob)
     except EvidenceError as e:
-        return _fail(f"{args.file}: {e}")
+        return fail(f"{args.file}: {e}")
     except OSError as e:
-        return _fail(f"{args.file}: {e.strerror}")
+        return fail(f"{args.file}: {e.strerror}")
     out: Path = args.out or args.file.with_suffix(".opened")
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -483,7 +478,7 @@ def cmd_evidence_open(args: argparse.Namespace) -> int:
         write_file_atomic(out / "frame.jpg", frame, 0o600)
         write_file_atomic(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True).encode(), 0o600)
     except OSError as e:
-        return _fail(f"{out}: {e.strerror}")
+        return fail(f"{out}: {e.strerror}")
     _print_json({"out": str(out), "meta": meta})
     return Exit.OK
 
@@ -505,7 +500,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
             device_pub = store.device_public_bytes()
             mac_key = store.audit_mac_key()
     except StoreError as e:
-        return _fail(str(e))
+        return fail(str(e))
     if quarantined is not None:
         # the fresh database verifies, trivially: saying "ok" here once hid a destroyed chain
         print(f"audit chain NOT VERIFIED: the database failed its integrity check and was moved to "
@@ -525,7 +520,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         try:
             cp = json.loads(args.checkpoint.read_text())
         except (OSError, ValueError) as e:
-            return _fail(f"{args.checkpoint}: cannot read checkpoint ({e})")
+            return fail(f"{args.checkpoint}: cannot read checkpoint ({e})")
         if not verify_checkpoint(cp, device_pub):
             print(f"checkpoint {args.checkpoint}: signature invalid or made by another device")
             return Exit.FAILURE
@@ -556,8 +551,8 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
         if args.out is not None:
             write_checkpoint(args.out, cp)
     except StoreError as e:
-        return _fail(str(e))
+        return fail(str(e))
     except OSError as e:
-        return _fail(f"{args.out}: {e.strerror}")
+        return fail(f"{args.out}: {e.strerror}")
     _print_json(cp)
     return Exit.OK
