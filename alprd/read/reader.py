@@ -153,10 +153,11 @@ class PlateReader:
             ]
             detections = more + [d for d in detections if all(d.box.iou(o.box) < OVERLAP for o in more)]
             stages["fallback"] = (time.perf_counter() - t) * 1000
-        if looks.closer and self._closer_size(looks) and not _confident(reads):
+        closer = self._closer_size(looks) if looks.closer else 0
+        if closer and not _confident(reads):
             # Distant plates are a few dozen pixels wide at the first size: look closer, once.
             t = time.perf_counter()
-            again = [d for d in self.retry.detect(image, self._closer_size(looks))[: self.cfg.max_plates]
+            again = [d for d in self.retry.detect(image, closer)[: self.cfg.max_plates]
                      if all(d.box.iou(o.box) < OVERLAP for o in detections)]
             detect_s += time.perf_counter() - t
             detections += again
