@@ -380,6 +380,27 @@ def test_plates_that_fill_the_frame_are_read_from_a_wider_look(data_dir: Path) -
     assert right_wide > right_narrow, (right_wide, right_narrow, n)
 
 
+def test_a_fragment_of_a_close_up_gives_way_to_the_whole_row(reader: PlateReader, data_dir: Path) -> None:
+    """In a close-up the detectors may box a piece of the plate (its banner, the half of a row an
+    emblem splits off), whose row is then read without its first characters. The frame read as one
+    plate replaces such a read. On a sample of both crop folders: the right part of each crop alone
+    reads a piece of the plate, and the rule gives back the whole plate for most of them."""
+    fragments = recovered = 0
+    for folder, region, step in (("us-crops", "us", 8), ("br-crops", "br", 24)):
+        for row in _sample(data_dir / folder, step):
+            image, _ = read_image(data_dir / folder / row["file"])
+            h, w = image.shape[:2]
+            x = w * 2 // 5
+            part = reader.read_plate(image, Detection(Box(x, 0, w - x, h), 0.9), region)
+            if part is None or part.text == row["plate"] or part.text not in row["plate"]:
+                continue
+            fragments += 1
+            whole = reader._whole_row(image, region, [part])
+            recovered += whole[0].text == row["plate"] and whole[0].confidence == part.confidence
+    assert fragments >= 8, fragments
+    assert recovered >= 0.6 * fragments, (recovered, fragments)
+
+
 def test_dim_plates_are_stretched_before_reading(reader: PlateReader, data_dir: Path) -> None:
     """Night plates lit by headlights only (grey levels ~30-60): `even_light` gives their crop an
     ordinary contrast, and the reader reads the set of dimmed photos nearly as the originals."""

@@ -62,7 +62,8 @@ def add_reader_args(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s; 0: none)")
     p.add_argument("--zoom-out", action=argparse.BooleanOptionalAction, default=PHOTO_READER["zoom_out"],
                    help="where still nothing reads well, look again at the frame padded on every side "
-                        "(plates that fill the frame; default: on)")
+                        "(plates that fill the frame; in a close-up, the frame read whole replaces a "
+                        "read of a piece of the plate; default: on)")
     p.add_argument("--tall-row-px", type=int, default=ReaderConfig.model_fields["tall_row_px"].default,
                    help="rows at least this many pixels high are read by a plate_rec_tall in the models "
                         "folder (default: %(default)s: plate_rec reads every row; none ships)")

@@ -75,6 +75,10 @@ plate: a serial spans most of its plate's width and a third to a half of its hei
 ~0.35 of the height, EU/BR ~0.6); padding and framing leave at least half and a sixth."""
 FRAME_SCORE = 0.5
 """The frame read as a plate has no detector score: it counts as an even chance of a plate."""
+CLOSE_UP = FRAME_ROW[1]
+"""A detector box at least this share of the frame's height is a close-up: the frame may be one
+plate, and the box a piece of it (a banner, a half row split at an emblem or a state graphic),
+which is then read without its first or last characters."""
 
 
 def configured_models(cfg: ReaderConfig) -> dict[str, str]:
@@ -129,7 +133,7 @@ class PlateReader:
         detectors' size and whether the closer look may run; a photo gets all of them.
 
         `stage_ms` has the detectors' time (`detect`), the rest (`recognize`: line finding and
-        recognition), and the time of each later look that ran (`fallback`, `closer`, `wider`)."""
+        recognition), and the time of each later look that ran (`fallback`, `whole`, `closer`, `wider`)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ImageError(f"expected an 8-bit BGR image, got shape {image.shape} {image.dtype}")
         region = region or self.cfg.region
@@ -163,6 +167,10 @@ class PlateReader:
             detections += again
             reads += self._read_all(image, again, region)
             stages["closer"] = (time.perf_counter() - t) * 1000
+        if self.cfg.zoom_out and any(r.box.h >= CLOSE_UP * image.shape[0] for r in reads):
+            t = time.perf_counter()
+            reads = self._whole_row(image, region, reads)
+            stages["whole"] = (time.perf_counter() - t) * 1000
         if self.cfg.zoom_out and not _confident(reads):
             t = time.perf_counter()
             wider = self._zoomed_out(image, region, detections)
@@ -216,6 +224,21 @@ class PlateReader:
         if not rows or rows[0].w < FRAME_ROW[0] * w or rows[0].h < FRAME_ROW[1] * h:
             return None
         return self.read_plate(image, Detection(Box(0, 0, w, h), FRAME_SCORE), region)
+
+    def _whole_row(self, image: Image, region: str, reads: list[Read]) -> list[Read]:
+        """In a close-up, the frame read as one plate (`_frame_as_plate`) replaces the reads whose
+        text it contains and is shorter than: the same row, seen whole. Its confidence is the best
+        such read's."""
+        whole = self._frame_as_plate(image, region)
+        if whole is None or not whole.grammar_ok:
+            return reads
+        parts = [r for r in reads if r.text in whole.text and len(r.text) < len(whole.text)]
+        if not parts:
+            return reads
+        best = max(parts, key=lambda r: r.confidence)
+        kept = [r for r in reads if r not in parts]
+        whole = dataclasses.replace(whole, confidence=best.confidence, detection_score=best.detection_score)
+        return [whole, *kept]
 
     def _read_all(self, image: Image, detections: list[Detection], region: str) -> list[Read]:
         return [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
