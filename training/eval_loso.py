@@ -11,6 +11,13 @@ line per pair and, last, the mean over the pairs: the number a recognizer is shi
 
 The plate detectors trained on the train halves of eu and br (never on us, us-crops, br-crops or
 us-ucsd): for eu and br, `--dev-only` keeps the halves neither model saw.
+
+`--second RUN --below T --combine mean|max|only` measures a second recognizer where the first is
+unsure: rows the first reads below confidence T are read by RUN too, and its probabilities are
+averaged with the first's (`mean`), the more confident read wins (`max`), or RUN's read stands
+(`only`; with `--below 2`, RUN reads every row). The stock model as RUN, head cut and folded
+like ours: `train_recognizer.py --run stock-cut --data ... --fold --steps 1 --lr 0 --head-lr 0`,
+then `quantize_recognizer.py`.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +55,28 @@ def left_out(run: Path) -> set[str]:
     return set(contract.get("trained_on", {}).get("left_out") or [])
 
 
+def with_second(reader: Any, second: Any, below: float, combine: str) -> Any:
+    """`reader.recognize_row` with `second` reading the rows the reader's own model is unsure of."""
+    from alprd.read.recognize import decode
+
+    first = reader.recognizer
+
+    def recognize_row(row: np.ndarray) -> Any:
+        p1 = first.probabilities(row)
+        r1 = decode(p1)
+        if r1.confidence >= below:
+            return r1
+        p2 = second.probabilities(row)
+        if combine == "only":
+            return decode(p2)
+        if combine == "mean" and p2.shape == p1.shape:
+            return decode((p1 + p2) / 2)
+        r2 = decode(p2)
+        return r2 if r2.confidence > r1.confidence else r1
+
+    return recognize_row
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT / "training"))
     from common import hash_split
@@ -61,7 +91,16 @@ def main() -> int:
     ap.add_argument("--pair", action="append", required=True, metavar="SOURCE=RUN")
     ap.add_argument("--dev-only", action="store_true", help="eu, br: only the halves the detectors never saw")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--second", metavar="RUN", help="a second recognizer for the rows the first is unsure of")
+    ap.add_argument("--below", type=float, default=0.5, help="--second reads rows read below this confidence")
+    ap.add_argument("--combine", choices=("mean", "max", "only"), default="mean")
     args = ap.parse_args()
+    second = None
+    if args.second:
+        from alprd.read.recognize import Recognizer
+
+        with tempfile.TemporaryDirectory() as tmp:
+            second = Recognizer(models_with(args.runs / args.second, Path(tmp)), 1)
 
     results = []
     for pair in args.pair:
@@ -75,6 +114,8 @@ def main() -> int:
             models = models_with(run, Path(tmp))
             cfg = ReaderConfig(**{**PHOTO_READER, "tall_row_px": 0, "models_dir": models})
             reader = PlateReader(cfg)
+        if second is not None:
+            reader.recognize_row = with_second(reader, second, args.below, args.combine)  # type: ignore[method-assign]
         labels = load_labels(DATA / source)
         names = sorted(labels)
         if args.dev_only and source in ("eu", "br"):
@@ -92,7 +133,8 @@ def main() -> int:
             folded += fold(top) in {fold(p) for p in plates}
             if i % 100 == 0:
                 print(f"{source}: {i}/{len(names)} exact {exact / i:.3f}", file=sys.stderr)
-        row = {"source": source, "run": run_name, "n": len(names), "exact": round(exact / len(names), 4),
+        label = run_name + (f"+{args.second}<{args.below}:{args.combine}" if second else "")
+        row = {"source": source, "run": label, "n": len(names), "exact": round(exact / len(names), 4),
                "folded": round(folded / len(names), 4), "ms_median": round(float(np.median(times)), 1)}
         print(json.dumps(row), flush=True)
         results.append(row)
