@@ -343,7 +343,7 @@ def spawn_workers(
         ctl = ctx.Queue()
         p = ctx.Process(target=run_worker, name=f"fleet-worker-{w}", daemon=True, args=(
             w, share, str(keys), protocol, args.resend_after, args.sessions == "clean",
-            args.rate * len(share) / args.devices, ctl, out))
+            args.subscribe_qos, args.rate * len(share) / args.devices, ctl, out))
         p.start()
         workers.append(p)
         ctls.append(ctl)
@@ -525,7 +525,8 @@ def report(args: argparse.Namespace, fleet: Fleet, ledger: Ledger, tl: Timeline,
     fanout = max(ledger.result_at.values(), default=0.0) - (tl.t_push or 0.0)
     seen = [s[3] for s in fleet.states.values() if s[3] is not None]
     say(json.dumps({
-        "detail": True, "broker": args.broker, "sessions": args.sessions, "killed": tl.killed,
+        "detail": True, "broker": args.broker, "sessions": args.sessions, "subscribe_qos": args.subscribe_qos,
+        "killed": tl.killed,
         "devices_on_killed_node": len(tl.affected),
         "never_reconnected": sum(1 for r in reconnect if r == math.inf),
         "reconnect_s_p50": pct([r for r in reconnect if r < math.inf], 50),
@@ -554,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--broker", choices=("rabbitmq", "mosquitto"), default="rabbitmq")
     ap.add_argument("--sessions", choices=("persistent", "clean"), default="persistent",
                     help="the devices' MQTT sessions: persistent, or mqtt.clean_session (docs/fleet.md)")
+    ap.add_argument("--subscribe-qos", type=int, choices=(0, 1), default=1,
+                    help="the devices' mqtt.subscribe_qos: acks and commands at QoS 0 or 1 (docs/fleet.md)")
     ap.add_argument("--session-queues", choices=("quorum", "classic"), default="quorum",
                     help="RabbitMQ mqtt.durable_queue_type for persistent sessions (docs/fleet.md)")
     ap.add_argument("--workers", type=int, default=4, help="device processes")

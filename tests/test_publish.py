@@ -254,7 +254,7 @@ def test_a_command_sent_while_the_device_is_away_waits_only_in_a_persistent_sess
         pub = PahoPublisher(c, "devk", session=session)
         pub.subscribe("hotlist/set", route)
         pub.start()
-        assert wait(lambda: pub.connected and not pub._subscriptions.late(-1))  # SUBACK in
+        assert wait(lambda: pub.subscribed)  # the SUBACK is in
         return pub
 
     try:
@@ -271,4 +271,30 @@ def test_a_command_sent_while_the_device_is_away_waits_only_in_a_persistent_sess
         finally:
             pub.stop()
     finally:
+        sender.close()
+
+
+def test_subscribe_qos_0_commands_arrive_at_qos_0(mosquitto: Mosquitto) -> None:
+    """mqtt.subscribe_qos 0: the broker delivers acks and commands at most once (it keeps no copy
+    to resend), whatever QoS the back office sent them with."""
+    pub = PahoPublisher(cfg(mosquitto, subscribe_qos=0, clean_session=True), "devq", session=1)
+    pub.subscribe("hotlist/set", Inbound(pub.cfg.max_command_bytes, "mqtt.max_command_bytes"))
+    qos: list[int] = []
+    deliver = pub.client.on_message
+
+    def seen(client: object, userdata: object, msg: object) -> None:
+        qos.append(msg.qos)  # type: ignore[attr-defined]
+        deliver(client, userdata, msg)  # type: ignore[misc]
+
+    pub.client.on_message = seen
+    pub.start()
+    sender = Subscriber(mosquitto, "nothing/here", client_id="sender")
+    try:
+        assert wait(lambda: pub.subscribed)
+        sender.client.publish("alprd/devq/hotlist/set", b"bundle", qos=1).wait_for_publish(5)
+        got: list[object] = []
+        assert wait(lambda: (got.extend(pub.commands()), bool(got))[1])
+        assert got[0].payload == b"bundle" and qos == [0]  # type: ignore[attr-defined]
+    finally:
+        pub.stop()
         sender.close()

@@ -314,6 +314,15 @@ class MqttConfig(Section):
         "spares every device a replicated session queue, whose catch-up slows the cluster when a node "
         "returns (docs/fleet.md). Off: a persistent session, which holds commands for an offline device.",
     )
+    subscribe_qos: Literal[0, 1] = Field(
+        1,
+        description="QoS of the device's subscriptions (acks, commands). 0: the broker neither keeps nor "
+        "resends them, so an ack or a command that meets a lost connection is gone (the outbox sends the "
+        "hit again: a duplicate, never a loss; headquarters pushes a hot list again when hotlist/result "
+        "does not come). With clean_session on a RabbitMQ 3.10 cluster, 0 keeps them in a transient "
+        "queue that goes with its node, where a QoS 1 one blocks the device's subscription on any other "
+        "node until that node returns (docs/fleet.md).",
+    )
     username: str | None = Field(None, max_length=256, description="Broker user name, if any.")
     password_file: Path | None = Field(
         None, description="File holding the broker password (e.g. $CREDENTIALS_DIRECTORY/mqtt-password).",

@@ -332,7 +332,7 @@ class PahoPublisher:
         self._set_backoff(client)
         self._subscriptions.clear()
         for topic in self._inbound:
-            rc, mid = client.subscribe(topic, qos=1)
+            rc, mid = client.subscribe(topic, qos=self.cfg.subscribe_qos)
             if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
                 self._subscriptions.sent(mid, topic)
         # connected only now, so the pipeline thread's first hit on this connection goes out after
@@ -389,6 +389,12 @@ class PahoPublisher:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected, and the broker has confirmed every subscription of this connection: acks and
+        commands can arrive."""
+        return self._connected and self._subscriptions.waiting() == 0
 
     @property
     def connects(self) -> int:
