@@ -134,9 +134,10 @@ class RabbitCluster:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.n = n
-        # MQTT sessions of devices (clean_session false) keep their subscriptions in one durable queue
-        # each. `classic` puts it on the node the device first used: when that node dies, the device
-        # finds its session gone elsewhere. `quorum` replicates it (docs/fleet.md has the numbers).
+        # MQTT sessions of devices (clean_session false; the bench's default is clean sessions, which
+        # have none) keep their subscriptions in one durable queue each. `classic` puts it on the node
+        # the device first used: when that node dies, the device finds its session gone elsewhere.
+        # `quorum` replicates it (docs/fleet.md has the numbers).
         self.session_queues = session_queues
         self.epmd_port = free_port()
         self.epmd: subprocess.Popen[bytes] | None = None

@@ -1,12 +1,15 @@
 """A fleet on a real broker cluster: N simulated devices, a node killed mid-run, nothing lost (issue 22).
 
     .venv/bin/python bench/fleet.py                              # 500 devices, 3 RabbitMQ nodes
+    .venv/bin/python bench/fleet.py --sessions persistent --subscribe-qos 1   # quorum session queues
     .venv/bin/python bench/fleet.py --devices 20 --nodes 3 --duration 30
     .venv/bin/python bench/fleet.py --broker mosquitto           # one mosquitto, for comparison
 
 It starts the brokers on loopback (free ports, a temporary folder, removed after; bench/brokers.py),
 then N devices in a few worker processes (bench/fleet_devices.py: each device has its own id, SQLite
-store and outbox, and publishes through the daemon's own `PahoPublisher` in `mqtt.app_ack` mode).
+store and outbox, and publishes through the daemon's own `PahoPublisher` in `mqtt.app_ack` mode;
+by default with `mqtt.clean_session` and `mqtt.subscribe_qos: 0`, as docs/fleet.md recommends for
+RabbitMQ 3.10).
 A back office takes every hit and acknowledges it with a signed ack (`alprd.privacy.acks`): on
 RabbitMQ from a durable quorum queue over AMQP (pika), on mosquitto as an MQTT subscriber.
 
@@ -24,10 +27,11 @@ hits as no fleet, with a CPU per device, is stalled). Then the run waits until e
 Latency is from the hit's `ts` to the back office's receipt, over the hits after the warm-up and
 outside the failover window (from the kill until the last device that was on the killed node is
 connected again; hits in flight at the kill count as inside); the node's return counts as outside.
-`reconnect_s_p95` is over the devices that were on the killed node, from the kill to their next
-CONNACK. `broker_rss_mb` is the brokers' resident memory with every device connected, the highest
-seen. Details go to stderr as one more JSON line (`"detail": true`): latency by phase, fan-out times,
-memory per connection. Exit 0 when no hit was lost, 1 when one was, 77 when the broker cannot start.
+`reconnect_s_p95` is over the devices that were on the killed node, from the kill until they are
+connected and the new node has confirmed their subscriptions (SUBACK). `broker_rss_mb` is the
+brokers' resident memory with every device connected, the highest seen. Details go to stderr as
+one more JSON line (`"detail": true`): latency by phase, fan-out times, memory per connection.
+Exit 0 when no hit was lost, 1 when one was, 77 when the broker cannot start.
 """
 
 from __future__ import annotations
@@ -342,8 +346,8 @@ def spawn_workers(
         share = specs[w::n_workers]
         ctl = ctx.Queue()
         p = ctx.Process(target=run_worker, name=f"fleet-worker-{w}", daemon=True, args=(
-            w, share, str(keys), protocol, args.resend_after, args.rate * len(share) / args.devices, ctl,
-            out))
+            w, share, str(keys), protocol, args.resend_after, args.sessions == "clean",
+            args.subscribe_qos, args.rate * len(share) / args.devices, ctl, out))
         p.start()
         workers.append(p)
         ctls.append(ctl)
@@ -525,7 +529,8 @@ def report(args: argparse.Namespace, fleet: Fleet, ledger: Ledger, tl: Timeline,
     fanout = max(ledger.result_at.values(), default=0.0) - (tl.t_push or 0.0)
     seen = [s[3] for s in fleet.states.values() if s[3] is not None]
     say(json.dumps({
-        "detail": True, "broker": args.broker, "killed": tl.killed,
+        "detail": True, "broker": args.broker, "sessions": args.sessions, "subscribe_qos": args.subscribe_qos,
+        "killed": tl.killed,
         "devices_on_killed_node": len(tl.affected),
         "never_reconnected": sum(1 for r in reconnect if r == math.inf),
         "reconnect_s_p50": pct([r for r in reconnect if r < math.inf], 50),
@@ -552,8 +557,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=3,
                     help="RabbitMQ nodes (3 or more: its MQTT plugin needs a majority up)")
     ap.add_argument("--broker", choices=("rabbitmq", "mosquitto"), default="rabbitmq")
+    ap.add_argument("--sessions", choices=("clean", "persistent"), default="clean",
+                    help="the devices' MQTT sessions: mqtt.clean_session true (the default here: what "
+                    "docs/fleet.md recommends on RabbitMQ 3.10), or persistent sessions")
+    ap.add_argument("--subscribe-qos", type=int, choices=(0, 1), default=0,
+                    help="the devices' mqtt.subscribe_qos: acks and commands at QoS 0 (the default here, "
+                    "with clean sessions) or 1 (with persistent sessions; docs/fleet.md)")
     ap.add_argument("--session-queues", choices=("quorum", "classic"), default="quorum",
-                    help="RabbitMQ mqtt.durable_queue_type for the devices' sessions (docs/fleet.md)")
+                    help="RabbitMQ mqtt.durable_queue_type, for persistent sessions (docs/fleet.md)")
     ap.add_argument("--workers", type=int, default=4, help="device processes")
     ap.add_argument("--rate", type=float, default=100.0, help="hits per second, the whole fleet")
     ap.add_argument("--warmup", type=float, default=30.0,

@@ -44,12 +44,14 @@ class DeviceSpec:
     dir: str
 
 
-def device_config(spec: DeviceSpec, keys: Path, protocol: str, resend_after_s: float) -> Config:
+def device_config(spec: DeviceSpec, keys: Path, protocol: str, resend_after_s: float,
+                  clean_session: bool = False, subscribe_qos: int = 1) -> Config:
     d = Path(spec.dir)
     return Config.model_validate({
         "device_id": spec.device_id,
         "mqtt": {"hosts": list(spec.hosts), "protocol": protocol, "app_ack": True,
-                 "ack_pub": str(keys / "ack.pub"), "resend_after_s": resend_after_s},
+                 "ack_pub": str(keys / "ack.pub"), "resend_after_s": resend_after_s,
+                 "clean_session": clean_session, "subscribe_qos": subscribe_qos},
         "storage": {"dir": str(d)},
         "hotlist": {"bundle": str(d / "hotlist.bundle"), "list_key": str(keys / "list.key"),
                     "signing_pub": str(keys / "signing.pub")},
@@ -129,7 +131,9 @@ class SimDevice:
         if now >= self._next_pump:
             self._next_pump = now + PUMP_EVERY_S
             self.publisher.pump(self.outbox)
-        up = self.publisher.connected
+        # up: connected and subscribed (a node that answers CONNECT but cannot serve the SUBSCRIBE, as a
+        # RabbitMQ 3.10 node cannot while the device's subscription queue is on a dead node, is no failover)
+        up = self.publisher.subscribed
         if up != self.connected:
             self.connected = up
             events.append(("up" if up else "down", time.time()))
@@ -144,12 +148,14 @@ class SimDevice:
 
 
 def run_worker(wid: int, specs: list[DeviceSpec], keys: str, protocol: str, resend_after_s: float,
-               rate: float, ctl: queue.Queue[str], out: queue.Queue[tuple[object, ...]]) -> None:
+               clean_session: bool, subscribe_qos: int, rate: float, ctl: queue.Queue[str],
+               out: queue.Queue[tuple[object, ...]]) -> None:
     """One process's share of the fleet. `rate` is this share's hits per second (Poisson arrivals
     spread over its devices). Control words: inject, hold, drain, stop."""
     logging.basicConfig(level=logging.ERROR, format=f"w{wid} %(levelname)s %(name)s: %(message)s")
     rng = random.Random(wid)
-    devices = [SimDevice(device_config(s, Path(keys), protocol, resend_after_s), session=1) for s in specs]
+    devices = [SimDevice(device_config(s, Path(keys), protocol, resend_after_s, clean_session, subscribe_qos),
+                         session=1) for s in specs]
     for d in devices:
         d.start()
     out.put(("ready", wid, len(devices)))

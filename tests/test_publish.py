@@ -200,3 +200,101 @@ def test_broker_outage_is_logged_once_then_reminded_not_per_attempt(
     finally:
         pub.stop()
         broker.kill()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_clean_session_will_and_status_work_and_an_unacked_hit_goes_out_again_at_once(
+    mosquitto: Mosquitto, protocol: str
+) -> None:
+    """mqtt.clean_session: no session on the broker, so an ack sent while the device was away is
+    gone; the hit the back office has not acked goes out again at the reconnect, not after
+    resend_after_s (60 s here). The Last Will and the retained status work as with a session."""
+    outbox = ListOutbox()
+    outbox.put("hit", "k1", {"hit_id": "k1"})
+    sub = Subscriber(mosquitto, "alprd/devc/#")
+    c = cfg(mosquitto, protocol=protocol, clean_session=True, app_ack=True, resend_after_s=60)
+    pub = PahoPublisher(c, "devc", session=4)
+    try:
+        assert sub.wait_for(lambda s: s.subscriptions >= 1)
+        pub.start()
+        assert wait(lambda: (pub.pump(outbox), len(sub.on("/hit")) == 1)[1])
+        assert sub.wait_for(lambda s: statuses(s) == ["online"])
+        assert list(outbox.rows) == [1]  # the broker has it; the back office has not acked it
+        sock = pub.client.socket()
+        assert sock is not None
+        sock.close()  # no DISCONNECT: the broker publishes the will
+        assert sub.wait_for(lambda s: "offline" in statuses(s), 15)
+        assert sub.wait_for(lambda s: statuses(s)[-1] == "online", 15)
+        assert wait(lambda: (pub.pump(outbox), len(sub.on("/hit")) == 2)[1], 10)
+        assert {m["hit_id"] for m in sub.json_on("/hit")} == {"k1"}  # the same hit, the same id
+        assert pub.app_acked("k1", outbox) and not outbox.rows
+    finally:
+        pub.stop()
+        sub.close()
+    late = Subscriber(mosquitto, "alprd/devc/status", client_id="late")
+    try:
+        assert late.wait_for(lambda s: statuses(s) == ["stopped"])  # retained
+    finally:
+        late.close()
+
+
+@pytest.mark.parametrize(("protocol", "clean"),
+                         [("5", False), ("5", True), ("3.1.1", False), ("3.1.1", True)])
+def test_a_command_sent_while_the_device_is_away_waits_only_in_a_persistent_session(
+    mosquitto: Mosquitto, protocol: str, clean: bool
+) -> None:
+    """The trade of mqtt.clean_session: a hotlist/set pushed while the device is offline is kept for
+    it by a persistent session and dropped without one (headquarters pushes again when the device's
+    status says it is back; docs/fleet.md)."""
+    c = cfg(mosquitto, protocol=protocol, clean_session=clean)
+    route = Inbound(c.max_command_bytes, "mqtt.max_command_bytes")
+    sender = Subscriber(mosquitto, "nothing/here", client_id="sender")
+
+    def device(session: int) -> PahoPublisher:
+        pub = PahoPublisher(c, "devk", session=session)
+        pub.subscribe("hotlist/set", route)
+        pub.start()
+        assert wait(lambda: pub.subscribed)  # the SUBACK is in
+        return pub
+
+    try:
+        device(1).stop()
+        sender.client.publish("alprd/devk/hotlist/set", b"while-away", qos=1).wait_for_publish(5)
+        pub = device(2)
+        try:
+            got: list[object] = []
+            wait(lambda: (got.extend(pub.commands()), bool(got))[1], 3)
+            assert [g.payload for g in got] == ([] if clean else [b"while-away"])  # type: ignore[attr-defined]
+            sender.client.publish("alprd/devk/hotlist/set", b"while-on", qos=1).wait_for_publish(5)
+            assert wait(lambda: (got.extend(pub.commands()), len(got) == (1 if clean else 2))[1])
+            assert got[-1].payload == b"while-on"  # type: ignore[attr-defined]
+        finally:
+            pub.stop()
+    finally:
+        sender.close()
+
+
+def test_subscribe_qos_0_commands_arrive_at_qos_0(mosquitto: Mosquitto) -> None:
+    """mqtt.subscribe_qos 0: the broker delivers acks and commands at most once (it keeps no copy
+    to resend), whatever QoS the back office sent them with."""
+    pub = PahoPublisher(cfg(mosquitto, subscribe_qos=0, clean_session=True), "devq", session=1)
+    pub.subscribe("hotlist/set", Inbound(pub.cfg.max_command_bytes, "mqtt.max_command_bytes"))
+    qos: list[int] = []
+    deliver = pub.client.on_message
+
+    def seen(client: object, userdata: object, msg: object) -> None:
+        qos.append(msg.qos)  # type: ignore[attr-defined]
+        deliver(client, userdata, msg)  # type: ignore[misc]
+
+    pub.client.on_message = seen
+    pub.start()
+    sender = Subscriber(mosquitto, "nothing/here", client_id="sender")
+    try:
+        assert wait(lambda: pub.subscribed)
+        sender.client.publish("alprd/devq/hotlist/set", b"bundle", qos=1).wait_for_publish(5)
+        got: list[object] = []
+        assert wait(lambda: (got.extend(pub.commands()), bool(got))[1])
+        assert got[0].payload == b"bundle" and qos == [0]  # type: ignore[attr-defined]
+    finally:
+        pub.stop()
+        sender.close()

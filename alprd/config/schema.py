@@ -303,7 +303,27 @@ class MqttConfig(Section):
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive (Last Will after ~1.5x).")
     session_expiry_s: int = Field(
-        86400, ge=0, le=4294967295, description="MQTT 5 session expiry (clean start is off)."
+        86400, ge=0, le=4294967295,
+        description="MQTT 5 session expiry (clean start is off); not used with clean_session.",
+    )
+    clean_session: bool = Field(
+        False,
+        description="Connect without a session on the broker (MQTT 3.1.1 clean session; MQTT 5 clean start "
+        "with session expiry 0). Hits lose nothing (the outbox sends again what the broker, or with "
+        "app_ack the back office, has not acknowledged), but the broker keeps nothing for the device "
+        "while it is offline: a command sent meanwhile (a hotlist/set push) is dropped, not delivered at "
+        "the reconnect (retained ones, such as hotlist/key, still arrive). On a RabbitMQ 3.10 cluster it "
+        "spares every device a replicated session queue, whose catch-up slows the cluster when a node "
+        "returns (docs/fleet.md). Off: a persistent session, which holds commands for an offline device.",
+    )
+    subscribe_qos: Literal[0, 1] = Field(
+        1,
+        description="QoS of the device's subscriptions (acks, commands). 0: the broker neither keeps nor "
+        "resends them, so an ack or a command that meets a lost connection is gone (the outbox sends the "
+        "hit again: a duplicate, never a loss; headquarters pushes a hot list again when hotlist/result "
+        "does not come). With clean_session on a RabbitMQ 3.10 cluster, 0 keeps them in a transient "
+        "queue that goes with its node, where a QoS 1 one blocks the device's subscription on any other "
+        "node until that node returns (docs/fleet.md).",
     )
     username: str | None = Field(None, max_length=256, description="Broker user name, if any.")
     password_file: Path | None = Field(

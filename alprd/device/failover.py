@@ -63,6 +63,10 @@ class Subscriptions:
         """The topic of SUBSCRIBE `mid` ("?" if not known)."""
         return self._waiting.pop(mid, ("?", 0.0))[0]
 
+    def waiting(self) -> int:
+        """SUBSCRIBEs not yet answered."""
+        return len(self._waiting)
+
     def late(self, after_s: float) -> str | None:
         """A topic whose SUBACK is overdue by `after_s`, if any."""
         now = time.monotonic()

@@ -209,8 +209,9 @@ class PahoPublisher:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=self.device_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            # MQTT 3.1.1: a persistent session; MQTT 5 sets clean_start on connect instead
-            clean_session=None if v5 else False,
+            # MQTT 3.1.1: a persistent session unless mqtt.clean_session; MQTT 5 sets clean_start on
+            # connect instead
+            clean_session=None if v5 else cfg.clean_session,
         )
         paho_log = logging.getLogger("alprd.paho")
         paho_log.addFilter(self._quiet_when_disconnected)
@@ -251,7 +252,11 @@ class PahoPublisher:
         """Connect in the background (first attempt included): the daemon works offline too."""
         props: Properties | None = None
         kwargs: dict[str, Any] = {}
-        if self.cfg.protocol == "5":
+        if self.cfg.protocol == "5" and self.cfg.clean_session:
+            # every connect starts afresh; no Session Expiry Interval means 0: the session ends with
+            # the connection
+            kwargs = {"clean_start": True}
+        elif self.cfg.protocol == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.cfg.session_expiry_s
             kwargs = {"clean_start": False, "properties": props}
@@ -321,17 +326,19 @@ class PahoPublisher:
         self._session_lost = not getattr(flags, "session_present", False)
         self._max_packet = getattr(props, "MaximumPacketSize", None)
         self.too_large = {}  # counted again against this connection's limit
-        self.connect_error = ""
-        self._connected = True
         self._connects += 1
         self._backoff.reset()
         self.connect_error = ""
         self._set_backoff(client)
         self._subscriptions.clear()
         for topic in self._inbound:
-            rc, mid = client.subscribe(topic, qos=1)
+            rc, mid = client.subscribe(topic, qos=self.cfg.subscribe_qos)
             if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
                 self._subscriptions.sent(mid, topic)
+        # connected only now, so the pipeline thread's first hit on this connection goes out after
+        # the SUBSCRIBE: without a session (mqtt.clean_session, or a broker that lost it) the ack
+        # subscription must exist before the back office answers the hit
+        self._connected = True
         self._publish_status()
         # Retained messages go out only now, once the broker's size limit is known: one queued
         # before the connection and over the limit was resent by paho on every reconnect, and the
@@ -382,6 +389,12 @@ class PahoPublisher:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected, and the broker has confirmed every subscription of this connection: acks and
+        commands can arrive."""
+        return self._connected and self._subscriptions.waiting() == 0
 
     @property
     def connects(self) -> int:
