@@ -83,6 +83,25 @@ class ReaderConfig(Section):
         "217 of 523 motion frames and 53% more CPU than pass (15 looks), 12 of 12 cars both; with "
         "the plates at half size, pass hit 11 of 12 cars, frame 12 (48% more CPU), no closer look 8.",
     )
+    full_read_every: int = Field(
+        10, ge=1, le=1000,
+        description="While a pass of the camera is open, the daemon reads a frame near where the pass "
+        "expects its plate first (the near look: a window about three plates wide around each open "
+        "pass's predicted box, detected at near_size), and the whole frame only where the near look "
+        "finds nothing, and at every this-many-th frame read, so that a car entering beside the one "
+        "being read is seen. 1: every frame whole (no near look).",
+    )
+    empty_fallback_every: int = Field(
+        3, ge=1, le=1000,
+        description="In the daemon, after a frame of a camera in which neither detector found "
+        "anything (an empty street), the fallback detector reads only every this-many-th frame of it "
+        "until something is found again; the fast detector reads every frame. 1: every frame.",
+    )
+    near_size: int = Field(
+        384, ge=96, le=1920, multiple_of=32,
+        description="Long side fed to the detectors for the near look's window (about three plates "
+        "wide: the plate is about a third of it).",
+    )
     zoom_out: bool = Field(
         False,
         description="When no confident plate that fits the region's grammar is found, look again at "
