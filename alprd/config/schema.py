@@ -89,7 +89,10 @@ class ReaderConfig(Section):
         "expects its plate first (the near look: a window about three plates wide around each open "
         "pass's predicted box, detected at near_size), and the whole frame only where the near look "
         "finds nothing, and at every this-many-th frame read, so that a car entering beside the one "
-        "being read is seen. 1: every frame whole (no near look).",
+        "being read is seen. 1: every frame whole (no near look). On the stream bench at camera pace "
+        "(BENCHMARKS.md, Daemon, 2026-12-05) the near look read 83% of motion frames where the whole "
+        "frame each time read 66%, 12 of 12 cars both; a near-look frame costs about a third of a "
+        "whole one (docs/pi-performance.md).",
     )
     empty_fallback_every: int = Field(
         3, ge=1, le=1000,
@@ -100,7 +103,9 @@ class ReaderConfig(Section):
     near_size: int = Field(
         384, ge=96, le=1920, multiple_of=32,
         description="Long side fed to the detectors for the near look's window (about three plates "
-        "wide: the plate is about a third of it).",
+        "wide: the plate about a third of it, some 128 px, the width of the detectors' own second "
+        "look, which it then skips). On 158 panned bench frames 384 read as many plates as 256, 320 "
+        "and 448 and needed the fallback detector least (21 times, against 28-36).",
     )
     zoom_out: bool = Field(
         False,
