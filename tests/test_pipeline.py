@@ -19,7 +19,7 @@ from alprd.device.track import Tracker
 from alprd.privacy.hotlist import HotList
 from alprd.read.grammar import vehicle_like
 from alprd.read.imageio import read_image
-from alprd.types import Box, Event, Frame, Hit, Image, Looks, Pass, PhotoResult, Read
+from alprd.types import Box, Detection, Event, Frame, Hit, Image, Looks, Pass, PhotoResult, Read
 
 BLANK = np.zeros((720, 1280, 3), np.uint8)
 
@@ -318,3 +318,30 @@ def test_a_car_entering_beside_a_pass_read_near_is_found_by_the_whole_frame_read
         missed += plate_b not in texts
         pairs += 1
     assert missed >= 1, f"B found in all {pairs} clips without whole reads: the clip tests nothing"
+
+
+class FallbackReader:
+    """Records whether each frame's looks allowed the fallback detector; finds something where told."""
+
+    def __init__(self, found: set[int]) -> None:
+        self.model_hashes = {"fallback": "0" * 64}
+        self.found = found
+        self.seq = 0
+        self.fallback: list[bool] = []
+
+    def read(self, image: Image, region: str | None = None, looks: Looks | None = None) -> PhotoResult:
+        self.seq += 1
+        self.fallback.append((looks or Looks()).fallback)
+        dets = (Detection(Box(10, 10, 80, 40), 0.8),) if self.seq in self.found else ()
+        return PhotoResult((), ms=1.0, stage_ms={"detect": 1.0}, detections=dets)
+
+
+def test_on_an_empty_street_the_fallback_detector_reads_every_few_frames() -> None:
+    """Frames in which no detector found anything: the fallback reads every empty_fallback_every-th
+    of them, and every frame again once something is found (frame 6: a sign, a car far away)."""
+    reader = FallbackReader(found={6})
+    run(pipeline(reader, None, empty_fallback_every=3), [frame(i) for i in range(1, 12)])
+    assert reader.fallback == [True, False, False, True, False, False, True, False, False, True, False]
+    every = FallbackReader(found=set())
+    run(pipeline(every, None), [frame(i) for i in range(1, 6)])
+    assert all(every.fallback)

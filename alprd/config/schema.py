@@ -98,7 +98,9 @@ class ReaderConfig(Section):
         3, ge=1, le=1000,
         description="In the daemon, after a frame of a camera in which neither detector found "
         "anything (an empty street), the fallback detector reads only every this-many-th frame of it "
-        "until something is found again; the fast detector reads every frame. 1: every frame.",
+        "until something is found again; the fast detector reads every frame. 1: every frame. On the "
+        "stream bench at camera pace 3 read 83.5% of motion frames, 1 79.8%, 12 of 12 cars verified "
+        "both (BENCHMARKS.md, Daemon, 2026-12-05).",
     )
     near_size: int = Field(
         384, ge=96, le=1920, multiple_of=32,
