@@ -110,12 +110,19 @@ class Looks:
 
     A photo gets every look (the defaults). A stream sees each car over many frames, so the costly
     looks are rationed there: the closer look runs where nothing reads well and no pass of the
-    camera is open (`reader.closer_look`)."""
+    camera is open (`reader.closer_look`), and while one is, a frame is read near its plate (`near`)."""
 
     size: int | None = None
     """Long side fed to the first detectors (`sources[].detector_size`); None: `reader.detector_size`."""
     closer: bool = True
     """Whether the closer look (`reader.retry_size`) may run at this frame."""
+    fallback: bool = True
+    """Whether the accurate detector (`reader.fallback_model`) may read the whole frame again where
+    the first reads no plate well (`reader.empty_fallback_every` rations it on an empty street)."""
+    near: tuple[Box, ...] = ()
+    """Where the camera's open passes expect their plates in this frame (image pixels): the near
+    look reads around these first, and the whole frame only if it finds nothing there
+    (`reader.full_read_every`). Empty: the whole frame."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -21,9 +22,14 @@ def test_demo_runs_end_to_end_and_prints_the_listed_cars_only() -> None:
     for v in vehicles():
         if v.listed:
             assert f"HIT      {v.plate}" in out.stdout, out.stdout[-3000:]
-            # every car crosses the street sideways: its hit says which way, from the track's geometry
+            # every car crosses the street sideways: its hit says which way, from the track's geometry,
+            # once the pass has moved far enough to tell (tracking's SIDEWAYS): a hit verified at its
+            # third read, three frames after the car came in, may not know yet, and says None
             hit = next(line for line in out.stdout.splitlines() if line.startswith(f"HIT      {v.plate}"))
-            assert f"direction={'right' if v.speed > 0 else 'left'}" in hit, hit
+            direction, reads = re.search(r"direction=(\w+)", hit), re.search(r"reads=(\d+)", hit)
+            assert direction is not None and reads is not None, hit
+            assert direction[1] == ("right" if v.speed > 0 else "left") or (
+                direction[1] == "None" and int(reads[1]) <= 3), hit
         else:
             assert v.plate not in out.stdout + out.stderr  # counted in the summary, never published
     assert "STATUS   stopped" in out.stdout

@@ -7,6 +7,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from test_daemon import Installed, ScriptedReader, make_hotlist, rd
@@ -18,7 +19,7 @@ from alprd.device.track import Tracker
 from alprd.privacy.hotlist import HotList
 from alprd.read.grammar import vehicle_like
 from alprd.read.imageio import read_image
-from alprd.types import Box, Event, Frame, Hit, Image, Looks, Pass, PhotoResult, Read
+from alprd.types import Box, Detection, Event, Frame, Hit, Image, Looks, Pass, PhotoResult, Read
 
 BLANK = np.zeros((720, 1280, 3), np.uint8)
 
@@ -260,3 +261,87 @@ def test_only_the_region_of_interest_is_read_and_boxes_come_back_in_frame_pixels
     hits = [e for e in run(pipe, [frame(i) for i in range(1, 4)]) if isinstance(e, Hit)]
     assert seen == [(300, 640, 3)] * 3  # the detectors see 640 x 300, not the 1280 x 720 frame
     assert [h.track.box for h in hits] == [Box(100 + 20 + 1, 200 + 100, 80, 40)]
+
+
+# --- the near look: a pass's plate read where it should be; the whole frame now and then -----------
+
+
+def _view(photo: Image, plate: Box, k: int, size: tuple[int, int] = (640, 720)) -> Image:
+    """A `size` window of the photo with its plate in the middle, panned 5 px per frame `k`."""
+    x0 = plate.x + plate.w / 2 - size[0] / 2 + 5 * k
+    y0 = plate.y + plate.h / 2 - size[1] / 2
+    m = np.float32([[1, 0, -x0], [0, 1, -y0]])
+    view = cv2.warpAffine(photo, m, size, borderMode=cv2.BORDER_CONSTANT, borderValue=(110, 110, 110))
+    return np.asarray(view, dtype=np.uint8)
+
+
+def two_cars(a: tuple[Image, Box], b: tuple[Image, Box], enters: int, frames: int) -> Iterator[Image]:
+    """Car A passes on the left from the first frame; car B comes into the right half at `enters`,
+    while A's pass is open."""
+    empty = np.full((720, 640, 3), 110, np.uint8)
+    for k in range(frames):
+        yield np.hstack([_view(*a, k), _view(*b, k - enters) if k >= enters else empty])
+
+
+def test_a_car_entering_beside_a_pass_read_near_is_found_by_the_whole_frame_reads(data_dir: Path) -> None:
+    """While a pass is open the reader looks near its plate (`Looks.near`), and reads the whole frame
+    every `full_read_every`-th frame: a second car coming into view meanwhile gets its pass too.
+    Most frames are read near only: the whole frame's detectors run on few."""
+    from alprd.read.reader import PlateReader
+
+    reader = PlateReader(ReaderConfig(region="us"))
+    rows = [r for r in csv.DictReader((data_dir / "us" / "labels.csv").read_text().splitlines())
+            if r["file"].startswith("wts-lg") and int(r["w"]) >= 90]
+    cars = []
+    for row in rows:
+        image, _ = read_image(data_dir / "us" / row["file"])
+        box = Box(*(int(row[k]) for k in "xywh"))
+        # a car this test can use: read alone in its window at the start and the end of its pass
+        if all(any(r.text == row["plate"] for r in reader.read(_view(image, box, k), "us").reads)
+               for k in (0, 15)):
+            cars.append((row["plate"], (image, box)))
+    assert len(cars) >= 4, [c[0] for c in cars]
+    missed = pairs = 0
+    for (plate_a, a), (plate_b, b) in zip(cars[0::2], cars[1::2], strict=False):
+        pipe = pipeline(reader, None, region="us", closer_look="pass", full_read_every=4)
+        texts = {e.track.text for e in run(pipe, (frame(k + 1, image=im) for k, im in
+                                                  enumerate(two_cars(a, b, enters=6, frames=24))))
+                 if isinstance(e, Pass)}
+        assert {plate_a, plate_b} <= texts, (plate_a, plate_b, texts)
+        stages = pipe.timer.summary()
+        assert stages["near"]["n"] >= 12 and stages["detect"]["n"] <= 12, stages
+        # never the whole frame while a pass is open: B is read only if A's near look fails
+        blind = pipeline(reader, None, region="us", closer_look="pass", full_read_every=1000)
+        texts = {e.track.text for e in run(blind, (frame(k + 1, image=im) for k, im in
+                                                   enumerate(two_cars(a, b, enters=6, frames=24))))
+                 if isinstance(e, Pass)}
+        missed += plate_b not in texts
+        pairs += 1
+    assert missed >= 1, f"B found in all {pairs} clips without whole reads: the clip tests nothing"
+
+
+class FallbackReader:
+    """Records whether each frame's looks allowed the fallback detector; finds something where told."""
+
+    def __init__(self, found: set[int]) -> None:
+        self.model_hashes = {"fallback": "0" * 64}
+        self.found = found
+        self.seq = 0
+        self.fallback: list[bool] = []
+
+    def read(self, image: Image, region: str | None = None, looks: Looks | None = None) -> PhotoResult:
+        self.seq += 1
+        self.fallback.append((looks or Looks()).fallback)
+        dets = (Detection(Box(10, 10, 80, 40), 0.8),) if self.seq in self.found else ()
+        return PhotoResult((), ms=1.0, stage_ms={"detect": 1.0}, detections=dets)
+
+
+def test_on_an_empty_street_the_fallback_detector_reads_every_few_frames() -> None:
+    """Frames in which no detector found anything: the fallback reads every empty_fallback_every-th
+    of them, and every frame again once something is found (frame 6: a sign, a car far away)."""
+    reader = FallbackReader(found={6})
+    run(pipeline(reader, None, empty_fallback_every=3), [frame(i) for i in range(1, 12)])
+    assert reader.fallback == [True, False, False, True, False, False, True, False, False, True, False]
+    every = FallbackReader(found=set())
+    run(pipeline(every, None), [frame(i) for i in range(1, 6)])
+    assert all(every.fallback)

@@ -463,3 +463,48 @@ def test_the_pipeline_sets_the_detector_size_and_withholds_the_closer_look(
             reads = reader.read(image, "us", Looks(size=size, closer=False)).reads
             right[size] += bool(reads) and reads[0].text == row["plate"]
     assert min(right.values()) >= 0.6 * len(rows), right
+
+
+def test_the_near_look_reads_a_moving_plate_where_its_pass_expects_it(
+    reader: PlateReader, data_dir: Path
+) -> None:
+    """The daemon's pass says where its plate should be in the next frame; the near look reads a
+    window around it (the detectors at `near_size`, the plate a third of it) and not the whole
+    frame, which costs the full detectors. The view moved 12 px since (a pan), so the plate did."""
+    from alprd.types import Looks
+
+    seen = near = 0
+    rows = _sample(data_dir / "us", 9)
+    for row in rows:
+        image, _ = read_image(data_dir / "us" / row["file"])
+        first = reader.read(image, "us", Looks(closer=False)).reads
+        if not first or first[0].text != row["plate"]:
+            continue
+        seen += 1
+        moved = np.ascontiguousarray(image[:, 12:])
+        result = reader.read(moved, "us", Looks(closer=False, near=(first[0].box,)))
+        assert "near" in result.stage_ms
+        if set(result.stage_ms) <= {"near", "near_fallback"}:  # the whole frame was not read
+            near += result.reads[0].text == row["plate"]
+            assert abs(result.reads[0].box.x - (first[0].box.x - 12)) <= first[0].box.w // 4
+    assert seen >= 0.6 * len(rows) and near >= 0.9 * seen, (seen, near)
+
+
+def test_where_the_near_look_finds_nothing_the_whole_frame_is_read(
+    reader: PlateReader, data_dir: Path
+) -> None:
+    """A pass expecting its plate where there is none (the car left, or turned): the reader reads
+    the whole frame, and finds the plate that is there."""
+    from alprd.types import Looks
+
+    # a 1080p photo with a small plate
+    row = next(r for r in _sample(data_dir / "us", 1) if r["file"].startswith("0b86cecf"))
+    image, _ = read_image(data_dir / "us" / row["file"])
+    plate = Box(*(int(row[k]) for k in "xywh"))
+    elsewhere = Box(image.shape[1] - plate.w - 5, 5, plate.w, plate.h)  # a top corner, no plate
+    result = reader.read(image, "us", Looks(closer=False, near=(elsewhere,)))
+    assert {"near", "detect"} <= set(result.stage_ms)
+    assert result.reads[0].text == row["plate"]
+    # and expected beyond the picture's edge (a plate that has left): the whole frame at once
+    gone = reader.read(image, "us", Looks(closer=False, near=(Box(-400, 10, 100, 50),)))
+    assert "detect" in gone.stage_ms and gone.reads[0].text == row["plate"]

@@ -153,3 +153,20 @@ def test_direction_on_clips_of_known_motion(data_dir: Path) -> None:
     right = [k for k in got if got[k] == wanted[k]]
     assert len(right) >= 0.9 * len(got), {k: got[k] for k in got if k not in right}
     assert not [k for k in got if got[k] is not None and got[k] == opposite.get(k[1])], got
+
+
+def test_an_open_pass_expects_its_plate_where_it_moves_dropped_frames_counted() -> None:
+    """The near look reads where `expected` says: the plate's movement per camera frame, dropped
+    frames counted (a frame read after two dropped ones is three frames further); a pass of
+    unsure lettering (a grille's) is not looked for."""
+    tracker = Tracker(TrackingConfig(close_after_frames=3))
+    assert tracker.expected(fr(1)) == []
+    tracker.update(fr(1), [rd("7ABC123", Box(100, 200, 80, 40)), rd("B8B8", Box(600, 300, 40, 40), 0.3)])
+    assert tracker.expected(fr(2)) == [Box(100, 200, 80, 40)]  # one read: no movement known yet
+    tracker.update(fr(2), [rd("7ABC123", Box(110, 202, 80, 40))])
+    assert tracker.expected(fr(3)) == [Box(120, 204, 80, 40)]
+    dropped = Frame(image=IMG, ts=100.3, mono=0.3, seq=3, dropped=2)
+    assert tracker.expected(dropped) == [Box(140, 208, 80, 40)]
+    tracker.update(dropped, [rd("7ABC123", Box(140, 208, 80, 40))])
+    assert tracker.expected(fr(4)) == [Box(150, 210, 80, 40)]
+    assert tracker.expected(fr(4, scene="next photo")) == []  # a new scene closes the pass

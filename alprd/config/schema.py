@@ -83,6 +83,32 @@ class ReaderConfig(Section):
         "217 of 523 motion frames and 53% more CPU than pass (15 looks), 12 of 12 cars both; with "
         "the plates at half size, pass hit 11 of 12 cars, frame 12 (48% more CPU), no closer look 8.",
     )
+    full_read_every: int = Field(
+        10, ge=1, le=1000,
+        description="While a pass of the camera is open, the daemon reads a frame near where the pass "
+        "expects its plate first (the near look: a window about three plates wide around each open "
+        "pass's predicted box, detected at near_size), and the whole frame only where the near look "
+        "finds nothing, and at every this-many-th frame read, so that a car entering beside the one "
+        "being read is seen. 1: every frame whole (no near look). On the stream bench at camera pace "
+        "(BENCHMARKS.md, Daemon, 2026-12-05) the near look read 83% of motion frames where the whole "
+        "frame each time read 66%, 12 of 12 cars both; a near-look frame costs about a third of a "
+        "whole one (docs/pi-performance.md).",
+    )
+    empty_fallback_every: int = Field(
+        3, ge=1, le=1000,
+        description="In the daemon, after a frame of a camera in which neither detector found "
+        "anything (an empty street), the fallback detector reads only every this-many-th frame of it "
+        "until something is found again; the fast detector reads every frame. 1: every frame. On the "
+        "stream bench at camera pace 3 read 83.5% of motion frames, 1 79.8%, 12 of 12 cars verified "
+        "both (BENCHMARKS.md, Daemon, 2026-12-05).",
+    )
+    near_size: int = Field(
+        384, ge=96, le=1920, multiple_of=32,
+        description="Long side fed to the detectors for the near look's window (about three plates "
+        "wide: the plate about a third of it, some 128 px, the width of the detectors' own second "
+        "look, which it then skips). On 158 panned bench frames 384 read as many plates as 256, 320 "
+        "and 448 and needed the fallback detector least (21 times, against 28-36).",
+    )
     zoom_out: bool = Field(
         False,
         description="When no confident plate that fits the region's grammar is found, look again at "

@@ -403,7 +403,8 @@ def make_pipeline(cfg: Config, reader: Reader, hotlist: HotListInstaller) -> Pip
     ]
     name, tracker, gate, size = lanes[0]
     pipeline = Pipeline(reader, tracker, gate, hotlist, cfg.matching, region, camera=name, size=size,
-                        closer_look=cfg.reader.closer_look,
+                        closer_look=cfg.reader.closer_look, full_read_every=cfg.reader.full_read_every,
+                        empty_fallback_every=cfg.reader.empty_fallback_every,
                         vehicle=lambda text, once: vehicle_like(text, cfg.reader.region, once))
     for name, tracker, gate, size in lanes[1:]:
         pipeline.add_camera(name, tracker, gate, size)

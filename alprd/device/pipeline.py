@@ -113,6 +113,10 @@ class Lane:
     """Passes joined to the pass before them (the same car seen again within rehit_after_s)."""
     closer_due: bool = True
     """The closer look may run before the next pass opens (closer_look: pass)."""
+    empty_run: int = 0
+    """Whole frames read in a row in which no detector found anything."""
+    near_run: int = 0
+    """Frames read by the near look alone since the whole frame was last read."""
     moving: bool = False
     stream: bool = True
     """The camera's frames are a stream (not a folder of unrelated photos, each its own scene)."""
@@ -145,6 +149,8 @@ class Pipeline:
         camera: str | None = None,
         size: int | None = None,
         closer_look: Literal["frame", "pass"] = "frame",
+        full_read_every: int = 1,
+        empty_fallback_every: int = 1,
         vehicle: VehicleTest | None = None,
     ) -> None:
         self.reader = reader
@@ -153,6 +159,8 @@ class Pipeline:
         self.region = region
         self.clock = clock or SystemClock()
         self.closer_look = closer_look
+        self.full_read_every = full_read_every
+        self.empty_fallback_every = empty_fallback_every
         self.vehicle = vehicle
         self.timer = StageTimer()
         self.lanes: dict[str, Lane] = {}
@@ -250,7 +258,19 @@ class Pipeline:
         # a third of the picture costs a third), or sees its plates bigger at the same cost.
         roi = lane.gate.roi_box(w, h)
         image = frame.image[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w] if roi.area < w * h else frame.image
-        result = self.reader.read(image, self.region, Looks(size=lane.size, closer=closer))
+        near: tuple[Box, ...] = ()
+        if lane.near_run + 1 < self.full_read_every:
+            # While a pass is open, the reader looks where its plate should be first (ROI pixels);
+            # every full_read_every-th frame it reads the whole frame, for a car entering beside it.
+            near = tuple(Box(b.x - roi.x, b.y - roi.y, b.w, b.h) for b in lane.tracker.expected(frame))
+        # On an empty street the accurate detector reads every empty_fallback_every-th frame.
+        fallback = lane.empty_run % self.empty_fallback_every == 0
+        looks = Looks(size=lane.size, closer=closer, fallback=fallback, near=near)
+        result = self.reader.read(image, self.region, looks)
+        whole = not near or "detect" in result.stage_ms
+        lane.near_run = 0 if whole else lane.near_run + 1
+        if whole:
+            lane.empty_run = 0 if result.detections else lane.empty_run + 1
         if "closer" in result.stage_ms:
             lane.closer_due = False
         reads = [r if image is frame.image else

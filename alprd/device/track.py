@@ -18,6 +18,11 @@ from ..config import TrackingConfig
 from ..types import Box, Candidate, Frame, Image, Read, Track
 
 MAX_CANDIDATES = 10
+NEAR_CONFIDENCE = 0.5
+"""A pass is looked for near where it should be (`Tracker.expected`) once one of its reads fits the
+region's grammar with this confidence (the reader's `CONFIDENT`). Lettering on a sign, a grille or
+a truck also opens passes; looked for near, each would be read again at every frame and stay open
+for as long as it is in view, at the cost of a plate's read each."""
 
 
 def similarity(a: str, b: str) -> float:
@@ -53,14 +58,15 @@ class _OpenTrack:
     def last_box(self) -> Box:
         return self.seen[-1].read.box
 
-    def predicted_box(self, seq: int) -> Box:
-        """Where the plate should be at frame `seq`, moving as it did between its last two reads."""
+    def predicted_box(self, tick: int) -> Box:
+        """Where the plate should be at the camera's frame `tick` (dropped frames counted), moving
+        as it did between its last two reads."""
         last = self.seen[-1]
         if len(self.seen) < 2:
             return last.read.box
         prev = self.seen[-2]
-        steps = max(1, last.seq - prev.seq)
-        ahead = max(1, seq - last.seq)
+        steps = max(1, last.tick - prev.tick)
+        ahead = max(1, tick - last.tick)
         dx = (last.read.box.x - prev.read.box.x) / steps * ahead
         dy = (last.read.box.y - prev.read.box.y) / steps * ahead
         b = last.read.box
@@ -199,7 +205,7 @@ class Tracker:
             best: _OpenTrack | None = None
             best_score = 0.0
             for t in unmatched:
-                iou = t.predicted_box(frame.seq).iou(read.box)
+                iou = t.predicted_box(self._tick).iou(read.box)
                 sim = similarity(t.text(), read.text)
                 joined = (iou >= self.cfg.min_iou and sim >= self.cfg.min_text_similarity) or (
                     sim >= self.cfg.same_text_similarity
@@ -225,6 +231,15 @@ class Tracker:
                 still.append(t)
         self._open = still
         return closed
+
+    def expected(self, frame: Frame) -> list[Box]:
+        """Where each open pass of a plate expects it in `frame`, the next frame to be fed to
+        `update`: the passes whose best read fits the region's grammar with NEAR_CONFIDENCE."""
+        if self._scene is not None and frame.scene != self._scene:
+            return []  # a new scene closes them
+        tick = self._tick + 1 + frame.dropped
+        return [t.predicted_box(tick) for t in self._open
+                if t.best is not None and t.best.grammar_ok and t.best.confidence >= NEAR_CONFIDENCE]
 
     def just_read(self) -> list[Track]:
         """The open passes that the latest frame added a read to, as they stand now (not closed)."""

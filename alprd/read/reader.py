@@ -57,6 +57,15 @@ differently by the two models (large US rows: `A5C399` for ASC7399, `5VCF2037` f
 OVERLAP = 0.3
 """Boxes of two passes that overlap this much (IoU) are the same plate."""
 
+NEAR_PAD = (1.0, 1.5)
+"""The near look's window: the plate box a pass expects, padded by this share of its width and
+height on each side (three plates wide, four high): room for a car that moved further than its
+pass predicts, and the plate a third of the window, as big to the detector as in the photos it
+learned from."""
+NEAR_TRIES = 2
+"""The near look reads at most this many detections of a window, nearest the expected box first,
+until one gives a read."""
+
 WIDE_PAD = 0.5
 """Width padding (each side) of the second crop taken when the best row runs into the first
 crop's side: the detector's box ended inside the plate (the fast detector's coarse map frames
@@ -130,21 +139,83 @@ class PlateReader:
 
     def read(self, image: Image, region: str | None = None, looks: Looks | None = None) -> PhotoResult:
         """Every plate in `image`, best first. `looks` (from the daemon's pipeline) sets the first
-        detectors' size and whether the closer look may run; a photo gets all of them.
+        detectors' size, whether the closer look may run, and where to look first (`near`); a photo
+        gets every look at the whole image.
 
-        `stage_ms` has the detectors' time (`detect`), the rest (`recognize`: line finding and
-        recognition), and the time of each later look that ran (`fallback`, `whole`, `closer`, `wider`)."""
+        `stage_ms` has the near look's time where it ran (`near`, of which `near_fallback` is the
+        accurate detector's part), and where the whole image was read the detectors' time
+        (`detect`), the rest (`recognize`: line finding and recognition), and the time of each
+        later look that ran (`fallback`, `whole`, `closer`, `wider`)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ImageError(f"expected an 8-bit BGR image, got shape {image.shape} {image.dtype}")
         region = region or self.cfg.region
         looks = looks or Looks()
+        if not looks.near:
+            return self._read_whole(image, region, looks)
+        t0 = time.perf_counter()
+        reads, detections, stages = self._read_near(image, looks.near, region)
+        reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
+        stages["near"] = (time.perf_counter() - t0) * 1000
+        if reads:
+            reads.sort(key=lambda r: r.confidence, reverse=True)
+            return PhotoResult(tuple(reads), detections=tuple(detections), ms=stages["near"], stage_ms=stages)
+        # Nothing where the passes' plates should be (the car left, or turned): the whole frame.
+        whole = self._read_whole(image, region, looks)
+        return dataclasses.replace(whole, ms=whole.ms + stages["near"], stage_ms={**stages, **whole.stage_ms})
+
+    def _read_near(
+        self, image: Image, boxes: tuple[Box, ...], region: str
+    ) -> tuple[list[Read], list[Detection], dict[str, float]]:
+        """The near look: each expected plate box padded by NEAR_PAD into a window, which the first
+        detector reads at `near_size` (the plate about a third of it: as big to the detector as a
+        plate filling a third of a photo), and the accurate one where that reads no plate well.
+        Only the plate nearest the expected box is read in each window: the other text there (a
+        grille, a sticker, a dealer's frame) would cost a read each, and a plate beside it is the
+        whole frame's to find (`reader.full_read_every`). Detections in image pixels."""
+        h, w = image.shape[:2]
+        reads: list[Read] = []
+        found: list[Detection] = []
+        stages: dict[str, float] = {}
+        for box in boxes:
+            win = box.pad(*NEAR_PAD).clamp(w, h)
+            if win.w < 4 or win.h < 4:
+                continue  # expected outside the picture: it has left
+            crop = image[win.y : win.y + win.h, win.x : win.x + win.w]
+            got = self._read_nearest(image, region, self.detector, crop, win, box, found)
+            if self.fallback is not None and (got is None or not _confident([got[0]])):
+                t = time.perf_counter()
+                better = self._read_nearest(image, region, self.fallback, crop, win, box, found)
+                got = better or got
+                stages["near_fallback"] = stages.get("near_fallback", 0.0) + (time.perf_counter() - t) * 1000
+            if got is not None:
+                reads.append(got[0])
+                found.append(got[1])
+        return reads, found, stages
+
+    def _read_nearest(
+        self, image: Image, region: str, detector: PlateDetector, crop: Image, win: Box, expected: Box,
+        seen: list[Detection],
+    ) -> tuple[Read, Detection] | None:
+        """The read of the detection in a window (`crop`, at `win` in the image) nearest the expected
+        box, or of the next nearest where that reads nothing; none that another window found."""
+        dets = [Detection(Box(d.box.x + win.x, d.box.y + win.y, d.box.w, d.box.h), d.score)
+                for d in detector.detect(crop, self.cfg.near_size)[: self.cfg.max_plates]]
+        cx, cy = expected.x + expected.w / 2, expected.y + expected.h / 2
+        dets = sorted((d for d in dets if all(d.box.iou(o.box) < OVERLAP for o in seen)),
+                      key=lambda d: math.hypot(d.box.x + d.box.w / 2 - cx, d.box.y + d.box.h / 2 - cy))
+        for det in dets[:NEAR_TRIES]:
+            if (read := self.read_plate(image, det, region)) is not None:
+                return read, det
+        return None
+
+    def _read_whole(self, image: Image, region: str, looks: Looks) -> PhotoResult:
         size = looks.size if looks.size and looks.size != self.cfg.detector_size else None
         t0 = time.perf_counter()
         detections = self.detector.detect(image, size)[: self.cfg.max_plates]
         detect_s = time.perf_counter() - t0
         reads = self._read_all(image, detections, region)
         stages: dict[str, float] = {}
-        if self.fallback is not None and _confident(reads) != 1:
+        if self.fallback is not None and looks.fallback and _confident(reads) != 1:
             # The first detector is the fast one, the fallback the accurate one. Where the first
             # reads no plate well, or several (its scores, less even than the accurate one's,
             # would decide their order), the accurate detector reads the frame again; its reads
