@@ -68,9 +68,14 @@ def test_online_then_stopped_retained(mosquitto: Mosquitto, protocol: str) -> No
         assert sub.json_on("/status")[-1]["session"] == 7
     finally:
         sub.close()
-    late = Subscriber(mosquitto, "alprd/dev1/status", client_id="late")
+    assert_stopped_retained(mosquitto, "dev1")
+
+
+def assert_stopped_retained(mosquitto: Mosquitto, device: str) -> None:
+    """A client that subscribes after the device stopped gets its retained "stopped" status."""
+    late = Subscriber(mosquitto, f"alprd/{device}/status", client_id="late")
     try:
-        assert late.wait_for(lambda s: statuses(s) == ["stopped"])  # retained
+        assert late.wait_for(lambda s: statuses(s) == ["stopped"])
     finally:
         late.close()
 
@@ -231,11 +236,7 @@ def test_clean_session_will_and_status_work_and_an_unacked_hit_goes_out_again_at
     finally:
         pub.stop()
         sub.close()
-    late = Subscriber(mosquitto, "alprd/devc/status", client_id="late")
-    try:
-        assert late.wait_for(lambda s: statuses(s) == ["stopped"])  # retained
-    finally:
-        late.close()
+    assert_stopped_retained(mosquitto, "devc")
 
 
 @pytest.mark.parametrize(("protocol", "clean"),
