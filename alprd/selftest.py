@@ -238,9 +238,11 @@ BENCH_SIZE = (1920, 1080)
 
 
 def bench_checks(reader: PlateReader | None, reads: int, photos: Sequence[str] = ()) -> Iterator[Check]:
-    """This device's ms per read, with the daemon's reader: a 1080p frame with a plate, one of an
-    empty street (a motion frame without a readable plate: the fast detector and the fallback both
-    run), the closer look that the daemon adds once per pass, and each photo given. The daemon
+    """This device's ms per read, with the daemon's reader: a 1080p frame with a plate, the same
+    frame read by the near look (a window around the plate, as while its pass is open: most of a
+    passing car's frames), one of an empty street (a motion frame without a readable plate: the
+    fast detector and the fallback both run), the closer look that the daemon adds once per pass,
+    and each photo given. The daemon
     reads a camera's motion frames as fast as these allow and drops the rest (`read_share` in
     metrics; docs/pi-performance.md says what to change when it is too low)."""
     from .read.imageio import read_image
@@ -253,8 +255,11 @@ def bench_checks(reader: PlateReader | None, reads: int, photos: Sequence[str] =
     plate = render_plate(PLATE_TEXT, w, h, 300)
     street = render_plate(PLATE_TEXT, w, h, 300)
     street[h // 2 :] = 128  # the car is gone: nothing to read
-    frames: list[tuple[str, Image, Looks]] = [
-        ("bench plate", plate, Looks(closer=False)),
+    frames: list[tuple[str, Image, Looks]] = [("bench plate", plate, Looks(closer=False))]
+    found = reader.read(plate, looks=Looks(closer=False)).reads
+    if found:
+        frames.append(("bench near look", plate, Looks(closer=False, near=(found[0].box,))))
+    frames += [
         ("bench no plate", street, Looks(closer=False)),
         ("bench closer look", street, Looks(closer=True)),
     ]

@@ -14,7 +14,7 @@ from test_daemon import Installed, ScriptedReader, make_hotlist, rd
 
 from alprd.config import MatchingConfig, MotionConfig, ReaderConfig, TrackingConfig
 from alprd.device.motion import MotionGate
-from alprd.device.pipeline import Pipeline
+from alprd.device.pipeline import CLOSER_AFTER_PASS_S, Pipeline
 from alprd.device.track import Tracker
 from alprd.privacy.hotlist import HotList
 from alprd.read.grammar import vehicle_like
@@ -223,12 +223,30 @@ def test_the_closer_look_runs_once_per_pass_and_never_while_a_pass_is_open() -> 
         if i >= 24 and not first_after_still and lane.skipped == skipped:
             first_after_still = reader.seq
     assert lane.processed == 14 + (24 - 14 - lane.skipped) + 3 and lane.skipped >= 5
-    # once before the pass, not while it is open, once after it closed, once when the motion came back
-    assert reader.closer == [1, 12, first_after_still]
+    # once before the pass, not while it is open nor in the second after it closed (the car that
+    # left: frames 12-14), once when the motion came back
+    assert reader.closer == [1, first_after_still]
     assert set(reader.sizes) == {480}  # the camera's detector size
     every = LookingReader(script)
     run(pipeline(every, None, closer_look="frame"), [frame(i) for i in range(1, 15)])
     assert every.closer == list(range(1, 15))
+
+
+def test_in_unbroken_motion_the_closer_look_comes_back_a_second_after_a_pass() -> None:
+    """Busy traffic: the street never goes still between cars. A second after a pass closed, a
+    frame that still reads nothing well gets the closer look (a distant next car), once."""
+    script = {i: [rd("7ABC123", 100 + 10 * i)] for i in range(4, 9)}
+    reader = LookingReader(script)
+    pipe = pipeline(reader, None, motion=True, closer_look="pass")
+    for i in range(1, 41):  # 4 s of motion at 10 fps (a block moving across), the pass closes at frame 11
+        image = np.zeros((360, 640, 3), np.uint8)
+        image[100:260, 15 * i : 15 * i + 80] = 255
+        pipe.step(frame(i, image=image))
+    assert pipe.lane("cam0").skipped == 0
+    closed_ts = frame(11).ts
+    later = [k for k in reader.closer if k > 11]
+    assert reader.closer[0] == 1 and len(later) == 1, reader.closer
+    assert frame(later[0]).ts - closed_ts >= CLOSER_AFTER_PASS_S > frame(later[0] - 1).ts - closed_ts
 
 
 def test_frames_dropped_next_to_motion_count_against_the_read_share() -> None:

@@ -103,9 +103,10 @@ def test_bench_prints_this_devices_ms_per_read_with_the_daemons_reader(
     main(["selftest", "--config", str(device / "alprd.yaml"), "--bench", "3", "--photo", photo])
     out = capsys.readouterr().out
     lines = {name: line for line in out.splitlines() for name in
-             ("bench plate", "bench no plate", "bench closer look", f"bench {Path(photo).name}")
+             ("bench plate", "bench near look", "bench no plate", "bench closer look",
+              f"bench {Path(photo).name}")
              if line.startswith(name + " ")}
-    assert len(lines) == 4, out
+    assert len(lines) == 5, out
     for name, line in lines.items():
         assert _lines(line)[name] == "OK", line
         m = re.search(r"p50 ([0-9.]+) ms, p95 ([0-9.]+) ms per read over 3 reads", line)

@@ -14,6 +14,7 @@ hot list serve every lane. A lane also remembers the passes that closed in the l
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -26,6 +27,12 @@ from ..config import MatchingConfig
 from ..types import Box, Event, Frame, Hit, Image, Looks, Match, Pass, PhotoResult, Read, Track
 from .motion import MotionGate
 from .track import Tracker, similarity
+
+CLOSER_AFTER_PASS_S = 1.0
+"""No closer look in the second after a pass of the camera closed (`reader.closer_look: pass`): the
+car that left takes its motion with it for a moment (the motion gate's hold frames, the street it
+uncovers), and a closer look there reads an empty street. On the stream bench it ran there after
+every car, a 110 ms read that dropped two or three frames each time."""
 
 REPEAT_MEMORY_S = 86400.0
 """How long a lane remembers that it reported a listed plate, for `repeat` on a later hit."""
@@ -113,6 +120,8 @@ class Lane:
     """Passes joined to the pass before them (the same car seen again within rehit_after_s)."""
     closer_due: bool = True
     """The closer look may run before the next pass opens (closer_look: pass)."""
+    last_closed_ts: float = -math.inf
+    """When a pass of this camera last closed (frame time)."""
     empty_run: int = 0
     """Whole frames read in a row in which no detector found anything."""
     near_run: int = 0
@@ -242,6 +251,8 @@ class Pipeline:
         t2 = time.perf_counter()
         was_open = lane.tracker.open_count
         closed = lane.tracker.update(frame, reads)
+        if closed:
+            lane.last_closed_ts = frame.ts
         if lane.tracker.open_count > was_open - len(closed):
             lane.closer_due = True  # a pass opened: its car was read without looking closer
         events = self._decide(lane, closed, frame.ts)
@@ -252,7 +263,10 @@ class Pipeline:
         return events
 
     def _read(self, lane: Lane, frame: Frame) -> list[Read]:
-        closer = self.closer_look == "frame" or (lane.closer_due and lane.tracker.open_count == 0)
+        closer = self.closer_look == "frame" or (
+            lane.closer_due and lane.tracker.open_count == 0
+            and frame.ts - lane.last_closed_ts >= CLOSER_AFTER_PASS_S
+        )
         h, w = frame.image.shape[:2]
         # Only the region of interest is read: the detectors' input shrinks with it (a lane that is
         # a third of the picture costs a third), or sees its plates bigger at the same cost.
