@@ -77,14 +77,13 @@ class ReaderConfig(Section):
     closer_look: Literal["frame", "pass"] = Field(
         "pass",
         description="When the daemon takes the closer look (retry_size) at a frame that reads no plate "
-        "well: frame = at every such frame, as `alprd read` does with a photo; pass = only while no "
-        "pass of the camera is open, not in the second after one closed (the leaving car's motion: "
-        "on the stream bench that look read the empty street after every car; without it 84-88% of "
-        "motion frames were read, 83-84% with it, the same cars), and once until a pass opens or the "
-        "motion stops. Measured on the "
-        "stream bench read frame by frame (BENCHMARKS.md, Daemon, 2026-12-05): frame took the look at "
-        "217 of 523 motion frames and 53% more CPU than pass (15 looks), 12 of 12 cars both; with "
-        "the plates at half size, pass hit 11 of 12 cars, frame 12 (48% more CPU), no closer look 8.",
+        "well: frame = at every such frame, as `alprd read` does with a photo; pass = only while no pass "
+        "of the camera is open, not in the second after one closed (the leaving car's motion: on the "
+        "stream bench that look read the empty street after every car; without it 84-88% of motion "
+        "frames were read, 83-84% with it, the same cars), once until a pass opens or the motion stops. "
+        "On the stream bench read frame by frame (BENCHMARKS.md, Daemon, 2026-12-05): frame took the "
+        "look at 217 of 523 motion frames and 53% more CPU than pass (15 looks), 12 of 12 cars both; "
+        "plates at half size: pass hit 11 of 12 cars, frame 12 (48% more CPU), no closer look 8.",
     )
     full_read_every: int = Field(
         10, ge=1, le=1000,
@@ -114,14 +113,13 @@ class ReaderConfig(Section):
     )
     zoom_out: bool = Field(
         False,
-        description="When no confident plate that fits the region's grammar is found, look again at "
-        "the frame padded on every side, then read the frame itself as a plate (a plate that fills "
-        "the frame: tight crops); in a close-up (a box a sixth of the frame high) the frame read "
-        "whole replaces a read of a piece of it. `alprd read`/`bench` use it. The daemon does not: "
-        "on the stream "
-        "bench read frame by frame it ran at 217 of 514 motion frames, took 45% more CPU and found no "
-        "car more (12 of 12 either way; BENCHMARKS.md, Daemon, 2026-12-05); a camera's car fills "
-        "the frame in no frame, or in few.",
+        description="When no confident plate that fits the region's grammar is found, look again at the "
+        "frame padded on every side, then read the frame itself as a plate (a plate that fills the "
+        "frame: tight crops); in a close-up (a box a sixth of the frame high) the frame read whole "
+        "replaces a read of a piece of it. `alprd read`/`bench` use it. The daemon does not: on the "
+        "stream bench read frame by frame it ran at 217 of 514 motion frames, took 45% more CPU and "
+        "found no car more (12 of 12 either way; BENCHMARKS.md, Daemon, 2026-12-05); a camera's car "
+        "fills the frame in no frame, or in few.",
     )
     min_detection_score: float | None = Field(
         None, ge=0.0, le=1.0,
