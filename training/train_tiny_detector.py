@@ -12,7 +12,7 @@ Several students train at once on the same batches (the crops are the costly par
 
     python3 training/train_tiny_detector.py --pack .gpu/pack-full.pkl \\
         --base .gpu/ch_PP-OCRv4_det_infer.onnx --teacher .gpu/detector-full-slim-g1.pt \\
-        --device cuda --workers 14 --steps 4000 --out-dir /tmp/tiny
+        --device cuda --workers 14 --steps 4000 --out-dir .gpu/tiny
 
 Each student is exported to DIR/NAME/plate_det.onnx + .json (output stride 4), its weights to
 DIR/NAME.pt. Evaluate with training/eval_detector.py --models-dir DIR/NAME.
