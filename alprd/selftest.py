@@ -242,9 +242,9 @@ def bench_checks(reader: PlateReader | None, reads: int, photos: Sequence[str] =
     frame read by the near look (a window around the plate, as while its pass is open: most of a
     passing car's frames), one of an empty street (a motion frame without a readable plate: the
     fast detector and the fallback both run), the closer look that the daemon adds once per pass,
-    and each photo given. The daemon
-    reads a camera's motion frames as fast as these allow and drops the rest (`read_share` in
-    metrics; docs/pi-performance.md says what to change when it is too low)."""
+    and each photo given. The daemon reads a camera's motion frames as fast as these allow and
+    drops the rest (`read_share` in metrics; docs/pi-performance.md says what to change when it is
+    too low)."""
     from .read.imageio import read_image
     from .types import Looks
 

@@ -86,6 +86,10 @@ class Candidate:
     confidence: float
 
 
+CONFIDENT = 0.5
+"""Confidence from which a read that fits its region's grammar counts as read well (`Read.confident`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Read:
     """The recognizer's reading of one detected plate.
@@ -102,6 +106,12 @@ class Read:
     detection_score: float
     region: str = ""
     grammar_ok: bool = False
+
+    @property
+    def confident(self) -> bool:
+        """Read well: it fits the region's grammar with CONFIDENT. The reader looks no further at a
+        frame with one such read; the daemon looks for its pass near where it should be next."""
+        return self.grammar_ok and self.confidence >= CONFIDENT
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from alprd.read.grammar import SHORT_LEN, edit_distance
 from alprd.read.imageio import read_image
 from alprd.read.lines import BOX_ROW_SHARES, LineFinder, TextLine, even_light
 from alprd.read.reader import (
-    CONFIDENT,
     CROP_PAD,
     MIN_PLATE_ASPECT,
     OVERLAP,
@@ -31,7 +30,7 @@ from alprd.read.reader import (
     PlateReader,
     runs_into_side,
 )
-from alprd.types import Box, Detection
+from alprd.types import CONFIDENT, Box, Detection
 
 ROOT = Path(__file__).resolve().parent.parent
 ALONE = {"detector_model": "plate_det", "fallback_model": None, "retry_size": None}

@@ -18,11 +18,6 @@ from ..config import TrackingConfig
 from ..types import Box, Candidate, Frame, Image, Read, Track
 
 MAX_CANDIDATES = 10
-NEAR_CONFIDENCE = 0.5
-"""A pass is looked for near where it should be (`Tracker.expected`) once one of its reads fits the
-region's grammar with this confidence (the reader's `CONFIDENT`). Lettering on a sign, a grille or
-a truck also opens passes; looked for near, each would be read again at every frame and stay open
-for as long as it is in view, at the cost of a plate's read each."""
 
 
 def similarity(a: str, b: str) -> float:
@@ -234,12 +229,14 @@ class Tracker:
 
     def expected(self, frame: Frame) -> list[Box]:
         """Where each open pass of a plate expects it in `frame`, the next frame to be fed to
-        `update`: the passes whose best read fits the region's grammar with NEAR_CONFIDENCE."""
+        `update`: the passes whose best read is confident (`Read.confident`). Lettering on a sign, a
+        grille or a truck also opens passes; looked for near, each would be read again at every
+        frame and stay open for as long as it is in view, at the cost of a plate's read each."""
         if self._scene is not None and frame.scene != self._scene:
             return []  # a new scene closes them
         tick = self._tick + 1 + frame.dropped
         return [t.predicted_box(tick) for t in self._open
-                if t.best is not None and t.best.grammar_ok and t.best.confidence >= NEAR_CONFIDENCE]
+                if t.best is not None and t.best.confident]
 
     def just_read(self) -> list[Track]:
         """The open passes that the latest frame added a read to, as they stand now (not closed)."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import ReaderConfig
 from ..errors import ImageError, ModelError
-from ..types import Box, Candidate, Detection, Image, Looks, PhotoResult, Read
+from ..types import CONFIDENT, Box, Candidate, Detection, Image, Looks, PhotoResult, Read
 from . import grammar
 from .detect import PlateDetector
 from .lines import LineFinder, TextLine, even_light
@@ -36,7 +36,6 @@ SMALL_ROW_FACTOR = 0.5
 much lower: a plate's serial is its largest text (US, EU, Brazil), while the state name, slogan,
 city, dealer frame and stickers are half its height or less."""
 MIN_CHARS = 2
-CONFIDENT = 0.5
 GRAMMAR_MISS_FACTOR = 0.25
 """A read that fits no format of the region counts as this much less likely (sign and truck
 lettering rank below plates)."""
@@ -182,7 +181,7 @@ class PlateReader:
                 continue  # expected outside the picture: it has left
             crop = image[win.y : win.y + win.h, win.x : win.x + win.w]
             got = self._read_nearest(image, region, self.detector, crop, win, box, found)
-            if self.fallback is not None and (got is None or not _confident([got[0]])):
+            if self.fallback is not None and (got is None or not got[0].confident):
                 t = time.perf_counter()
                 better = self._read_nearest(image, region, self.fallback, crop, win, box, found)
                 got = better or got
@@ -294,7 +293,8 @@ class PlateReader:
         rows = self.lines.find(even_light(image))
         if not rows or rows[0].w < FRAME_ROW[0] * w or rows[0].h < FRAME_ROW[1] * h:
             return None
-        return self.read_plate(image, Detection(Box(0, 0, w, h), FRAME_SCORE), region)
+        # the frame's box padded is the frame: its rows are the ones just found
+        return self.read_plate(image, Detection(Box(0, 0, w, h), FRAME_SCORE), region, rows)
 
     def _whole_row(self, image: Image, region: str, reads: list[Read]) -> list[Read]:
         """In a close-up, the frame read as one plate (`_frame_as_plate`) replaces the reads whose
@@ -314,15 +314,17 @@ class PlateReader:
     def _read_all(self, image: Image, detections: list[Detection], region: str) -> list[Read]:
         return [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
 
-    def read_plate(self, image: Image, det: Detection, region: str) -> Read | None:
-        """Read one detected plate; None if no character row is found."""
+    def read_plate(self, image: Image, det: Detection, region: str,
+                   found: list[TextLine] | None = None) -> Read | None:
+        """Read one detected plate; None if no character row is found. `found`: the rows of the
+        padded box's crop where the caller has them already (the whole frame's, for its box)."""
         h, w = image.shape[:2]
         box = det.box.pad(*CROP_PAD).clamp(w, h)
         if box.w < 4 or box.h < 4:
             return None
         crop = even_light(image[box.y : box.y + box.h, box.x : box.x + box.w])
         best: tuple[float, Recognition, Candidate, bool] | None = None
-        rows = self.lines.find(crop)[:LINES_TRIED]
+        rows = (self.lines.find(crop) if found is None else found)[:LINES_TRIED]
         if rows and runs_into_side(rows[0], box.w, self.lines.row_margin):
             wide = det.box.pad(WIDE_PAD, CROP_PAD[1]).clamp(w, h)
             if wide.w > box.w:
@@ -402,7 +404,7 @@ def runs_into_side(line: TextLine, crop_width: int, row_margin: float) -> bool:
 
 def _confident(reads: list[Read]) -> int:
     """How many reads are confident and fit the region's grammar."""
-    return sum(r.grammar_ok and r.confidence >= CONFIDENT for r in reads)
+    return sum(r.confident for r in reads)
 
 
 def _chars_for(text: str, rec: Recognition) -> tuple[float, ...]:
