@@ -143,7 +143,10 @@ def direction(seen: list[_Seen], width: int, height: int) -> str | None:
 
     Least-squares slopes over the whole pass, not its first and last box, so that one box of a
     jittery detector does not decide. A box cut by the top or bottom of the picture says nothing
-    about the plate's size; one cut at the side still moves the way the car does."""
+    about the plate's size; one cut at the side still moves the way the car does, but is no measure
+    of its size either (a plate coming in at the side is boxed in pieces, shorter than the plate,
+    then whole): with fewer than MIN_DIRECTION_READS boxes cut by no side, the size is taken as
+    constant."""
     if len(seen) < MIN_DIRECTION_READS:
         return None
     t = [float(s.tick - seen[0].tick) for s in seen]
@@ -152,7 +155,9 @@ def direction(seen: list[_Seen], width: int, height: int) -> str | None:
              if s.read.box.y > 0 and s.read.box.y + s.read.box.h < height and s.read.box.h > 0]
     if span <= 0 or len(whole) < MIN_DIRECTION_READS:
         return None
-    growth = _slope([a for a, _ in whole], [math.log(b.h) for _, b in whole]) * span
+    sized = [(ti, b) for ti, b in whole if b.x > 0 and b.x + b.w < width]
+    growth = (_slope([a for a, _ in sized], [math.log(b.h) for _, b in sized]) * span
+              if len(sized) >= MIN_DIRECTION_READS else 0.0)
     plate_h = sorted(b.h for _, b in whole)[len(whole) // 2]
     across = _slope(t, [s.read.box.x + s.read.box.w / 2 for s in seen]) * span / plate_h
     size_score = abs(growth) / math.log(GROWTH)
