@@ -133,6 +133,10 @@ class Looks:
     """Where the camera's open passes expect their plates in this frame (image pixels): the near
     look reads around these first, and the whole frame only if it finds nothing there
     (`reader.full_read_every`). Empty: the whole frame."""
+    whole: bool = False
+    """With `near`: read the whole frame too, with the first detector, for plates beside the passes'
+    (a car entering). Where the near look read its plates, the accurate detector and the closer look
+    stay off: the frame costs one fast read more, not the accurate detector's."""
 
 
 @dataclass(frozen=True, slots=True)

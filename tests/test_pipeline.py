@@ -4,6 +4,7 @@ noise, the closer look once per pass, drops while a car is in view, several came
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,11 @@ from alprd.read.imageio import read_image
 from alprd.types import Box, Detection, Event, Frame, Hit, Image, Looks, Pass, PhotoResult, Read
 
 BLANK = np.zeros((720, 1280, 3), np.uint8)
+
+
+def sure(text: str, x: int) -> Read:
+    """A read of a plate read well (`Read.confident`): it fits the grammar, at 0.9."""
+    return dataclasses.replace(rd(text, x), grammar_ok=True)
 
 
 def frame(seq: int, ts: float | None = None, camera: str = "cam0", dropped: int = 0,
@@ -208,7 +214,7 @@ class LookingReader:
 def test_the_closer_look_runs_once_per_pass_and_never_while_a_pass_is_open() -> None:
     # frames 1-3: a car comes, nothing readable; 4-8: its pass (closed 3 frames after its last read);
     # 9-14: nothing readable; 15-24: the street is still; then motion again
-    script = {i: [rd("7ABC123", 100 + 10 * i)] for i in range(4, 9)}
+    script = {i: [sure("7ABC123", 100 + 10 * i)] for i in range(4, 9)}
     reader = LookingReader(script)
     pipe = pipeline(reader, None, motion=True, closer_look="pass", size=480)
     rng = np.random.default_rng(1)
@@ -235,7 +241,7 @@ def test_the_closer_look_runs_once_per_pass_and_never_while_a_pass_is_open() -> 
 def test_in_unbroken_motion_the_closer_look_comes_back_a_second_after_a_pass() -> None:
     """Busy traffic: the street never goes still between cars. A second after a pass closed, a
     frame that still reads nothing well gets the closer look (a distant next car), once."""
-    script = {i: [rd("7ABC123", 100 + 10 * i)] for i in range(4, 9)}
+    script = {i: [sure("7ABC123", 100 + 10 * i)] for i in range(4, 9)}
     reader = LookingReader(script)
     pipe = pipeline(reader, None, motion=True, closer_look="pass")
     for i in range(1, 41):  # 4 s of motion at 10 fps (a block moving across), the pass closes at frame 11
@@ -339,27 +345,56 @@ def test_a_car_entering_beside_a_pass_read_near_is_found_by_the_whole_frame_read
 
 
 class FallbackReader:
-    """Records whether each frame's looks allowed the fallback detector; finds something where told."""
+    """Records which looks each frame allowed; where told, detects a plate that reads well (`read`)
+    or one that reads as nothing (`junk`: blur, lettering, a plate too far to read)."""
 
-    def __init__(self, found: set[int]) -> None:
+    def __init__(self, read: set[int], junk: set[int] = frozenset()) -> None:  # type: ignore[assignment]
         self.model_hashes = {"fallback": "0" * 64}
-        self.found = found
+        self.found, self.junk = read, junk
         self.seq = 0
         self.fallback: list[bool] = []
+        self.closer: list[bool] = []
 
     def read(self, image: Image, region: str | None = None, looks: Looks | None = None) -> PhotoResult:
         self.seq += 1
-        self.fallback.append((looks or Looks()).fallback)
-        dets = (Detection(Box(10, 10, 80, 40), 0.8),) if self.seq in self.found else ()
-        return PhotoResult((), ms=1.0, stage_ms={"detect": 1.0}, detections=dets)
+        looks = looks or Looks()
+        self.fallback.append(looks.fallback)
+        self.closer.append(looks.closer)
+        reads: tuple[Read, ...] = ()
+        if self.seq in self.found:
+            reads = (sure("7ABC123", 10 + self.seq),)
+        elif self.seq in self.junk:
+            reads = (rd("L25", 10, conf=0.05),)
+        stages = {"detect": 1.0, **({"closer": 1.0} if looks.closer else {})}
+        found = tuple(Detection(r.box, 0.8) for r in reads)
+        return PhotoResult(reads, ms=1.0, stage_ms=stages, detections=found)
 
 
 def test_on_an_empty_street_the_fallback_detector_reads_every_few_frames() -> None:
-    """Frames in which no detector found anything: the fallback reads every empty_fallback_every-th
-    of them, and every frame again once something is found (frame 6: a sign, a car far away)."""
-    reader = FallbackReader(found={6})
-    run(pipeline(reader, None, empty_fallback_every=3), [frame(i) for i in range(1, 12)])
-    assert reader.fallback == [True, False, False, True, False, False, True, False, False, True, False]
-    every = FallbackReader(found=set())
+    """Frames in which no plate read well: the fallback reads every empty_fallback_every-th of them
+    (frames 2-5 detect only what reads as nothing: a blurred street, a sign); a plate read well
+    (frame 8) starts the count again, so the frame after it gets the fallback."""
+    reader = FallbackReader(read={8}, junk={2, 3, 4, 5})
+    run(pipeline(reader, None, empty_fallback_every=3), [frame(i) for i in range(1, 16)])
+    assert reader.fallback == [True, False, False, True, False, False, True,
+                               False, True, False, False, True, False, False, True]
+    every = FallbackReader(read=set())
     run(pipeline(every, None), [frame(i) for i in range(1, 6)])
     assert all(every.fallback)
+
+
+def test_the_closer_look_is_rationed_with_the_fallback_and_kept_off_by_passes_that_read_well() -> None:
+    """The closer look is the accurate detector at a larger size: on frames where the fallback is
+    rationed away, it is too. A pass of reads that read as nothing (a plate too far to read) does not
+    keep it away: that is the plate it is for."""
+    # frames 1-3: a car reads well; 4-30: what reads as nothing (a plate too far to read) while its
+    # pass stays open; the car's pass closes at frame 6
+    reader = FallbackReader(read={1, 2, 3}, junk=set(range(4, 31)))
+    run(pipeline(reader, None, closer_look="pass", empty_fallback_every=3), [frame(i) for i in range(1, 31)])
+    looked = [i + 1 for i, c in enumerate(reader.closer) if c]
+    assert all(reader.fallback[i - 1] for i in looked), looked
+    # before the car, then once a second after its pass closed, although the far plate's pass is open
+    assert len(looked) == 2 and looked[0] == 1 and frame(looked[1]).ts - frame(6).ts >= CLOSER_AFTER_PASS_S
+    sure = FallbackReader(read=set(range(1, 20)))
+    run(pipeline(sure, None, closer_look="pass"), [frame(i) for i in range(1, 8)])
+    assert sure.closer == [True] + [False] * 6  # a pass that reads well is open from frame 1

@@ -87,22 +87,22 @@ class ReaderConfig(Section):
     )
     full_read_every: int = Field(
         10, ge=1, le=1000,
-        description="While a pass of the camera is open, the daemon reads a frame near where the pass "
-        "expects its plate first (the near look: a window about three plates wide around each open "
-        "pass's predicted box, detected at near_size), and the whole frame only where the near look "
-        "finds nothing, and at every this-many-th frame read, so that a car entering beside the one "
-        "being read is seen. 1: every frame whole (no near look). On the stream bench at camera pace "
-        "(BENCHMARKS.md, Daemon, 2026-12-05) the near look read 83% of motion frames where the whole "
-        "frame each time read 66%, 12 of 12 cars both; a near-look frame costs about a third of a "
-        "whole one (docs/pi-performance.md).",
+        description="While a pass of the camera that reads well is open, the daemon reads a frame near "
+        "where the pass expects its plate (the near look: a window about three plates wide around its "
+        "predicted box, at near_size); every this-many-th frame the fast detector reads the whole frame "
+        "too, for a car entering beside it (the accurate one only where the fast one missed the pass's "
+        "plate); where the near look finds nothing, the whole frame with every look. 1: every frame "
+        "whole. On the stream bench at camera pace (BENCHMARKS.md, Daemon, 2026-12-05) 95-97% of motion "
+        "frames were read, 87-89% with both detectors on every periodic whole frame, 66% without the "
+        "near look, 12 of 12 cars each (docs/pi-performance.md).",
     )
     empty_fallback_every: int = Field(
         3, ge=1, le=1000,
-        description="In the daemon, after a frame of a camera in which neither detector found "
-        "anything (an empty street), the fallback detector reads only every this-many-th frame of it "
-        "until something is found again; the fast detector reads every frame. 1: every frame. On the "
-        "stream bench at camera pace 3 read 83.5% of motion frames, 1 79.8%, 12 of 12 cars verified "
-        "both (BENCHMARKS.md, Daemon, 2026-12-05).",
+        description="In the daemon, after a whole frame in which no plate read well (an empty street, "
+        "blur, lettering), the fallback detector and the closer look read only every this-many-th such "
+        "frame, until a plate reads well; the fast detector reads every frame. 1: every frame. On the "
+        "stream bench at camera pace (BENCHMARKS.md, Daemon, 2026-12-05) 95-97% of motion frames were "
+        "read, 87-89% counting only frames without a detection as empty, 12 of 12 cars each.",
     )
     near_size: int = Field(
         384, ge=96, le=1920, multiple_of=32,

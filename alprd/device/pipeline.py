@@ -123,7 +123,7 @@ class Lane:
     last_closed_ts: float = -math.inf
     """When a pass of this camera last closed (frame time)."""
     empty_run: int = 0
-    """Whole frames read in a row in which no detector found anything."""
+    """Whole frames read in a row in which no plate read well (`Read.confident`)."""
     near_run: int = 0
     """Frames read by the near look alone since the whole frame was last read."""
     moving: bool = False
@@ -263,28 +263,36 @@ class Pipeline:
         return events
 
     def _read(self, lane: Lane, frame: Frame) -> list[Read]:
-        closer = self.closer_look == "frame" or (
-            lane.closer_due and lane.tracker.open_count == 0
-            and frame.ts - lane.last_closed_ts >= CLOSER_AFTER_PASS_S
-        )
+        # On an empty street the accurate detector reads every empty_fallback_every-th frame; the
+        # closer look is that detector at a larger size, rationed with it (at a car's first frame it
+        # cost 70-120 ms where the near look read the car at the next frame).
+        fallback = lane.empty_run % self.empty_fallback_every == 0
+        # Passes that read well are looked for near; the others (lettering, a plate too far to
+        # read) do not keep the closer look from the frame.
+        expected = lane.tracker.expected(frame)
+        closer = fallback and (self.closer_look == "frame" or (
+            lane.closer_due and not expected and frame.ts - lane.last_closed_ts >= CLOSER_AFTER_PASS_S
+        ))
         h, w = frame.image.shape[:2]
         # Only the region of interest is read: the detectors' input shrinks with it (a lane that is
         # a third of the picture costs a third), or sees its plates bigger at the same cost.
         roi = lane.gate.roi_box(w, h)
         image = frame.image[roi.y : roi.y + roi.h, roi.x : roi.x + roi.w] if roi.area < w * h else frame.image
+        # While a pass is open, the reader looks where its plate should be first (ROI pixels); every
+        # full_read_every-th frame the first detector reads the whole frame too, for a car entering
+        # beside it.
         near: tuple[Box, ...] = ()
-        if lane.near_run + 1 < self.full_read_every:
-            # While a pass is open, the reader looks where its plate should be first (ROI pixels);
-            # every full_read_every-th frame it reads the whole frame, for a car entering beside it.
-            near = tuple(Box(b.x - roi.x, b.y - roi.y, b.w, b.h) for b in lane.tracker.expected(frame))
-        # On an empty street the accurate detector reads every empty_fallback_every-th frame.
-        fallback = lane.empty_run % self.empty_fallback_every == 0
-        looks = Looks(size=lane.size, closer=closer, fallback=fallback, near=near)
+        if self.full_read_every > 1:
+            near = tuple(Box(b.x - roi.x, b.y - roi.y, b.w, b.h) for b in expected)
+        periodic = lane.near_run + 1 >= self.full_read_every
+        looks = Looks(size=lane.size, closer=closer, fallback=fallback, near=near, whole=periodic)
         result = self.reader.read(image, self.region, looks)
         whole = not near or "detect" in result.stage_ms
         lane.near_run = 0 if whole else lane.near_run + 1
         if whole:
-            lane.empty_run = 0 if result.detections else lane.empty_run + 1
+            # A street where the detectors find only what reads as nothing (blur, lettering, a
+            # car too far) is rationed as an empty one: a plate that reads well resets the count.
+            lane.empty_run = 0 if any(r.confident for r in result.reads) else lane.empty_run + 1
         if "closer" in result.stage_ms:
             lane.closer_due = False
         reads = [r if image is frame.image else
