@@ -264,15 +264,16 @@ class Pipeline:
 
     def _read(self, lane: Lane, frame: Frame) -> list[Read]:
         # On an empty street the accurate detector reads every empty_fallback_every-th frame; the
-        # closer look is that detector at a larger size, rationed with it (at a car's first frame it
-        # cost 70-120 ms where the near look read the car at the next frame).
+        # closer look once per pass is that detector at a larger size, rationed with it (at a car's
+        # first frame it cost 70-120 ms where the near look read the car at the next frame).
         fallback = lane.empty_run % self.empty_fallback_every == 0
         # Passes that read well are looked for near; the others (lettering, a plate too far to
         # read) do not keep the closer look from the frame.
         expected = lane.tracker.expected(frame)
-        closer = fallback and (self.closer_look == "frame" or (
-            lane.closer_due and not expected and frame.ts - lane.last_closed_ts >= CLOSER_AFTER_PASS_S
-        ))
+        closer = self.closer_look == "frame" or (
+            fallback and lane.closer_due and not expected
+            and frame.ts - lane.last_closed_ts >= CLOSER_AFTER_PASS_S
+        )
         h, w = frame.image.shape[:2]
         # Only the region of interest is read: the detectors' input shrinks with it (a lane that is
         # a third of the picture costs a third), or sees its plates bigger at the same cost.
