@@ -135,8 +135,8 @@ class Looks:
     (`reader.full_read_every`). Empty: the whole frame."""
     whole: bool = False
     """With `near`: read the whole frame too, with the first detector, for plates beside the passes'
-    (a car entering). Where the near look read its plates, the accurate detector and the closer look
-    stay off: the frame costs one fast read more, not the accurate detector's."""
+    (a car entering). Where the near look read its plates, the closer look stays off, and the
+    accurate detector reads only where the first one missed those plates (it is blind there)."""
 
 
 @dataclass(frozen=True, slots=True)

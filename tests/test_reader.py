@@ -28,6 +28,7 @@ from alprd.read.reader import (
     SQUARE_FACTOR,
     TALL_SURE,
     PlateReader,
+    _whole_row,
     runs_into_side,
 )
 from alprd.types import CONFIDENT, Box, Detection
@@ -394,7 +395,7 @@ def test_a_fragment_of_a_close_up_gives_way_to_the_whole_row(reader: PlateReader
             if part is None or part.text == row["plate"] or part.text not in row["plate"]:
                 continue
             fragments += 1
-            whole = reader._whole_row(image, region, [part])
+            whole = _whole_row(reader._frame_as_plate(image, region), [part])
             recovered += whole[0].text == row["plate"] and whole[0].confidence == part.confidence
     assert fragments >= 8, fragments
     assert recovered >= 0.6 * fragments, (recovered, fragments)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -195,8 +196,7 @@ class PlateReader:
             # of panned us photos 13-60) and read it the same in 62.
             if self.fallback is not None and got is None:
                 t = time.perf_counter()
-                better = self._read_nearest(image, region, self.fallback, crop, win, box, found)
-                got = better or got
+                got = self._read_nearest(image, region, self.fallback, crop, win, box, found)
                 stages["near_fallback"] = stages.get("near_fallback", 0.0) + (time.perf_counter() - t) * 1000
             if got is not None:
                 reads.append(got[0])
@@ -262,16 +262,18 @@ class PlateReader:
             reads += self._read_all(image, again, region)
             stages["closer"] = (time.perf_counter() - t) * 1000
         zoom_out = self.cfg.zoom_out and not known
+        # the frame read as one plate: line finding on the whole frame, done once for both looks
+        as_plate = functools.cache(lambda: self._frame_as_plate(image, region))
         if zoom_out and any(r.box.h >= CLOSE_UP * image.shape[0] for r in reads):
             t = time.perf_counter()
-            reads = self._whole_row(image, region, reads)
+            reads = _whole_row(as_plate(), reads)
             stages["whole"] = (time.perf_counter() - t) * 1000
         if zoom_out and not _confident(reads):
             t = time.perf_counter()
             wider = self._zoomed_out(image, region, detections)
             detections += [Detection(r.box, r.detection_score) for r in wider]
             reads += wider
-            if not _confident(reads) and (whole := self._frame_as_plate(image, region)) is not None:
+            if not _confident(reads) and (whole := as_plate()) is not None:
                 detections.append(Detection(whole.box, whole.detection_score))
                 reads.append(whole)
             detect_s += time.perf_counter() - t
@@ -320,21 +322,6 @@ class PlateReader:
             return None
         # the frame's box padded is the frame: its rows are the ones just found
         return self.read_plate(image, Detection(Box(0, 0, w, h), FRAME_SCORE), region, rows)
-
-    def _whole_row(self, image: Image, region: str, reads: list[Read]) -> list[Read]:
-        """In a close-up, the frame read as one plate (`_frame_as_plate`) replaces the reads whose
-        text it contains and is shorter than: the same row, seen whole. Its confidence is the best
-        such read's."""
-        whole = self._frame_as_plate(image, region)
-        if whole is None or not whole.grammar_ok:
-            return reads
-        parts = [r for r in reads if r.text in whole.text and len(r.text) < len(whole.text)]
-        if not parts:
-            return reads
-        best = max(parts, key=lambda r: r.confidence)
-        kept = [r for r in reads if r not in parts]
-        whole = dataclasses.replace(whole, confidence=best.confidence, detection_score=best.detection_score)
-        return [whole, *kept]
 
     def _read_all(self, image: Image, detections: list[Detection], region: str) -> list[Read]:
         return [r for d in detections if (r := self.read_plate(image, d, region)) is not None]
@@ -425,6 +412,21 @@ def runs_into_side(line: TextLine, crop_width: int, row_margin: float) -> bool:
     half = abs((line.w - 2 * row_margin * line.h) / 2 * math.cos(math.radians(line.angle)))
     tolerance = EDGE_TOLERANCE * crop_width + 1
     return line.cx - half < tolerance or line.cx + half > crop_width - tolerance
+
+
+def _whole_row(whole: Read | None, reads: list[Read]) -> list[Read]:
+    """In a close-up, the frame read as one plate (`_frame_as_plate`) replaces the reads whose text
+    it contains and is shorter than: the same row, seen whole. Its confidence is the best such
+    read's."""
+    if whole is None or not whole.grammar_ok:
+        return reads
+    parts = [r for r in reads if r.text in whole.text and len(r.text) < len(whole.text)]
+    if not parts:
+        return reads
+    best = max(parts, key=lambda r: r.confidence)
+    kept = [r for r in reads if r not in parts]
+    whole = dataclasses.replace(whole, confidence=best.confidence, detection_score=best.detection_score)
+    return [whole, *kept]
 
 
 def _confident(reads: list[Read]) -> int:
