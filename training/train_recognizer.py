@@ -328,9 +328,19 @@ class RecNet:
 # --- data ------------------------------------------------------------------------------------
 
 
-def augment(img: np.ndarray, rng: random.Random) -> np.ndarray:
-    """Photometric and small geometric changes of a 48-high line image (BGR uint8)."""
+def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0) -> np.ndarray:
+    """Photometric and small geometric changes of a 48-high line image (BGR uint8).
+
+    stretch F: half the lines are squeezed or stretched sideways by up to 1 + F. A condensed
+    state font or a plate seen at an angle gives fewer CTC steps per character than the plates
+    of our folders, and too few steps is how a character gets dropped.
+    """
     h, w = img.shape[:2]
+    if stretch > 0 and rng.random() < 0.5:
+        f = math.exp(rng.uniform(-1.0, 1.0) * math.log1p(stretch))
+        inter = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+        img = cv2.resize(img, (max(8, round(w * f)), h), interpolation=inter)
+        w = img.shape[1]
     # line-finder framing: trim or extend each side a little
     if rng.random() < 0.5:
         left, right = rng.randint(-4, 12), rng.randint(-4, 12)
@@ -406,9 +416,10 @@ class Stream:
     """Endless batches: sources drawn by MIX, each batch from one width bucket."""
 
     def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
-                 seed: int, width_scale: float = 1.0) -> None:
+                 seed: int, width_scale: float = 1.0, stretch: float = 0.0) -> None:
         self.rng = random.Random(seed)
         self.width_scale = width_scale
+        self.stretch = stretch
         self.batch = batch
         self.images, self.labels = images, labels
         by_source: dict[str, list[int]] = {}
@@ -425,7 +436,7 @@ class Stream:
         while True:
             src = self.rng.choices(self.sources, self.weights)[0]
             i = self.rng.choice(self.by_source[src])
-            img = augment(self.images[i], self.rng)
+            img = augment(self.images[i], self.rng, self.stretch)
             b = bucket(target_width(img, self.width_scale), self.width_scale)
             queue = self.pending.setdefault(b, [])
             queue.append((img, self.labels[i], src))
@@ -497,6 +508,8 @@ def main() -> None:
     ap.add_argument("--width-scale", type=float, default=1.0,
                     help="squeeze lines horizontally by this factor (0.5: half the input width, about half "
                          "the time per line); written into the contract, the runtime follows it")
+    ap.add_argument("--stretch", type=float, default=0.0, metavar="F",
+                    help="squeeze or stretch half the lines sideways by up to 1+F (fonts and angles vary)")
     ap.add_argument("--drop-blocks", default="",
                     help="comma-separated residual Add nodes of the stock graph whose blocks are bypassed "
                          "(e.g. Add.74,Add.98,Add.122: every other block of the middle stage)")
@@ -603,7 +616,7 @@ def main() -> None:
     net.train()
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
-    stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale)
+    stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale, args.stretch)
     neutral = {s for s in args.o_neutral.split(",") if s}
     unknown = neutral - set(sources)
     if unknown:
