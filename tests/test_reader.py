@@ -31,7 +31,7 @@ from alprd.read.reader import (
     _whole_row,
     runs_into_side,
 )
-from alprd.types import CONFIDENT, Box, Detection
+from alprd.types import CONFIDENT, Box, Detection, Looks
 
 ROOT = Path(__file__).resolve().parent.parent
 ALONE = {"detector_model": "plate_det", "fallback_model": None, "retry_size": None}
@@ -378,6 +378,33 @@ def test_plates_that_fill_the_frame_are_read_from_a_wider_look(data_dir: Path) -
                 assert r.box.clamp(image.shape[1], image.shape[0]) == r.box
     assert right_wide >= 0.75 * n, (right_wide, n)
     assert right_wide > right_narrow, (right_wide, right_narrow, n)
+
+
+def test_small_frames_a_plate_fills_are_read_at_their_own_scale(reader: PlateReader, data_dir: Path) -> None:
+    """A small plate cut out of its photo (a tight crop of a distant plate, a low-resolution
+    camera): scaled up to the detector's input, the plate is bigger and blurrier than any it
+    learned from; on a grey canvas at its own scale it is a plate of an ordinary photo. Every plate
+    of `us-ucsd` (46-112 px wide, a camera no model trained on; its figure only, no photo looked
+    at), cut out with margins, read as `alprd read` reads (the canvas first) and as the frame
+    alone with every other look (`_read_whole`). Margins (shares of the box's width at each end
+    and of its height above and below) tight, middling and loose in turn."""
+    folder = data_dir / "us-ucsd"
+    margins = ((0.04, 0.15), (0.12, 0.35), (0.2, 0.6))
+    right_canvas = right_frame = n = 0
+    for i, row in enumerate(_sample(folder, 1)):
+        image, _ = read_image(folder / row["file"])
+        x, y, w, h = (int(row[k]) for k in ("x", "y", "w", "h"))
+        mx, my = round(margins[i % 3][0] * w), round(margins[i % 3][1] * h)
+        cut = np.ascontiguousarray(image[max(0, y - my) : y + h + my, max(0, x - mx) : x + w + mx])
+        n += 1
+        reads = reader.read(cut, "us").reads
+        right_canvas += bool(reads) and reads[0].text == row["plate"]
+        alone = reader._read_whole(cut, "us", Looks()).reads
+        right_frame += bool(alone) and alone[0].text == row["plate"]
+        for r in reads:  # boxes in the frame's pixels, inside it
+            assert r.box.clamp(cut.shape[1], cut.shape[0]) == r.box
+    assert right_canvas >= 0.85 * n, (right_canvas, right_frame, n)
+    assert right_canvas > right_frame, (right_canvas, right_frame, n)
 
 
 def test_a_fragment_of_a_close_up_gives_way_to_the_whole_row(reader: PlateReader, data_dir: Path) -> None:

@@ -113,13 +113,12 @@ class ReaderConfig(Section):
     )
     zoom_out: bool = Field(
         False,
-        description="When no confident plate that fits the region's grammar is found, look again at the "
-        "frame padded on every side, then read the frame itself as a plate (a plate that fills the "
-        "frame: tight crops); in a close-up (a box a sixth of the frame high) the frame read whole "
-        "replaces a read of a piece of it. `alprd read`/`bench` use it. The daemon does not: on the "
-        "stream bench read frame by frame it ran at 217 of 514 motion frames, took 45% more CPU and "
-        "found no car more (12 of 12 either way; BENCHMARKS.md, Daemon, 2026-12-05); a camera's car "
-        "fills the frame in no frame, or in few.",
+        description="Looks for plates that fill the frame (tight crops): a frame under 3/4 of the detector's "
+        "size is read first at its own scale on a grey canvas; where nothing fits the grammar well, the "
+        "frame padded on every side, then the frame itself read as a plate; in a close-up (a box a sixth "
+        "of the frame high) the frame read whole replaces a read of a piece. `alprd read`/`bench` use it. "
+        "The daemon does not: on the stream bench frame by frame it ran at 217 of 514 motion frames, took "
+        "45% more CPU and found no car more (12 of 12 either way; BENCHMARKS.md, Daemon, 2026-12-05)."
     )
     min_detection_score: float | None = Field(
         None, ge=0.0, le=1.0,

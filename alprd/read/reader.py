@@ -84,6 +84,13 @@ plate: a serial spans most of its plate's width and a third to a half of its hei
 ~0.35 of the height, EU/BR ~0.6); padding and framing leave at least half and a sixth."""
 FRAME_SCORE = 0.5
 """The frame read as a plate has no detector score: it counts as an even chance of a plate."""
+SMALL_FRAME = 0.75
+"""A frame narrower than this share of the detector's input size (and lower than that share of
+its height) is read first on a grey canvas of the detector's size, at its own scale (`_on_canvas`):
+crops and cut-outs of small plates, which the detector, scaling the frame up to its input, would
+see bigger and blurrier than any plate it learned from."""
+CANVAS_ASPECT = 0.75
+"""The canvas's height as a share of its width: a camera frame's 4:3."""
 CLOSE_UP = FRAME_ROW[1]
 """A detector box at least this share of the frame's height is a close-up: the frame may be one
 plate, and the box a piece of it (a banner, a half row split at an emblem or a state graphic),
@@ -151,6 +158,8 @@ class PlateReader:
         region = region or self.cfg.region
         looks = looks or Looks()
         if not looks.near:
+            if self.cfg.zoom_out and self._small(image, looks):
+                return self._on_canvas(image, region, looks)
             return self._read_whole(image, region, looks)
         t0 = time.perf_counter()
         reads, detections, stages = self._read_near(image, looks.near, region)
@@ -219,13 +228,45 @@ class PlateReader:
                 return read, det
         return None
 
+    def _small(self, image: Image, looks: Looks) -> bool:
+        size = looks.size or self.cfg.detector_size
+        h, w = image.shape[:2]
+        return bool(w < SMALL_FRAME * size and h < SMALL_FRAME * CANVAS_ASPECT * size)
+
+    def _on_canvas(self, image: Image, region: str, looks: Looks) -> PhotoResult:
+        """A small frame read at its own scale, centred on a grey canvas the detector's size (every
+        look but those for plates that fill the frame: on the canvas none does); where nothing
+        reads well there, the frame itself is read too, with every look. Boxes in frame pixels."""
+        t0 = time.perf_counter()
+        size = looks.size or self.cfg.detector_size
+        h, w = image.shape[:2]
+        px, py = (size - w) // 2, (round(CANVAS_ASPECT * size) - h) // 2
+        canvas: Image = np.asarray(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT,
+                                                      value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
+        seen = self._read_whole(canvas, region, looks, filling=False)
+        # only a plate that fills the frame is the canvas's to read: a plate that is a small part of
+        # a small photo is seen better enlarged, as every other frame is
+        moved = [dataclasses.replace(r, box=_shifted(r.box, -px, -py, w, h)) for r in seen.reads]
+        reads = [r for r in moved if r.box.w >= FRAME_ROW[0] * w]
+        detections = [Detection(_shifted(d.box, -px, -py, w, h), d.score) for d in seen.detections]
+        stages = {f"canvas_{k}": v for k, v in seen.stage_ms.items()}
+        if not _confident(reads):
+            frame = self._read_whole(image, region, looks)
+            reads += [r for r in frame.reads if all(r.box.iou(o.box) < OVERLAP for o in reads)]
+            detections += frame.detections
+            stages.update(frame.stage_ms)
+        reads.sort(key=lambda r: r.confidence, reverse=True)
+        return PhotoResult(tuple(reads), detections=tuple(detections), ms=(time.perf_counter() - t0) * 1000,
+                           stage_ms=stages)
+
     def _read_whole(
-        self, image: Image, region: str, looks: Looks, known: list[Read] | None = None
+        self, image: Image, region: str, looks: Looks, known: list[Read] | None = None, filling: bool = True
     ) -> PhotoResult:
         """The whole frame, every look `looks` allows. `known`: plates the near look has read in
         this frame, which are not read again; the accurate detector then reads the frame only where
         the first one missed them too (its finding nothing else says nothing in a scene where it is
-        blind), and the looks for plates that fill the frame stay off."""
+        blind), and the looks for plates that fill the frame stay off, as they do with `filling`
+        False."""
         size = looks.size if looks.size and looks.size != self.cfg.detector_size else None
         t0 = time.perf_counter()
         detections = self.detector.detect(image, size)[: self.cfg.max_plates]
@@ -261,7 +302,7 @@ class PlateReader:
             detections += again
             reads += self._read_all(image, again, region)
             stages["closer"] = (time.perf_counter() - t) * 1000
-        zoom_out = self.cfg.zoom_out and not known
+        zoom_out = self.cfg.zoom_out and filling and not known
         # the frame read as one plate: line finding on the whole frame, done once for both looks
         as_plate = functools.cache(lambda: self._frame_as_plate(image, region))
         if zoom_out and any(r.box.h >= CLOSE_UP * image.shape[0] for r in reads):
@@ -427,6 +468,10 @@ def _whole_row(whole: Read | None, reads: list[Read]) -> list[Read]:
     kept = [r for r in reads if r not in parts]
     whole = dataclasses.replace(whole, confidence=best.confidence, detection_score=best.detection_score)
     return [whole, *kept]
+
+
+def _shifted(box: Box, dx: int, dy: int, width: int, height: int) -> Box:
+    return Box(box.x + dx, box.y + dy, box.w, box.h).clamp(width, height)
 
 
 def _confident(reads: list[Read]) -> int:
