@@ -234,39 +234,54 @@ class PlateReader:
         return bool(w < SMALL_FRAME * size and h < SMALL_FRAME * CANVAS_ASPECT * size)
 
     def _on_canvas(self, image: Image, region: str, looks: Looks) -> PhotoResult:
-        """A small frame read at its own scale, centred on a grey canvas the detector's size (every
-        look but those for plates that fill the frame: on the canvas none does); where nothing
-        reads well there, the frame itself is read too, with every look. Boxes in frame pixels."""
+        """A small frame read at its own scale, centred on a grey canvas the detector's size. Only
+        plates that fill at least half the frame's width are the canvas's to read: a plate that is
+        a small part of a small photo is seen better enlarged, as every other frame is. So where the
+        first detector finds boxes on the canvas and none of them is a close-up's (`CLOSE_UP` of the
+        frame's height), the frame is a scene and costs that one pass more; else the filling boxes
+        are read, and the accurate detector's too where none reads well. Where the canvas gives no
+        confident read, the frame itself is read, with every look. Boxes in frame pixels."""
         t0 = time.perf_counter()
         size = looks.size or self.cfg.detector_size
         h, w = image.shape[:2]
         px, py = (size - w) // 2, (round(CANVAS_ASPECT * size) - h) // 2
         canvas: Image = np.asarray(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT,
                                                       value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
-        seen = self._read_whole(canvas, region, looks, filling=False)
-        # only a plate that fills the frame is the canvas's to read: a plate that is a small part of
-        # a small photo is seen better enlarged, as every other frame is
-        moved = [dataclasses.replace(r, box=_shifted(r.box, -px, -py, w, h)) for r in seen.reads]
-        reads = [r for r in moved if r.box.w >= FRAME_ROW[0] * w]
-        detections = [Detection(_shifted(d.box, -px, -py, w, h), d.score) for d in seen.detections]
-        stages = {f"canvas_{k}": v for k, v in seen.stage_ms.items()}
+        found = self.detector.detect(canvas)[: self.cfg.max_plates]
+        reads: list[Read] = []
+        filling: list[Detection] = []
+        if not found or any(d.box.h >= CLOSE_UP * h for d in found):
+            filling = [d for d in found if d.box.w >= FRAME_ROW[0] * w]
+            reads = self._read_all(canvas, filling, region)
+            if not _confident(reads) and self.fallback is not None and looks.fallback:
+                # as in `_read_whole`, the accurate detector's reads stand (the first one's coarse
+                # boxes frame a plate that fills the frame loosely)
+                more = [d for d in self.fallback.detect(canvas)[: self.cfg.max_plates]
+                        if d.box.w >= FRAME_ROW[0] * w]
+                reads = self._read_all(canvas, more, region) + [
+                    r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in more)
+                ]
+                filling = more + [d for d in filling if all(d.box.iou(o.box) < OVERLAP for o in more)]
+        reads = [dataclasses.replace(r, box=_shifted(r.box, -px, -py, w, h)) for r in reads]
+        detections = [Detection(_shifted(d.box, -px, -py, w, h), d.score) for d in filling]
+        stages = {"canvas": (time.perf_counter() - t0) * 1000}
         if not _confident(reads):
             frame = self._read_whole(image, region, looks)
             reads += [r for r in frame.reads if all(r.box.iou(o.box) < OVERLAP for o in reads)]
             detections += frame.detections
             stages.update(frame.stage_ms)
+        reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
         reads.sort(key=lambda r: r.confidence, reverse=True)
         return PhotoResult(tuple(reads), detections=tuple(detections), ms=(time.perf_counter() - t0) * 1000,
                            stage_ms=stages)
 
     def _read_whole(
-        self, image: Image, region: str, looks: Looks, known: list[Read] | None = None, filling: bool = True
+        self, image: Image, region: str, looks: Looks, known: list[Read] | None = None
     ) -> PhotoResult:
         """The whole frame, every look `looks` allows. `known`: plates the near look has read in
         this frame, which are not read again; the accurate detector then reads the frame only where
         the first one missed them too (its finding nothing else says nothing in a scene where it is
-        blind), and the looks for plates that fill the frame stay off, as they do with `filling`
-        False."""
+        blind), and the looks for plates that fill the frame stay off."""
         size = looks.size if looks.size and looks.size != self.cfg.detector_size else None
         t0 = time.perf_counter()
         detections = self.detector.detect(image, size)[: self.cfg.max_plates]
@@ -302,7 +317,7 @@ class PlateReader:
             detections += again
             reads += self._read_all(image, again, region)
             stages["closer"] = (time.perf_counter() - t) * 1000
-        zoom_out = self.cfg.zoom_out and filling and not known
+        zoom_out = self.cfg.zoom_out and not known
         # the frame read as one plate: line finding on the whole frame, done once for both looks
         as_plate = functools.cache(lambda: self._frame_as_plate(image, region))
         if zoom_out and any(r.box.h >= CLOSE_UP * image.shape[0] for r in reads):
