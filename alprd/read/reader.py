@@ -245,9 +245,8 @@ class PlateReader:
         size = looks.size or self.cfg.detector_size
         h, w = image.shape[:2]
         px, py = (size - w) // 2, (round(CANVAS_ASPECT * size) - h) // 2
-        canvas: Image = np.asarray(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT,
-                                                      value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
-        found = self.detector.detect(canvas)[: self.cfg.max_plates]
+        canvas = _on_grey(image, px, py)
+        found = self.detector.detect(canvas, looks.size)[: self.cfg.max_plates]
         reads: list[Read] = []
         filling: list[Detection] = []
         if not found or any(d.box.h >= CLOSE_UP * h for d in found):
@@ -256,7 +255,7 @@ class PlateReader:
             if not _confident(reads) and self.fallback is not None and looks.fallback:
                 # as in `_read_whole`, the accurate detector's reads stand (the first one's coarse
                 # boxes frame a plate that fills the frame loosely)
-                more = [d for d in self.fallback.detect(canvas)[: self.cfg.max_plates]
+                more = [d for d in self.fallback.detect(canvas, looks.size)[: self.cfg.max_plates]
                         if d.box.w >= FRAME_ROW[0] * w]
                 reads = self._read_all(canvas, more, region) + [
                     r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in more)
@@ -356,14 +355,13 @@ class PlateReader:
         frame are found only this way; plates already found are not read twice."""
         h, w = image.shape[:2]
         px, py = round(w * ZOOM_OUT_PAD), round(h * ZOOM_OUT_PAD)
-        padded: Image = np.asarray(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT,
-                                                      value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
+        padded = _on_grey(image, px, py)
         reads = []
         for det in self.retry.detect(padded)[: self.cfg.max_plates]:
             read = self.read_plate(padded, det, region)
             if read is None:
                 continue
-            box = Box(read.box.x - px, read.box.y - py, read.box.w, read.box.h).clamp(w, h)
+            box = _shifted(read.box, -px, -py, w, h)
             if box.area and all(box.iou(d.box) < OVERLAP for d in seen):
                 reads.append(dataclasses.replace(read, box=box))
         return reads
@@ -485,7 +483,14 @@ def _whole_row(whole: Read | None, reads: list[Read]) -> list[Read]:
     return [whole, *kept]
 
 
+def _on_grey(image: Image, px: int, py: int) -> Image:
+    """`image` with `px` grey columns at each side and `py` grey rows above and below."""
+    return np.asarray(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT,
+                                         value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
+
+
 def _shifted(box: Box, dx: int, dy: int, width: int, height: int) -> Box:
+    """A box moved by (dx, dy), clamped to a frame `width` x `height` (a padded frame's box mapped back)."""
     return Box(box.x + dx, box.y + dy, box.w, box.h).clamp(width, height)
 
 
