@@ -149,10 +149,11 @@ def main() -> int:
             names = [n for n in names if hash_split(n) == "dev"]
         exact = folded = n = 0
         times = []
+        cut = args.as_crops and source not in ("us-crops", "br-crops")  # crop folders are crops already
         for i, name in enumerate(names, 1):
             image, _ = read_image(DATA / source / name)
             plates = {r["plate"] for r in labels[name]}
-            if args.as_crops and source not in ("us-crops", "br-crops"):
+            if cut:
                 views = [(crop, {plate}) for crop, plate in plate_crops(image, labels[name], name)]
             else:
                 views = [(image, plates)]
@@ -167,7 +168,7 @@ def main() -> int:
             if i % 100 == 0:
                 print(f"{source}: {i}/{len(names)} exact {exact / max(1, n):.3f}", file=sys.stderr)
         label = run_name + (f"+{args.second}<{args.below}:{args.combine}" if second else "")
-        row = {"source": source + ("@crops" if args.as_crops else ""), "run": label, "n": n,
+        row = {"source": source + ("@crops" if cut else ""), "run": label, "n": n,
                "exact": round(exact / n, 4), "folded": round(folded / n, 4),
                "ms_median": round(float(np.median(times)), 1)}
         print(json.dumps(row), flush=True)

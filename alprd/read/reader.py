@@ -257,10 +257,7 @@ class PlateReader:
                 # boxes frame a plate that fills the frame loosely)
                 more = [d for d in self.fallback.detect(canvas, looks.size)[: self.cfg.max_plates]
                         if d.box.w >= FRAME_ROW[0] * w]
-                reads = self._read_all(canvas, more, region) + [
-                    r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in more)
-                ]
-                filling = more + [d for d in filling if all(d.box.iou(o.box) < OVERLAP for o in more)]
+                reads, filling = _over(more, self._read_all(canvas, more, region), reads, filling)
         reads = [dataclasses.replace(r, box=_shifted(r.box, -px, -py, w, h)) for r in reads]
         detections = [Detection(_shifted(d.box, -px, -py, w, h), d.score) for d in filling]
         stages = {"canvas": (time.perf_counter() - t0) * 1000}
@@ -301,10 +298,7 @@ class PlateReader:
             more = [d for d in self.fallback.detect(image, size)[: self.cfg.max_plates]
                     if all(d.box.iou(k.box) < OVERLAP for k in known or ())]
             detect_s += time.perf_counter() - t
-            reads = self._read_all(image, more, region) + [
-                r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in more)
-            ]
-            detections = more + [d for d in detections if all(d.box.iou(o.box) < OVERLAP for o in more)]
+            reads, detections = _over(more, self._read_all(image, more, region), reads, detections)
             stages["fallback"] = (time.perf_counter() - t) * 1000
         closer = self._closer_size(looks) if looks.closer else 0
         if closer and not _confident(reads):
@@ -481,6 +475,17 @@ def _whole_row(whole: Read | None, reads: list[Read]) -> list[Read]:
     kept = [r for r in reads if r not in parts]
     whole = dataclasses.replace(whole, confidence=best.confidence, detection_score=best.detection_score)
     return [whole, *kept]
+
+
+def _over(
+    better: list[Detection], better_reads: list[Read], reads: list[Read], detections: list[Detection]
+) -> tuple[list[Read], list[Detection]]:
+    """The accurate detector's detections and reads laid over the first one's: they stand, and the
+    first one's stay only where the accurate one found nothing."""
+    return (
+        better_reads + [r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in better)],
+        better + [d for d in detections if all(d.box.iou(o.box) < OVERLAP for o in better)],
+    )
 
 
 def _on_grey(image: Image, px: int, py: int) -> Image:
