@@ -9,6 +9,11 @@
 #   $TRAIN_PY training/prepare_rec_data.py --out $DATA/real --row-margin 0.2
 #   $TRAIN_PY training/prepare_rec_data.py --out $DATA/synth --row-margin 0.2 --no-labelled --synthetic 24000
 #   $TRAIN_PY training/prepare_rec_data.py --out $DATA/ro --row-margin 0.2 --no-labelled --pseudo
+#
+# With SOUP (names of recipes already trained this way), nothing is trained: each of the six runs
+# RUN-x is the average of the SOUP runs' -x weights (training/soup_recognizer.py), so that the soup
+# of runs trained without a source still never saw it. The shipped recognizer:
+#   RUN=r30 ...; RUN=r33 EXTRA="--stretch 0.3" ...; RUN=s1 SOUP="r30 r33" bash training/loso.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAIN_PY=${TRAIN_PY:?set TRAIN_PY to the training venv python (training/README.md)}
@@ -23,16 +28,28 @@ train() {  # train NAME [LEFT-OUT], then its int8 twin NAME-q
     local args=(--run "$1" "${RECIPE[@]}")
     if [ -n "${2:-}" ]; then args+=(--leave-out "$2"); fi
     "$TRAIN_PY" training/train_recognizer.py "${args[@]}" > /dev/null
+    quantize "$1"
+}
+pair() { train "$1" "${2:-}" & train "$3" "${4:-}"; wait; }
+quantize() {
     "$TRAIN_PY" training/quantize_recognizer.py --float ".cache/rec-runs/$1/plate_rec.onnx" \
         --data "$DATA/real/lines.npz" --out ".cache/rec-runs/$1-q/plate_rec.onnx" > /dev/null
 }
-pair() { train "$1" "${2:-}" & train "$3" "${4:-}"; wait; }
 
-# the US pair first: its two left-out sources and us-ucsd can be read after 40 minutes, and a
-# recipe that loses there can be stopped before the other four runs
-pair "$RUN-no-us" us "$RUN-no-us-crops" us-crops
-pair "$RUN-no-eu" eu "$RUN-no-br" br
-pair "$RUN-no-br-crops" br-crops "$RUN"
+if [ -n "${SOUP:-}" ]; then
+    for x in -no-us -no-us-crops -no-eu -no-br -no-br-crops ""; do
+        ingredients=()
+        for r in $SOUP; do ingredients+=("$r$x"); done
+        "$TRAIN_PY" training/soup_recognizer.py --run "$RUN$x" "${ingredients[@]}"
+        quantize "$RUN$x"
+    done
+else
+    # the US pair first: its two left-out sources and us-ucsd can be read after 40 minutes, and a
+    # recipe that loses there can be stopped before the other four runs
+    pair "$RUN-no-us" us "$RUN-no-us-crops" us-crops
+    pair "$RUN-no-eu" eu "$RUN-no-br" br
+    pair "$RUN-no-br-crops" br-crops "$RUN"
+fi
 # each run's heavy convolutions went into int8 as it ended (quantize_recognizer.py), as shipped
 .venv/bin/python training/eval_loso.py --pair us="$RUN-no-us-q" --pair eu="$RUN-no-eu-q" --pair br="$RUN-no-br-q" \
     --pair us-crops="$RUN-no-us-crops-q" --pair br-crops="$RUN-no-br-crops-q" --pair us-ucsd="$RUN-q" \
