@@ -1,7 +1,7 @@
 """Leave-one-source-out accuracy: each source is read by a recognizer that never trained on it.
 
     .venv/bin/python training/eval_loso.py --runs .cache/rec-runs \\
-        --pair us=r30-no-us --pair eu=r30-no-eu ... --pair us-ucsd=r30 [--json out.json]
+        --pair us=s1-no-us-q --pair eu=s1-no-eu-q ... --pair us-ucsd=s1-q [--json out.json]
 
 A pair `SOURCE=RUN` reads every photo of `../shared/data/plates/SOURCE` with the whole reader as
 `alprd bench` reads it (`config.PHOTO_READER`), its recognizer replaced by RUN's `plate_rec.onnx`
