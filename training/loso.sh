@@ -24,10 +24,14 @@ RECIPE=(--data "$DATA/real/lines.npz" "$DATA/synth/lines.npz" "$DATA/ro/lines.np
         --batch 16 --freeze 90 --fold --l2sp 0.005 --threads 1 ${EXTRA:-})
 export OMP_WAIT_POLICY=PASSIVE
 
-train() {  # train NAME [LEFT-OUT], then its int8 twin NAME-q
+train() {  # train NAME [LEFT-OUT], then its int8 twin NAME-q; a run already trained is kept
     local args=(--run "$1" "${RECIPE[@]}")
     if [ -n "${2:-}" ]; then args+=(--leave-out "$2"); fi
-    "$TRAIN_PY" training/train_recognizer.py "${args[@]}" > /dev/null
+    if [ -f ".cache/rec-runs/$1/plate_rec.json" ]; then
+        echo "loso.sh: $1 is trained already: kept (delete .cache/rec-runs/$1 to train it again)" >&2
+    else
+        "$TRAIN_PY" training/train_recognizer.py "${args[@]}" > /dev/null
+    fi
     quantize "$1"
 }
 pair() { train "$1" "${2:-}" & train "$3" "${4:-}"; wait; }
@@ -45,7 +49,7 @@ if [ -n "${SOUP:-}" ]; then
     done
 else
     # the US pair first: its two left-out sources and us-ucsd can be read after 40 minutes, and a
-    # recipe that loses there can be stopped before the other four runs
+    # recipe that loses there can be stopped before the other four runs, or run again to train them
     pair "$RUN-no-us" us "$RUN-no-us-crops" us-crops
     pair "$RUN-no-eu" eu "$RUN-no-br" br
     pair "$RUN-no-br-crops" br-crops "$RUN"
