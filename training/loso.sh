@@ -14,19 +14,24 @@
 # RUN-x is the average of the SOUP runs' -x weights (training/soup_recognizer.py), so that the soup
 # of runs trained without a source still never saw it. The shipped recognizer:
 #   RUN=r30 ...; RUN=r33 EXTRA="--stretch 0.3" ...; RUN=s1 SOUP="r30 r33" bash training/loso.sh
+#
+# With INIT (a recipe already trained this way), each run RUN-x starts from INIT-x's weights instead
+# of the stock ones (and L2-SP then holds it near them), so that it too never saw its source.
+# MORE_DATA adds line files to the recipe's three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRAIN_PY=${TRAIN_PY:?set TRAIN_PY to the training venv python (training/README.md)}
 DATA=${DATA:?set DATA to the folder of prepare_rec_data.py outputs}
 RUN=${RUN:-r30}
 STEPS=${STEPS:-2000}
-RECIPE=(--data "$DATA/real/lines.npz" "$DATA/synth/lines.npz" "$DATA/ro/lines.npz" --steps "$STEPS"
+RECIPE=(--data "$DATA/real/lines.npz" "$DATA/synth/lines.npz" "$DATA/ro/lines.npz" ${MORE_DATA:-} --steps "$STEPS"
         --batch 16 --freeze 90 --fold --l2sp 0.005 --threads 1 ${EXTRA:-})
 export OMP_WAIT_POLICY=PASSIVE
 
 train() {  # train NAME [LEFT-OUT], then its int8 twin NAME-q; a run already trained is kept
     local args=(--run "$1" "${RECIPE[@]}")
     if [ -n "${2:-}" ]; then args+=(--leave-out "$2"); fi
+    if [ -n "${INIT:-}" ]; then args+=(--init ".cache/rec-runs/$INIT${1#"$RUN"}/plate_rec.onnx"); fi
     if [ -f ".cache/rec-runs/$1/plate_rec.json" ]; then
         echo "loso.sh: $1 is trained already: kept (delete .cache/rec-runs/$1 to train it again)" >&2
     else

@@ -211,6 +211,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for lines.npz and summary.json")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--synthetic", type=int, default=0, metavar="N", help="also cut N rendered plates")
+    ap.add_argument("--kind", choices=("us", "eu", "br"),
+                    help="render only this kind of plate (default: us, eu and br in synth_plates.SHARES)")
+    ap.add_argument("--stacked", type=float, metavar="SHARE",
+                    help="share of US plates rendered with stacked letters beside the serial "
+                    "(default: synth_plates.STACKED)")
     ap.add_argument("--pseudo", action="store_true",
                     help="also cut the unlabelled ro-detect plates and keep a line where the stock and the "
                     "shipped recognizer read the same plate-like text (source ro-pseudo)")
@@ -272,11 +277,15 @@ def main() -> None:
         log.info("ro-pseudo: %s (%.0f s)", stats.get("ro-pseudo"), time.monotonic() - t0)
 
     if args.synthetic:
+        from training import synth_plates
         from training.synth_plates import render
+
+        if args.stacked is not None:
+            synth_plates.STACKED = args.stacked
 
         srng = random.Random(args.seed + 1)
         for i in range(args.synthetic):
-            sample = render(srng)
+            sample = render(srng, args.kind)
             src = f"synth-{sample.kind}"
             add(src, f"synth{i:06d}", sample.label, cutter.sample(sample.image, sample.label))
             if (i + 1) % 2000 == 0:

@@ -177,8 +177,9 @@ def text_width(draw: ImageDraw.ImageDraw, text: str, f: ImageFont.FreeTypeFont) 
 
 def draw_row(img: Image.Image, text: str, box: tuple[float, float, float, float],
              color: tuple[int, int, int], font_path: str, rng: random.Random, emboss: bool,
-             seal: tuple[int, int, int] | None = None) -> None:
+             seal: tuple[int, int, int] | None = None) -> tuple[float, float]:
     """Draw the plate's characters to fill `box` (x, y, w, h): cap height = h, squeezed to fit w.
+    Returns the drawn row's left and right ends.
 
     Characters go one by one with a random tracking; ' ' and '-' are gaps (a dash is drawn), ':' a
     round seal (German plates). The row is drawn on its own layer and squeezed horizontally when
@@ -240,6 +241,8 @@ def draw_row(img: Image.Image, text: str, box: tuple[float, float, float, float]
         img.paste((60, 60, 60), (ox + off, oy + off), layer.point(lambda v: v * 0.5))
     img.paste(color, (ox, oy), layer)
     img.paste(seals, (ox, oy), seal_mask)
+    left = ox + 2 * h * scale_x
+    return left, left + total * scale_x
 
 
 def draw_label(img: Image.Image, text: str, cx: float, cy: float, max_w: float, h: float,
@@ -317,10 +320,13 @@ def us_plate(rng: random.Random) -> tuple[Image.Image, str]:
     cy = H * rng.uniform(0.5, 0.58)
     margin = W * rng.uniform(0.05, 0.14)
     row_w = W - 2 * margin
-    if rng.random() < 0.25:  # a picture or emblem beside the row takes room
+    stacked = STACKED > 0 and rng.random() < STACKED  # no draw at 0: the older sets' stream
+    if stacked or rng.random() < 0.25:  # a picture, an emblem or stacked letters take room
         row_w *= rng.uniform(0.75, 0.9)
-    draw_row(img, text, (W / 2 - row_w / 2, cy - ch / 2, row_w, ch), color, fp, rng,
-             emboss=rng.random() < 0.3)
+    ends = draw_row(img, text, (W / 2 - row_w / 2, cy - ch / 2, row_w, ch), color, fp, rng,
+                    emboss=rng.random() < 0.3)
+    if stacked:
+        stack(img, ends, cy, ch, color, fp, rng)
     label_color = rng.choice([color, ink(rng), (200, 30, 30), (20, 40, 140)])
     if rng.random() < 0.9:
         draw_label(img, rng.choice(US_STATES), W / 2, H * rng.uniform(0.1, 0.17), W * rng.uniform(0.4, 0.8),
@@ -340,6 +346,35 @@ def us_plate(rng: random.Random) -> tuple[Image.Image, str]:
     if rng.random() < 0.6:
         bolts(img, W, H, rng)
     return img, plain(text)
+
+
+STACKED = 0.0
+"""Share of rendered US plates with a stack of one to three small characters beside the serial:
+the class, county or organisation letters of special plates (Delaware's PC, Idaho's county codes,
+New Jersey, Massachusetts, North Carolina and Maryland organisation plates) are printed one above
+the other, each under half the serial's height, and are not part of the number the labels (and
+the DMV) give. Without such plates to learn from, a fine-tuned model reads one of them as a first
+or last character (`E197659`): stacks are about a fifth of the us-crops misses of models that never
+trained on us-crops (2026-12-06). 0 here, so that the main synthetic set renders as it always has;
+`prepare_rec_data.py --kind us --stacked 1.0` renders the supplement of stacked plates."""
+
+
+def stack(img: Image.Image, ends: tuple[float, float], cy: float, ch: float,
+          color: tuple[int, int, int], font_path: str, rng: random.Random) -> None:
+    """Small characters one above the other, beside the serial row that spans `ends`, centred on
+    its middle `cy` (the row's cap height is `ch`); on the left two times in three."""
+    k = rng.choice((1, 2, 2, 2, 3))
+    gh = ch * rng.uniform(0.3, 0.45) if k < 3 else ch * rng.uniform(0.26, 0.32)
+    lead = gh * rng.uniform(0.15, 0.35)
+    gw = gh * rng.uniform(0.6, 0.9)
+    gap = ch * rng.uniform(0.08, 0.3)
+    x = ends[0] - gap - gw if rng.random() < 2 / 3 else ends[1] + gap
+    top = cy - (k * gh + (k - 1) * lead) / 2
+    own = rng.random() < 0.7  # the serial's font and colour, or a label's
+    for i in range(k):
+        glyph = rng.choice(L) if rng.random() < 0.8 else rng.choice(N)
+        draw_row(img, glyph, (x, top + i * (gh + lead), gw, gh), color if own else ink(rng),
+                 font_path if own else rng.choice(fonts(LABEL_FONTS)), rng, emboss=False)
 
 
 def eu_plate(rng: random.Random) -> tuple[Image.Image, str]:

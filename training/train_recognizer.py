@@ -702,6 +702,10 @@ def main() -> None:
         "minutes_2core_cpu": round(minutes, 1),
         "command": "training/prepare_rec_data.py && training/train_recognizer.py " + " ".join(sys.argv[1:]),
     }
+    if args.init is not None and (init_contract := args.init.with_suffix(".json")).exists():
+        # a continued run carries what its starting point was trained on (a soup's ingredients)
+        trained_on["init"] = {"run": args.init.parent.name,
+                              "trained_on": json.loads(init_contract.read_text()).get("trained_on")}
     extra = {
         "source": "PaddleOCR PP-OCRv6 small text recognizer (rapidocr==3.10.0 PP-OCRv6_rec_small.onnx), "
         + ("head cut to its blank, 0-9, A-Z, a-z and separator rows, folded to [blank, 0-9, A-Z] in "
