@@ -277,15 +277,12 @@ def main() -> None:
         log.info("ro-pseudo: %s (%.0f s)", stats.get("ro-pseudo"), time.monotonic() - t0)
 
     if args.synthetic:
-        from training import synth_plates
-        from training.synth_plates import render
+        from training.synth_plates import STACKED, render
 
-        if args.stacked is not None:
-            synth_plates.STACKED = args.stacked
-
+        stacked = STACKED if args.stacked is None else args.stacked
         srng = random.Random(args.seed + 1)
         for i in range(args.synthetic):
-            sample = render(srng, args.kind)
+            sample = render(srng, args.kind, stacked)
             src = f"synth-{sample.kind}"
             add(src, f"synth{i:06d}", sample.label, cutter.sample(sample.image, sample.label))
             if (i + 1) % 2000 == 0:

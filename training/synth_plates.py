@@ -306,7 +306,7 @@ def background(W: int, H: int, rng: random.Random, base: tuple[int, int, int]) -
     return img
 
 
-def us_plate(rng: random.Random) -> tuple[Image.Image, str]:
+def us_plate(rng: random.Random, stacked_share: float = 0.0) -> tuple[Image.Image, str]:
     W, H = 600, 300
     dark = rng.random() < 0.08
     base = rgb(rng, 20, 70) if dark else rng.choice([rgb(rng, 215, 255), rgb(rng, 215, 255),
@@ -320,7 +320,7 @@ def us_plate(rng: random.Random) -> tuple[Image.Image, str]:
     cy = H * rng.uniform(0.5, 0.58)
     margin = W * rng.uniform(0.05, 0.14)
     row_w = W - 2 * margin
-    stacked = STACKED > 0 and rng.random() < STACKED  # no draw at 0: the older sets' stream
+    stacked = stacked_share > 0 and rng.random() < stacked_share  # no draw at 0: the older sets' stream
     if stacked or rng.random() < 0.25:  # a picture, an emblem or stacked letters take room
         row_w *= rng.uniform(0.75, 0.9)
     ends = draw_row(img, text, (W / 2 - row_w / 2, cy - ch / 2, row_w, ch), color, fp, rng,
@@ -554,9 +554,10 @@ def camera(crop: np.ndarray, plate_px: float, rng: random.Random) -> np.ndarray:
 SHARES = {"us": 0.5, "eu": 0.3, "br": 0.2}
 
 
-def render(rng: random.Random, kind: str | None = None) -> Sample:
+def render(rng: random.Random, kind: str | None = None, stacked: float = STACKED) -> Sample:
+    """`stacked`: the share of US plates drawn with stacked letters (`STACKED`)."""
     kind = kind or rng.choices(list(SHARES), list(SHARES.values()))[0]
-    pil, label = {"us": us_plate, "eu": eu_plate, "br": br_plate}[kind](rng)
+    pil, label = us_plate(rng, stacked) if kind == "us" else {"eu": eu_plate, "br": br_plate}[kind](rng)
     plate = cv2.cvtColor(np.asarray(pil), cv2.COLOR_RGB2BGR)
     if rng.random() < (0.3 if kind == "us" else 0.1):
         plate = holder(plate, rng)
