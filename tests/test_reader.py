@@ -238,6 +238,8 @@ def test_cli_bench_json(data_dir: Path, tmp_path: Path) -> None:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"n", "exact", "folded", "det_recall", "ms_median", "ms_p95", "rss_mb"} <= set(summary)
     assert summary["n"] == 6 and summary["det_recall"] is not None
+    # every labelled photo not read exactly is counted in one class of misses
+    assert sum(summary["misses"].values()) == round(6 * (1 - summary["exact"]))
 
 
 def test_cli_bench_refuses_folder_without_labels(tmp_path: Path) -> None:

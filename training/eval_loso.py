@@ -109,6 +109,7 @@ def main() -> int:
     from alprd.cli.reader import fold, load_labels
     from alprd.config import PHOTO_READER, ReaderConfig
     from alprd.read.imageio import read_image
+    from alprd.read.misses import count_misses
     from alprd.read.reader import PlateReader
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -149,6 +150,7 @@ def main() -> int:
             names = [n for n in names if hash_split(n) == "dev"]
         exact = folded = n = 0
         times = []
+        tops: list[tuple[str, set[str]]] = []
         cut = args.as_crops and source not in ("us-crops", "br-crops")  # crop folders are crops already
         for i, name in enumerate(names, 1):
             image, _ = read_image(DATA / source / name)
@@ -165,12 +167,13 @@ def main() -> int:
                 n += 1
                 exact += top in wanted
                 folded += fold(top) in {fold(p) for p in wanted}
+                tops.append((top, wanted))
             if i % 100 == 0:
                 print(f"{source}: {i}/{len(names)} exact {exact / max(1, n):.3f}", file=sys.stderr)
         label = run_name + (f"+{args.second}<{args.below}:{args.combine}" if second else "")
         row = {"source": source + ("@crops" if cut else ""), "run": label, "n": n,
                "exact": round(exact / n, 4), "folded": round(folded / n, 4),
-               "ms_median": round(float(np.median(times)), 1)}
+               "ms_median": round(float(np.median(times)), 1), "misses": count_misses(tops)}
         print(json.dumps(row), flush=True)
         results.append(row)
     mean = {"mean_exact": round(float(np.mean([r["exact"] for r in results])), 4),

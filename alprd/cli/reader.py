@@ -19,6 +19,7 @@ from ..config import DETECTOR_MODELS, PHOTO_READER, ReaderConfig
 from ..errors import AlprdError, ModelError
 from ..exits import Exit
 from ..read.imageio import read_image
+from ..read.misses import count_misses
 from ..read.report import plate_json
 from ..types import Box, PhotoResult
 
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     b = sub.add_parser("bench", help="accuracy and speed over a labelled folder",
                        description="Read DIR/labels.csv (columns file, plate and optionally x,y,w,h) and "
-                       "report exact and O/0,I/1-folded accuracy, detector recall, ms per image, peak RSS.")
+                       "report exact and O/0,I/1-folded accuracy, the misses by class (dropped, extra or "
+                       "look-alike characters, ...), detector recall, ms per image, peak RSS.")
     b.add_argument("dir", type=Path, metavar="DIR", help="folder of photos with a labels.csv")
     b.add_argument("--json", action="store_true", help="print one final JSON object instead of text")
     b.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
@@ -182,6 +184,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     n_text = exact = folded = n_boxes = found = errors = 0
     times: list[float] = []
     stages: dict[str, list[float]] = {}
+    tops: list[tuple[str, set[str]]] = []
     progress = Progress(len(files))
     for i, name in enumerate(files, 1):
         rows = labels[name]
@@ -202,6 +205,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             n_text += 1
             exact += top in plates
             folded += fold(top) in {fold(p) for p in plates}
+            tops.append((top, plates))
         for r in rows:
             if all(r.get(k) for k in ("x", "y", "w", "h")):
                 n_boxes += 1
@@ -220,6 +224,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "errors": errors,
         "fps": round(1000 / float(np.median(times)), 1) if times else None,
         "stage_ms_median": {k: round(float(np.median(v)), 1) for k, v in stages.items()},
+        "misses": count_misses(tops),
     }
     if args.json:
         print(json.dumps(summary))
