@@ -7,7 +7,9 @@ A pair `SOURCE=RUN` reads every photo of `../shared/data/plates/SOURCE` with the
 `alprd bench` reads it (`config.PHOTO_READER`), its recognizer replaced by RUN's `plate_rec.onnx`
 (every other model is the shipped one). RUN must have been trained with `--leave-out SOURCE`
 (checked against its contract), except for `us-ucsd`, which no run trains on. Prints one JSON
-line per pair and, last, the mean over the pairs: the number a recognizer is shipped on.
+line per pair, with its misses counted by class (`alprd.read.misses`: a left-out source's misses
+are read as classes, never one by one), and, last, the mean over the pairs: the number a
+recognizer is shipped on.
 
 The plate detectors trained on the train halves of eu and br (never on us, us-crops, br-crops or
 us-ucsd): for eu and br, `--dev-only` keeps the halves neither model saw.
