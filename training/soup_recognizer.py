@@ -110,8 +110,11 @@ def main() -> int:
     use_sizes_of(first)
     trained_on = dict(first["trained_on"])
     trained_on.pop("command", None)
-    trained_on["lines"] = {k: max(c["trained_on"]["lines"].get(k, 0) for c in contracts.values())
-                           for k in sorted({k for c in contracts.values() for k in c["trained_on"]["lines"]})}
+    lines: dict[str, int] = {}
+    for c in contracts.values():  # each source's largest count: a recipe's MORE_DATA adds rendered lines
+        for source, count in c["trained_on"]["lines"].items():
+            lines[source] = max(lines.get(source, 0), count)
+    trained_on["lines"] = dict(sorted(lines.items()))
     trained_on["soup"] = [{"run": r, "command": portable(c["trained_on"].get("command") or "")}
                           for r, c in contracts.items()]
     trained_on["minutes_2core_cpu"] = round(sum(c["trained_on"].get("minutes_2core_cpu", 0)
