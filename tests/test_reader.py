@@ -240,6 +240,9 @@ def test_cli_bench_json(data_dir: Path, tmp_path: Path) -> None:
     assert summary["n"] == 6 and summary["det_recall"] is not None
     # every labelled photo not read exactly is counted in one class of misses
     assert sum(summary["misses"].values()) == round(6 * (1 - summary["exact"]))
+    # six photos leave the rate wide open: the interval says so, and holds the rate
+    low, high = summary["exact_ci95"]
+    assert low <= summary["exact"] <= high and high - low > 0.2
 
 
 def test_cli_bench_refuses_folder_without_labels(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ A pair `SOURCE=RUN` reads every photo of `../shared/data/plates/SOURCE` with the
 `alprd bench` reads it (`config.PHOTO_READER`), its recognizer replaced by RUN's `plate_rec.onnx`
 (every other model is the shipped one). RUN must have been trained with `--leave-out SOURCE`
 (checked against its contract), except for `us-ucsd`, which no run trains on. Prints one JSON
-line per pair, with its misses counted by class (`alprd.read.misses`: a left-out source's misses
-are read as classes, never one by one), and, last, the mean over the pairs: the number a
-recognizer is shipped on.
+line per pair, with its exact rate's 95% interval (Wilson) and its misses counted by class
+(`alprd.read.misses`: a left-out source's misses are read as classes, never one by one), and,
+last, the mean over the pairs: the number a recognizer is shipped on.
 
 The plate detectors trained on the train halves of eu and br (never on us, us-crops, br-crops or
 us-ucsd): for eu and br, `--dev-only` keeps the halves neither model saw.
@@ -111,7 +111,7 @@ def main() -> int:
     from alprd.cli.reader import fold, load_labels
     from alprd.config import PHOTO_READER, ReaderConfig
     from alprd.read.imageio import read_image
-    from alprd.read.misses import count_misses
+    from alprd.read.misses import count_misses, exact_interval
     from alprd.read.reader import PlateReader
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -174,7 +174,8 @@ def main() -> int:
                 print(f"{source}: {i}/{len(names)} exact {exact / max(1, n):.3f}", file=sys.stderr)
         label = run_name + (f"+{args.second}<{args.below}:{args.combine}" if second else "")
         row = {"source": source + ("@crops" if cut else ""), "run": label, "n": n,
-               "exact": round(exact / n, 4), "folded": round(folded / n, 4),
+               "exact": round(exact / n, 4), "exact_ci95": [round(x, 4) for x in exact_interval(exact, n)],
+               "folded": round(folded / n, 4),
                "ms_median": round(float(np.median(times)), 1), "misses": count_misses(tops)}
         print(json.dumps(row), flush=True)
         results.append(row)

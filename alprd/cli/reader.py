@@ -19,7 +19,7 @@ from ..config import DETECTOR_MODELS, PHOTO_READER, ReaderConfig
 from ..errors import AlprdError, ModelError
 from ..exits import Exit
 from ..read.imageio import read_image
-from ..read.misses import count_misses
+from ..read.misses import count_misses, exact_interval
 from ..read.report import plate_json
 from ..types import Box, PhotoResult
 
@@ -216,6 +216,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     summary = {
         "n": len(files),
         "exact": round(exact / n_text, 4) if n_text else None,
+        "exact_ci95": [round(x, 4) for x in exact_interval(exact, n_text)] if n_text else None,
         "folded": round(folded / n_text, 4) if n_text else None,
         "det_recall": round(found / n_boxes, 4) if n_boxes else None,
         "ms_median": round(float(np.median(times)), 1) if times else None,

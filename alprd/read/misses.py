@@ -3,10 +3,14 @@
 A set's misses are looked at as counts of classes (a dropped last character, a look-alike glyph,
 a character too many), not one photo at a time: a fix is aimed at a class of plates and tested on
 another source, so no rule is written from one set's misses (issue 18).
+
+`exact_interval` says how far one set's figure can be trusted: 96 photos read 92.7% could come
+from a reader whose true rate lies anywhere between about 86% and 96%.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 
@@ -68,3 +72,22 @@ def count_misses(pairs: Iterable[tuple[str, set[str]]]) -> dict[str, int]:
             continue
         counts[min((miss_class(read, lab) for lab in labels), key=CLASSES.index)] += 1
     return {c: counts[c] for c in CLASSES if counts[c]}
+
+
+Z95 = 1.96
+"""The normal quantile of a two-sided 95% interval."""
+
+
+def exact_interval(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a rate of `hits` in `n`.
+
+    Wilson rather than the normal approximation, p ± z·sqrt(p(1-p)/n): reads near 100% on a hundred
+    photos are the common case, and there the normal interval collapses to a point at 100% or runs
+    past it; Wilson's stays inside [0, 1] and is not empty at 0 or n hits."""
+    if n <= 0 or not 0 <= hits <= n:
+        raise ValueError(f"exact_interval: {hits} hits in {n}")
+    p = hits / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
