@@ -12,10 +12,12 @@
 #
 # With SOUP (names of recipes already trained this way), nothing is trained: each of the six runs
 # RUN-x is the average of the SOUP runs' -x weights (training/soup_recognizer.py), so that the soup
-# of runs trained without a source still never saw it. The shipped recognizer (s3), with
+# of runs trained without a source still never saw it. The shipped recognizer (s6), with
 # MORE="$DATA/stack7/lines.npz $DATA/stack8/lines.npz" (training/setup_recognizer.sh makes them):
+#   RUN=r30 ...; RUN=r33 EXTRA="--stretch 0.3" ...;
 #   RUN=r37 MORE_DATA="$MORE" ...; RUN=r38 MORE_DATA="$MORE" EXTRA="--stretch 0.3" ...;
-#   RUN=s3 SOUP="r37 r38" bash training/loso.sh
+#   RUN=r39 MORE_DATA="$MORE" EXTRA="--seed 1" ...; RUN=r40 MORE_DATA="$MORE" EXTRA="--seed 1 --stretch 0.3" ...;
+#   RUN=s6 SOUP="r30 r33 r37 r38 r39 r40" bash training/loso.sh
 #
 # With INIT (a recipe already trained this way), each run RUN-x starts from INIT-x's weights instead
 # of the stock ones (and L2-SP then holds it near them), so that it too never saw its source.
