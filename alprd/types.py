@@ -52,6 +52,12 @@ class Box:
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
 
+    def share_inside(self, other: Box) -> float:
+        """The share of this box's area that lies inside `other` (0 for an empty box)."""
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        return ix * iy / self.area if self.area else 0.0
+
     def as_list(self) -> list[int]:
         return [self.x, self.y, self.w, self.h]
 
@@ -106,6 +112,9 @@ class Read:
     detection_score: float
     region: str = ""
     grammar_ok: bool = False
+    row_h: float = 0.0
+    """Height in image pixels of the character row `text` was read from: how large its
+    characters are, against other text in the frame."""
 
     @property
     def confident(self) -> bool:

@@ -476,6 +476,35 @@ def test_a_small_row_of_lettering_does_not_outrank_the_plates_row(
     assert with_rule[0] >= without[0] and with_rule[1] <= without[1], (with_rule, without)
 
 
+def test_text_on_a_plate_boxed_alone_does_not_outrank_the_plate(
+    reader: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where a plate fills the frame, the detectors box its month and year stickers, slogan and
+    state name on their own as well as the plate, and such a box, read alone, can outrank the
+    plate's read. On a sample of the US crops, ranking text that lies on another read's plate
+    with smaller characters lower (`ON_PLATE`) leaves fewer such reads on top and reads no fewer
+    plates right."""
+    from alprd.read.reader import ON_PLATE, SMALL_ROW
+
+    def run() -> tuple[int, int]:
+        right = on_plate = 0
+        for row in _sample(data_dir / "us-crops", 3):
+            image, _ = read_image(data_dir / "us-crops" / row["file"])
+            reads = reader.read(image, "us").reads
+            if not reads:
+                continue
+            top = reads[0]
+            right += top.text == row["plate"]
+            on_plate += any(top.row_h < SMALL_ROW * o.row_h and top.box.share_inside(o.box) >= ON_PLATE
+                            for o in reads)
+        return right, on_plate
+
+    with_rule = run()
+    monkeypatch.setattr(reader_module, "ON_PLATE_FACTOR", 1.0)
+    without = run()
+    assert with_rule[1] < without[1] and with_rule[0] >= without[0], (with_rule, without)
+
+
 def test_the_pipeline_sets_the_detector_size_and_withholds_the_closer_look(
     reader: PlateReader, data_dir: Path
 ) -> None:

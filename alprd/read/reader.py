@@ -36,6 +36,13 @@ SMALL_ROW_FACTOR = 0.5
 """A row whose characters are less than SMALL_ROW as high as the crop's tallest row ranks this
 much lower: a plate's serial is its largest text (US, EU, Brazil), while the state name, slogan,
 city, dealer frame and stickers are half its height or less."""
+ON_PLATE = 0.8
+ON_PLATE_FACTOR = 0.5
+"""The same across detections: a read whose box lies mostly (ON_PLATE of its area) inside
+another read's box, with characters less than SMALL_ROW as high as that read's, is text on that
+plate and ranks this much lower. Where a plate fills the frame, the detectors box its stickers
+(month and year tags), slogan, state name and dealer frame on their own as well as the plate
+itself, and each such box is read alone, out of reach of the row rule above."""
 MIN_CHARS = 2
 GRAMMAR_MISS_FACTOR = 0.25
 """A read that fits no format of the region counts as this much less likely (sign and truck
@@ -262,22 +269,23 @@ class PlateReader:
         detections = [Detection(_shifted(d.box, -px, -py, w, h), d.score) for d in filling]
         stages = {"canvas": (time.perf_counter() - t0) * 1000}
         if not _confident(reads):
-            frame = self._read_whole(image, region, looks)
+            frame = self._read_whole(image, region, looks, ranked=False)
             reads += [r for r in frame.reads if all(r.box.iou(o.box) < OVERLAP for o in reads)]
             detections += frame.detections
             stages.update(frame.stage_ms)
-        reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
+        reads = [r for r in _on_plates(reads) if r.confidence >= self.cfg.min_confidence]
         reads.sort(key=lambda r: r.confidence, reverse=True)
         return PhotoResult(tuple(reads), detections=tuple(detections), ms=(time.perf_counter() - t0) * 1000,
                            stage_ms=stages)
 
     def _read_whole(
-        self, image: Image, region: str, looks: Looks, known: list[Read] | None = None
+        self, image: Image, region: str, looks: Looks, known: list[Read] | None = None, ranked: bool = True
     ) -> PhotoResult:
         """The whole frame, every look `looks` allows. `known`: plates the near look has read in
         this frame, which are not read again; the accurate detector then reads the frame only where
         the first one missed them too (its finding nothing else says nothing in a scene where it is
-        blind), and the looks for plates that fill the frame stay off."""
+        blind), and the looks for plates that fill the frame stay off. `ranked=False` leaves text on
+        a plate (`ON_PLATE`) at its own rank, for a caller that ranks these reads among its own."""
         size = looks.size if looks.size and looks.size != self.cfg.detector_size else None
         t0 = time.perf_counter()
         detections = self.detector.detect(image, size)[: self.cfg.max_plates]
@@ -327,6 +335,8 @@ class PlateReader:
                 reads.append(whole)
             detect_s += time.perf_counter() - t
             stages["wider"] = (time.perf_counter() - t) * 1000
+        if ranked:
+            reads = _on_plates(reads)
         reads = [r for r in reads if r.confidence >= self.cfg.min_confidence]
         reads.sort(key=lambda r: r.confidence, reverse=True)
         ms = (time.perf_counter() - t0) * 1000
@@ -383,7 +393,7 @@ class PlateReader:
         if box.w < 4 or box.h < 4:
             return None
         crop = even_light(image[box.y : box.y + box.h, box.x : box.x + box.w])
-        best: tuple[float, Recognition, Candidate, bool] | None = None
+        best: tuple[float, Recognition, Candidate, bool, float] | None = None
         rows = (self.lines.find(crop) if found is None else found)[:LINES_TRIED]
         if rows and runs_into_side(rows[0], box.w, self.lines.row_margin):
             wide = det.box.pad(WIDE_PAD, CROP_PAD[1]).clamp(w, h)
@@ -409,12 +419,12 @@ class PlateReader:
             if line.h < SMALL_ROW * tallest:
                 score *= SMALL_ROW_FACTOR
             if best is None or score > best[0]:
-                best = (score, rec, choice, fits)
+                best = (score, rec, choice, fits, line.h)
             if fits and score >= CONFIDENT:
                 break  # the most plate-like row reads well: the next row is a state name or slogan
         if best is None:
             return None
-        score, rec, choice, fits = best
+        score, rec, choice, fits, row_h = best
         chars = rec.chars if choice.text == rec.text else _chars_for(choice.text, rec)
         shape = 1.0 if det.box.w >= MIN_PLATE_ASPECT * det.box.h else SQUARE_FACTOR
         return Read(
@@ -426,6 +436,7 @@ class PlateReader:
             detection_score=det.score,
             region=region,
             grammar_ok=fits,
+            row_h=round(row_h, 1),
         )
 
     def recognize_row(self, row: Image) -> Recognition:
@@ -475,6 +486,16 @@ def _whole_row(whole: Read | None, reads: list[Read]) -> list[Read]:
     kept = [r for r in reads if r not in parts]
     whole = dataclasses.replace(whole, confidence=best.confidence, detection_score=best.detection_score)
     return [whole, *kept]
+
+
+def _on_plates(reads: list[Read]) -> list[Read]:
+    """`reads` with those that are text on another read's plate (`ON_PLATE`) ranked lower."""
+    return [
+        dataclasses.replace(r, confidence=round(r.confidence * ON_PLATE_FACTOR, 4))
+        if any(r.row_h < SMALL_ROW * o.row_h and r.box.share_inside(o.box) >= ON_PLATE for o in reads)
+        else r
+        for r in reads
+    ]
 
 
 def _over(
