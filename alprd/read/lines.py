@@ -49,10 +49,19 @@ DIM_SPAN = 96
 night plates lit only by the headlights (grey levels of about 30-60), fog, over-exposure."""
 MAX_GAIN = 4.0
 """The stretch of a dim crop is capped: beyond it a plate in the dark is mostly sensor noise."""
+DENOISE = (5, 48.0, 3.0)
+"""Bilateral filter applied to a dim crop before its stretch: diameter (px), colour sigma in grey
+levels after the stretch, space sigma (px). The stretch amplifies the sensor's noise and the 8-bit
+steps by its gain (3-4 for a night plate at grey levels 30-60); the filter smooths differences
+well under the colour sigma while a character's edge, most of the stretched span (about 190
+levels), stays sharp. Photos of the us, eu, br and `us-ucsd` folders darkened to a quarter or a
+third of their light with sensor noise, read by runs that never trained on them, read 17 more
+plates with it and one fewer (2026-12-06, BENCHMARKS.md "Reader")."""
 
 
 def even_light(crop: Image) -> Image:
-    """The crop with its contrast stretched when it is dim (`DIM_SPAN`), else the crop itself.
+    """The crop with its contrast stretched when it is dim (`DIM_SPAN`), its noise smoothed first
+    (`DENOISE`), else the crop itself.
 
     The line finder and the recognizer were trained on plates of ordinary contrast; a dim plate
     stretched around its mid-grey looks like one. The recognizer's training rows went through
@@ -66,6 +75,10 @@ def even_light(crop: Image) -> Image:
     if span >= DIM_SPAN:
         return crop
     gain = min(MAX_GAIN, 2 * DIM_SPAN / max(span, 1.0))
+    diameter, sigma_colour, sigma_space = DENOISE
+    if sigma_colour > 0:
+        smooth = cv2.bilateralFilter(crop, diameter, sigma_colour / gain, sigma_space)
+        crop = np.asarray(smooth, dtype=np.uint8)
     out = (crop.astype(np.float32) - (lo + hi) / 2) * gain + 128
     return np.asarray(np.clip(out, 0, 255), dtype=np.uint8)
 
