@@ -20,6 +20,13 @@ trained on (`us-ucsd`), the class the crop folders stand for. Each side gets a m
 a seeded generator (4-20% of the box's width at each end, 15-60% of its height above and below;
 `us-ucsd`'s boxes hug the characters, the others' the plate), the same margins every run.
 
+Class probes: `--darken GAIN --noise SIGMA` reads each photo (or cut-out) at GAIN of its light
+with Gaussian sensor noise (seeded by the file's name), the class of dim night plates;
+`--shrink F` reads it resized by F (area interpolation), the class of small, distant plates;
+`--side-margin LO HI` sets the cut-outs' margins at each end (shares of the box's width; default
+0.04 0.20), the class of tight crops whose first or last character nears the frame's edge. The
+photos stay real: these change their light, size or framing, never their plates.
+
 `--second RUN --below T --combine mean|max|only` measures a second recognizer where the first is
 unsure: rows the first reads below confidence T are read by RUN too, and its probabilities are
 averaged with the first's (`mean`), the more confident read wins (`max`), or RUN's read stands
@@ -85,7 +92,8 @@ def with_second(reader: Any, second: Any, below: float, combine: str) -> Any:
     return recognize_row
 
 
-def plate_crops(image: np.ndarray, rows: list[dict[str, str]], name: str) -> list[tuple[np.ndarray, str]]:
+def plate_crops(image: np.ndarray, rows: list[dict[str, str]], name: str,
+                side: tuple[float, float] = (0.04, 0.20)) -> list[tuple[np.ndarray, str]]:
     """Each labelled plate of a photo cut out with seeded margins (see the module's docstring)."""
     import random
     import zlib
@@ -95,13 +103,29 @@ def plate_crops(image: np.ndarray, rows: list[dict[str, str]], name: str) -> lis
     out = []
     for row in rows:
         x, y, w, h = (int(float(row[k])) for k in ("x", "y", "w", "h"))
-        left, right = (round(w * rng.uniform(0.04, 0.20)) for _ in range(2))
+        left, right = (round(w * rng.uniform(*side)) for _ in range(2))
         top, bottom = (round(h * rng.uniform(0.15, 0.60)) for _ in range(2))
         x0, y0 = max(0, x - left), max(0, y - top)
         x1, y1 = min(w_img, x + w + right), min(h_img, y + h + bottom)
         if x1 - x0 >= 8 and y1 - y0 >= 4:
             out.append((np.ascontiguousarray(image[y0:y1, x0:x1]), row["plate"]))
     return out
+
+
+def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: float) -> np.ndarray:
+    """`view` at `gain` of its light with sensor noise of `noise` grey levels (seeded by `name`),
+    resized by `shrink`: the class probes of the module's docstring."""
+    import zlib
+
+    import cv2
+
+    if shrink != 1.0:
+        view = cv2.resize(view, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    if gain != 1.0 or noise:
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        lit = view.astype(np.float32) * gain + rng.normal(0, noise, view.shape).astype(np.float32)
+        view = np.clip(lit, 0, 255).astype(np.uint8)
+    return view
 
 
 def main() -> int:
@@ -124,7 +148,19 @@ def main() -> int:
     ap.add_argument("--combine", choices=("mean", "max", "only"), default="mean")
     ap.add_argument("--as-crops", action="store_true", help="photo sources: read each labelled plate cut out "
                     "of its photo (frame-filling), not the photo")
+    ap.add_argument("--darken", type=float, default=1.0, metavar="GAIN",
+                    help="class probe: read at GAIN of the light")
+    ap.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                    help="class probe: sensor noise, grey levels")
+    ap.add_argument("--shrink", type=float, default=1.0, metavar="F", help="class probe: read resized by F")
+    ap.add_argument("--side-margin", type=float, nargs=2, default=(0.04, 0.20), metavar=("LO", "HI"),
+                    help="--as-crops: margin at each end, a share of the box's width drawn from LO-HI")
     args = ap.parse_args()
+    side = (args.side_margin[0], args.side_margin[1])
+    if not (0 < args.darken <= 1 and args.noise >= 0 and 0 < args.shrink <= 1 and 0 <= side[0] <= side[1]):
+        ap.error("--darken and --shrink take (0, 1], --noise >= 0, --side-margin LO <= HI, both >= 0")
+    probe = "".join(f"@{k}{v:g}" for k, v, plain in (("darken", args.darken, 1.0), ("noise", args.noise, 0.0),
+                                                    ("shrink", args.shrink, 1.0)) if v != plain)
     second = None
     if args.second:
         from alprd.read.recognize import Recognizer
@@ -158,10 +194,11 @@ def main() -> int:
             image, _ = read_image(DATA / source / name)
             plates = {r["plate"] for r in labels[name]}
             if cut:
-                views = [(crop, {plate}) for crop, plate in plate_crops(image, labels[name], name)]
+                views = [(crop, {plate}) for crop, plate in plate_crops(image, labels[name], name, side)]
             else:
                 views = [(image, plates)]
             for view, wanted in views:
+                view = degraded(view, name, args.darken, args.noise, args.shrink)
                 t0 = time.perf_counter()
                 reads = reader.read(view, REGION[source]).reads
                 times.append((time.perf_counter() - t0) * 1000)
@@ -173,7 +210,8 @@ def main() -> int:
             if i % 100 == 0:
                 print(f"{source}: {i}/{len(names)} exact {exact / max(1, n):.3f}", file=sys.stderr)
         label = run_name + (f"+{args.second}<{args.below}:{args.combine}" if second else "")
-        row = {"source": source + ("@crops" if cut else ""), "run": label, "n": n,
+        margin = "" if side == (0.04, 0.20) or not cut else f"@side{side[0]:g}-{side[1]:g}"
+        row = {"source": source + ("@crops" if cut else "") + margin + probe, "run": label, "n": n,
                "exact": round(exact / n, 4), "exact_ci95": [round(x, 4) for x in exact_interval(exact, n)],
                "folded": round(folded / n, 4),
                "ms_median": round(float(np.median(times)), 1), "misses": count_misses(tops)}
