@@ -328,8 +328,13 @@ class RecNet:
 # --- data ------------------------------------------------------------------------------------
 
 
-def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0) -> np.ndarray:
+def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: float = 0.0) -> np.ndarray:
     """Photometric and small geometric changes of a 48-high line image (BGR uint8).
+
+    dim P: a share P of the lines is lit as a night plate lit by headlights only (a sixth to
+    two fifths of its light, grey levels of about 30-60 for white, with sensor noise before the
+    8-bit steps); the reader's stretch (`even_light`) then gives them back their contrast, noise
+    and steps amplified, as it does at run time.
 
     stretch F: half the lines are squeezed or stretched sideways by up to 1 + F. A condensed
     state font or a plate seen at an angle gives fewer CTC steps per character than the plates
@@ -371,14 +376,18 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0) -> np.nda
         kernel[k // 2, :] = 1.0 / k
         img = cv2.filter2D(img, -1, kernel)
     x = img.astype(np.float32)
-    if rng.random() < 0.6:  # brightness / contrast / gamma (dim results are stretched back below)
+    night = dim > 0 and rng.random() < dim
+    if night:
+        x = x * rng.uniform(0.15, 0.4) + rng.uniform(0, 20)
+        x = x + np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(1, 4), x.shape)
+    elif rng.random() < 0.6:  # brightness / contrast / gamma (dim results are stretched back below)
         x = (x - 128) * rng.uniform(0.6, 1.4) + 128 + rng.uniform(-40, 40)
         x = np.clip(x, 0, 255)
         if rng.random() < 0.3:
             x = 255 * (x / 255) ** rng.uniform(0.6, 1.6)
     if rng.random() < 0.1:
         x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
-    if rng.random() < 0.3:
+    if not night and rng.random() < 0.3:
         x = x + np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 12), x.shape)
     img = np.clip(x, 0, 255).astype(np.uint8)
     if rng.random() < 0.3:
@@ -416,10 +425,11 @@ class Stream:
     """Endless batches: sources drawn by MIX, each batch from one width bucket."""
 
     def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
-                 seed: int, width_scale: float = 1.0, stretch: float = 0.0) -> None:
+                 seed: int, width_scale: float = 1.0, stretch: float = 0.0, dim: float = 0.0) -> None:
         self.rng = random.Random(seed)
         self.width_scale = width_scale
         self.stretch = stretch
+        self.dim = dim
         self.batch = batch
         self.images, self.labels = images, labels
         by_source: dict[str, list[int]] = {}
@@ -436,7 +446,7 @@ class Stream:
         while True:
             src = self.rng.choices(self.sources, self.weights)[0]
             i = self.rng.choice(self.by_source[src])
-            img = augment(self.images[i], self.rng, self.stretch)
+            img = augment(self.images[i], self.rng, self.stretch, self.dim)
             b = bucket(target_width(img, self.width_scale), self.width_scale)
             queue = self.pending.setdefault(b, [])
             queue.append((img, self.labels[i], src))
@@ -510,6 +520,8 @@ def main() -> None:
                          "the time per line); written into the contract, the runtime follows it")
     ap.add_argument("--stretch", type=float, default=0.0, metavar="F",
                     help="squeeze or stretch half the lines sideways by up to 1+F (fonts and angles vary)")
+    ap.add_argument("--dim", type=float, default=0.0, metavar="P",
+                    help="light a share P of the lines as night plates (dim, noisy; see augment)")
     ap.add_argument("--drop-blocks", default="",
                     help="comma-separated residual Add nodes of the stock graph whose blocks are bypassed "
                          "(e.g. Add.74,Add.98,Add.122: every other block of the middle stage)")
@@ -616,7 +628,7 @@ def main() -> None:
     net.train()
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
-    stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale, args.stretch)
+    stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale, args.stretch, args.dim)
     neutral = {s for s in args.o_neutral.split(",") if s}
     unknown = neutral - set(sources)
     if unknown:
