@@ -56,7 +56,8 @@ steps by its gain (3-4 for a night plate at grey levels 30-60); the filter smoot
 well under the colour sigma while a character's edge, most of the stretched span (about 190
 levels), stays sharp. Photos of the us, eu, br and `us-ucsd` folders darkened to a quarter or a
 third of their light with sensor noise, read by runs that never trained on them, read 17 more
-plates with it and one fewer (2026-12-06, BENCHMARKS.md "Reader")."""
+plates net with it over the four sources and two light levels; the us photos at a quarter of
+their light read 5 fewer, a plate there near the noise floor (BENCHMARKS.md "Class probes")."""
 
 
 def even_light(crop: Image) -> Image:
