@@ -45,18 +45,20 @@ class Box:
         dy = round(self.h * fy)
         return Box(self.x - dx, self.y - dy, self.w + 2 * dx, self.h + 2 * dy)
 
-    def iou(self, other: Box) -> float:
+    def intersection(self, other: Box) -> int:
+        """The area the two boxes share."""
         ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
         iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
-        inter = ix * iy
+        return ix * iy
+
+    def iou(self, other: Box) -> float:
+        inter = self.intersection(other)
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
 
     def share_inside(self, other: Box) -> float:
         """The share of this box's area that lies inside `other` (0 for an empty box)."""
-        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
-        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
-        return ix * iy / self.area if self.area else 0.0
+        return self.intersection(other) / self.area if self.area else 0.0
 
     def as_list(self) -> list[int]:
         return [self.x, self.y, self.w, self.h]

@@ -53,6 +53,8 @@ DATA = ROOT.parent / "shared" / "data" / "plates"
 MODELS = ROOT / "models"
 REGION = {"us": "us", "us-crops": "us", "us-ucsd": "us", "eu": "eu", "br": "br", "br-crops": "br"}
 NEVER_TRAINED = {"us-ucsd"}
+SIDE_MARGIN = (0.04, 0.20)
+"""Cut-outs' margin at each end, drawn from this range of shares of the box's width."""
 
 
 def models_with(run: Path, tmp: Path) -> Path:
@@ -93,7 +95,7 @@ def with_second(reader: Any, second: Any, below: float, combine: str) -> Any:
 
 
 def plate_crops(image: np.ndarray, rows: list[dict[str, str]], name: str,
-                side: tuple[float, float] = (0.04, 0.20)) -> list[tuple[np.ndarray, str]]:
+                side: tuple[float, float] = SIDE_MARGIN) -> list[tuple[np.ndarray, str]]:
     """Each labelled plate of a photo cut out with seeded margins (see the module's docstring)."""
     import random
     import zlib
@@ -153,7 +155,7 @@ def main() -> int:
     ap.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                     help="class probe: sensor noise, grey levels")
     ap.add_argument("--shrink", type=float, default=1.0, metavar="F", help="class probe: read resized by F")
-    ap.add_argument("--side-margin", type=float, nargs=2, default=(0.04, 0.20), metavar=("LO", "HI"),
+    ap.add_argument("--side-margin", type=float, nargs=2, default=SIDE_MARGIN, metavar=("LO", "HI"),
                     help="--as-crops: margin at each end, a share of the box's width drawn from LO-HI")
     args = ap.parse_args()
     side = (args.side_margin[0], args.side_margin[1])
@@ -210,7 +212,7 @@ def main() -> int:
             if i % 100 == 0:
                 print(f"{source}: {i}/{len(names)} exact {exact / max(1, n):.3f}", file=sys.stderr)
         label = run_name + (f"+{args.second}<{args.below}:{args.combine}" if second else "")
-        margin = "" if side == (0.04, 0.20) or not cut else f"@side{side[0]:g}-{side[1]:g}"
+        margin = "" if side == SIDE_MARGIN or not cut else f"@side{side[0]:g}-{side[1]:g}"
         row = {"source": source + ("@crops" if cut else "") + margin + probe, "run": label, "n": n,
                "exact": round(exact / n, 4), "exact_ci95": [round(x, 4) for x in exact_interval(exact, n)],
                "folded": round(folded / n, 4),

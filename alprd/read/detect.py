@@ -189,11 +189,9 @@ class PlateDetector:
         centre = Box(b.x - win.x + b.w // 4, b.y - win.y + b.h // 4, max(1, b.w // 2), max(1, b.h // 2))
         best: tuple[float, Detection] | None = None
         for cand in self.boxes_from_map(prob, g, win.w, win.h, 0.0):
-            cb = cand.box
-            ix = max(0, min(cb.x + cb.w, centre.x + centre.w) - max(cb.x, centre.x))
-            iy = max(0, min(cb.y + cb.h, centre.y + centre.h) - max(cb.y, centre.y))
-            if ix * iy > 0 and (best is None or ix * iy * cand.score > best[0]):
-                best = (ix * iy * cand.score, cand)
+            inter = cand.box.intersection(centre)
+            if inter > 0 and (best is None or inter * cand.score > best[0]):
+                best = (inter * cand.score, cand)
         if best is None:
             return None
         cb = best[1].box
