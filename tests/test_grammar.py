@@ -106,5 +106,12 @@ def test_us_serial_formats_choose_among_the_recognizers_candidates() -> None:
     far = [Candidate("NEILDMND", 0.5), Candidate("NEI1DMND", 0.5 * SERIAL_RATIO * 0.9)]
     assert rank(far, "us")[0].text == "NEILDMND"
     assert rank([Candidate("GOLFING", 0.9)], "us") == (Candidate("GOLFING", 0.9), True)
-    # the serial formats are a US rule only
-    assert rank(cands, "auto")[0].text == "FANH453"
+    # with no region set, a US serial ranks the same way, and so does a national format of eu or
+    # br (a Slovak LLNNNLL read with a 1 in a letter's place); for the us only its states' serials
+    bolt = [Candidate("ANH4537T", 0.5), Candidate("ANH4537", 0.3)]
+    assert rank(bolt, "auto") == (Candidate("ANH4537", 0.3), True)
+    assert rank(cands, "auto")[0].text == "FANH453"  # in auto, a German letters-and-digits plate
+    slovak = [Candidate("LM298A1", 0.6), Candidate("LM298AI", 0.3)]
+    assert rank(slovak, "auto") == (Candidate("LM298AI", 0.3), True)
+    assert rank(slovak, "us")[0].text == "LM298A1"
+    assert rank([Candidate("GOLFING", 0.9), Candidate("G0LF1NG", 0.8)], "auto")[0].text == "GOLFING"

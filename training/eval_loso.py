@@ -155,6 +155,9 @@ def main() -> int:
     ap.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                     help="class probe: sensor noise, grey levels")
     ap.add_argument("--shrink", type=float, default=1.0, metavar="F", help="class probe: read resized by F")
+    ap.add_argument("--region", choices=("us", "eu", "br", "auto"),
+                    help="read every source with this region (auto: as a user who sets none); "
+                         "default: each source's own")
     ap.add_argument("--side-margin", type=float, nargs=2, default=SIDE_MARGIN, metavar=("LO", "HI"),
                     help="--as-crops: margin at each end, a share of the box's width drawn from LO-HI")
     args = ap.parse_args()
@@ -202,7 +205,7 @@ def main() -> int:
             for view, wanted in views:
                 view = degraded(view, name, args.darken, args.noise, args.shrink)
                 t0 = time.perf_counter()
-                reads = reader.read(view, REGION[source]).reads
+                reads = reader.read(view, args.region or REGION[source]).reads
                 times.append((time.perf_counter() - t0) * 1000)
                 top = reads[0].text if reads else ""
                 n += 1
@@ -213,7 +216,8 @@ def main() -> int:
                 print(f"{source}: {i}/{len(names)} exact {exact / max(1, n):.3f}", file=sys.stderr)
         label = run_name + (f"+{args.second}<{args.below}:{args.combine}" if second else "")
         margin = "" if side == SIDE_MARGIN or not cut else f"@side{side[0]:g}-{side[1]:g}"
-        row = {"source": source + ("@crops" if cut else "") + margin + probe, "run": label, "n": n,
+        region = f"@region-{args.region}" if args.region else ""
+        row = {"source": source + ("@crops" if cut else "") + margin + probe + region, "run": label, "n": n,
                "exact": round(exact / n, 4), "exact_ci95": [round(x, 4) for x in exact_interval(exact, n)],
                "folded": round(folded / n, 4),
                "ms_median": round(float(np.median(times)), 1), "misses": count_misses(tops)}

@@ -6,7 +6,8 @@ of a region with a closed list of national formats (br, eu) may a lower-ranked c
 fits replace it, or, when none fits, the candidate that reads a 0 between two letters as the
 letter O. The US list is open (vanity plates: any 2-8 letters and digits); there a candidate in
 one of the states' serial formats replaces a best read in none, when it is nearly as probable
-(`US_SERIAL`, `SERIAL_RATIO`).
+(`US_SERIAL`, `SERIAL_RATIO`). With no region set (auto, the default), a candidate in any issued
+format, a US state's serial or a closed region's national format, does the same.
 """
 
 from __future__ import annotations
@@ -137,14 +138,18 @@ relative to it: a far-fetched candidate is not evidence."""
 
 
 def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]:
-    """Choose among the recognizer's candidates (best first); return (choice, fits the grammar)."""
+    """Choose among the recognizer's candidates (best first); return (choice, fits the grammar).
+
+    With region auto, the formats of every region rank the candidates as a US state's serials
+    rank them for the us (`_issued`): a user who sets no region reads plates of some region all
+    the same, and a misread of a serial fits no format more often than the serial does."""
     grammar = GRAMMARS.get(region, GRAMMARS["auto"])
     if not candidates:
         return Candidate("", 0.0), False
     best = candidates[0]
-    if region == "us" and grammar.fits(best.text) and not _serial(best.text):
+    if region in ("us", "auto") and grammar.fits(best.text) and not _issued(best.text, region):
         for cand in candidates[1:]:
-            if _serial(cand.text) and cand.confidence >= SERIAL_RATIO * best.confidence:
+            if _issued(cand.text, region) and cand.confidence >= SERIAL_RATIO * best.confidence:
                 return cand, True
     if grammar.fits(best.text):
         return best, True
@@ -184,6 +189,16 @@ def vehicle_like(text: str, region: str = "auto", read_once: bool = False) -> bo
 
 def _serial(text: str) -> bool:
     return any(p.fullmatch(text) for p in US_SERIAL)
+
+
+def _issued(text: str, region: str) -> bool:
+    """Whether `text` is in a format that authorities issue: for the us, a state's serial format;
+    for auto, that or a national format of a closed region (eu, br). A vanity plate fits none,
+    and neither do most misreads of an issued plate (a look-alike in a letter's or a digit's
+    place, a frame edge or a bolt read as a character)."""
+    if _serial(text):
+        return True
+    return region == "auto" and any(g.fits(text) for g in GRAMMARS.values() if g.closed)
 
 
 def letter_o_amid_letters(text: str) -> str:
