@@ -80,6 +80,19 @@ SERIAL_RATIO = 0.25
 this probable relative to it: at nine serial plates to one vanity plate, a serial reading a
 quarter as probable is still the likelier plate; a far-fetched one is not evidence."""
 
+SERIAL_PRIOR = 9.0
+"""Odds of an issued format against none, for a plate on the road (the nine to one above)."""
+
+
+def _posterior(issued: float, other: float) -> float:
+    """The probability of a candidate in an issued format chosen over a more probable read in
+    none: the two readings' probability together, shared between them by SERIAL_PRIOR. Its own
+    probability would rank the chosen read below a sticker or a sign read in the same frame,
+    though the prior just made it the likelier of the two."""
+    k = SERIAL_PRIOR * issued
+    return (issued + other) * k / (k + other)
+
+
 GRAMMARS: dict[str, Grammar] = {
     "us": Grammar("us", tuple(re.compile(p) for p in _US), closed=False),
     "br": Grammar("br", tuple(re.compile(_fmt(p)) for p in _BR), closed=True),
@@ -150,7 +163,7 @@ def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]
     if region in ("us", "auto") and grammar.fits(best.text) and not _issued(best.text, region):
         for cand in candidates[1:]:
             if _issued(cand.text, region) and cand.confidence >= SERIAL_RATIO * best.confidence:
-                return cand, True
+                return Candidate(cand.text, _posterior(cand.confidence, best.confidence)), True
     if grammar.fits(best.text):
         return best, True
     if grammar.closed:
