@@ -24,7 +24,9 @@ Class probes: `--darken GAIN --noise SIGMA` reads each photo (or cut-out) at GAI
 with Gaussian sensor noise (seeded by the file's name), the class of dim night plates;
 `--shrink F` reads it resized by F (area interpolation), the class of small, distant plates;
 `--side-margin LO HI` sets the cut-outs' margins at each end (shares of the box's width; default
-0.04 0.20), the class of tight crops whose first or last character nears the frame's edge. The
+0.04 0.20), the class of tight crops whose first or last character nears the frame's edge;
+`--shear DEG` shears each photo vertically by DEG degrees (its sign drawn by the file's name), the
+class of plates seen from the side, whose rows slant while their characters stay upright. The
 photos stay real: these change their light, size or framing, never their plates.
 
 `--second RUN --below T --combine mean|max|only` measures a second recognizer where the first is
@@ -114,13 +116,20 @@ def plate_crops(image: np.ndarray, rows: list[dict[str, str]], name: str,
     return out
 
 
-def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: float) -> np.ndarray:
+def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: float,
+             shear: float = 0.0) -> np.ndarray:
     """`view` at `gain` of its light with sensor noise of `noise` grey levels (seeded by `name`),
-    resized by `shrink`: the class probes of the module's docstring."""
+    resized by `shrink`, sheared by `shear` degrees one way or the other (by `name`): the class
+    probes of the module's docstring."""
     import zlib
 
     import cv2
 
+    if shear:
+        t = np.tan(np.radians(shear if zlib.crc32(name.encode()) % 2 else -shear))
+        width = view.shape[1]
+        m = np.float32([[1, 0, 0], [t, 1, -t * width / 2]])
+        view = cv2.warpAffine(view, m, (width, view.shape[0]), borderMode=cv2.BORDER_REPLICATE)
     if shrink != 1.0:
         view = cv2.resize(view, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
     if gain != 1.0 or noise:
@@ -155,6 +164,8 @@ def main() -> int:
     ap.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                     help="class probe: sensor noise, grey levels")
     ap.add_argument("--shrink", type=float, default=1.0, metavar="F", help="class probe: read resized by F")
+    ap.add_argument("--shear", type=float, default=0.0, metavar="DEG",
+                    help="class probe: read sheared vertically by DEG degrees, one way or the other")
     ap.add_argument("--region", choices=("us", "eu", "br", "auto"),
                     help="read every source with this region (auto: as a user who sets none); "
                          "default: each source's own")
@@ -162,10 +173,13 @@ def main() -> int:
                     help="--as-crops: margin at each end, a share of the box's width drawn from LO-HI")
     args = ap.parse_args()
     side = (args.side_margin[0], args.side_margin[1])
-    if not (0 < args.darken <= 1 and args.noise >= 0 and 0 < args.shrink <= 1 and 0 <= side[0] <= side[1]):
-        ap.error("--darken and --shrink take (0, 1], --noise >= 0, --side-margin LO <= HI, both >= 0")
+    if not (0 < args.darken <= 1 and args.noise >= 0 and 0 < args.shrink <= 1 and 0 <= side[0] <= side[1]
+            and 0 <= args.shear <= 30):
+        ap.error("--darken and --shrink take (0, 1], --noise >= 0, --side-margin LO <= HI, both >= 0, "
+                 "--shear 0-30")
     probe = "".join(f"@{k}{v:g}" for k, v, plain in (("darken", args.darken, 1.0), ("noise", args.noise, 0.0),
-                                                    ("shrink", args.shrink, 1.0)) if v != plain)
+                                                    ("shrink", args.shrink, 1.0), ("shear", args.shear, 0.0))
+                    if v != plain)
     second = None
     if args.second:
         from alprd.read.recognize import Recognizer
@@ -203,7 +217,7 @@ def main() -> int:
             else:
                 views = [(image, plates)]
             for view, wanted in views:
-                view = degraded(view, name, args.darken, args.noise, args.shrink)
+                view = degraded(view, name, args.darken, args.noise, args.shrink, args.shear)
                 t0 = time.perf_counter()
                 reads = reader.read(view, args.region or REGION[source]).reads
                 times.append((time.perf_counter() - t0) * 1000)

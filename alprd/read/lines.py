@@ -8,6 +8,7 @@ onnxruntime session (PP-OCR DBNet), created once.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,13 +158,14 @@ class LineFinder:
         lines.sort(key=lambda ln: ln.h * min(ln.w, 6 * ln.h), reverse=True)
         return lines
 
-    def box_row(self, x: float, y: float, w: float, h: float) -> TextLine:
+    def box_row(self, x: float, y: float, w: float, h: float, angle: float = 0.0) -> TextLine:
         """The row a plate box (x, y, w, h, crop pixels) most likely holds: its full width and
-        the middle of its height (`BOX_ROW_SHARES`). Not extended at the ends like found rows:
-        the box already reaches the plate's edges, and the frame beyond them read as an `I` or `L`."""
+        the middle of its height (`BOX_ROW_SHARES`), along `angle` (degrees, the plate's `tilt`).
+        Not extended at the ends like found rows: the box already reaches the plate's edges, and
+        the frame beyond them read as an `I` or `L`."""
         aspect = w / max(h, 1e-6)
         rh = h * next(share for bound, share in BOX_ROW_SHARES if aspect >= bound)
-        return TextLine(x + w / 2, y + h / 2, w, rh, 0.0, 0.0)
+        return TextLine(x + w / 2, y + h / 2, w / math.cos(math.radians(angle)), rh, angle, 0.0)
 
     @staticmethod
     def cut(crop: Image, line: TextLine) -> Image:
@@ -174,3 +176,32 @@ class LineFinder:
         m[1, 2] += h / 2 - line.cy
         out = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return np.asarray(out, dtype=np.uint8)
+
+
+TILTS = tuple(float(a) for a in range(-20, 21))
+"""Angles (degrees) `tilt` tries, a degree apart: a plate seen from the side, or from above and
+to the side (a pole camera's view of a car turning), slants by up to about 20 degrees."""
+
+
+def tilt(crop: Image) -> float:
+    """The angle (degrees, as `TextLine.angle`) of the crop's dominant near-horizontal edges: a
+    plate's top and bottom edges and its characters' tops and feet. Along each angle of `TILTS`
+    the vertical gradient is summed line by line; the angle that gathers the edges into the
+    fewest lines (the largest sum of squares) wins."""
+    if crop.shape[0] < 4 or crop.shape[1] < 4:
+        return 0.0
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    gy = np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
+    ys, xs = np.nonzero(gy > np.percentile(gy, 80))
+    if len(xs) < 10:
+        return 0.0
+    weights = gy[ys, xs]
+    width = grey.shape[1]
+    dx = xs - width / 2
+    best, best_angle = -1.0, 0.0
+    for angle in TILTS:
+        lines = np.round(ys - math.tan(math.radians(angle)) * dx).astype(np.int64) + width
+        score = float((np.bincount(lines, weights=weights) ** 2).sum())
+        if score > best:
+            best, best_angle = score, angle
+    return best_angle

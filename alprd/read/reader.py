@@ -20,7 +20,7 @@ from ..errors import ImageError, ModelError
 from ..types import CONFIDENT, Box, Candidate, Detection, Image, Looks, PhotoResult, Read
 from . import grammar
 from .detect import PlateDetector
-from .lines import LineFinder, TextLine, even_light
+from .lines import LineFinder, TextLine, even_light, tilt
 from .onnx import load_contract
 from .recognize import Recognition, Recognizer
 
@@ -400,15 +400,14 @@ class PlateReader:
             if wide.w > box.w:
                 box, crop = wide, even_light(image[wide.y : wide.y + wide.h, wide.x : wide.x + wide.w])
                 rows = self.lines.find(crop)[:LINES_TRIED]
-        band = self.lines.box_row(det.box.x - box.x, det.box.y - box.y, det.box.w, det.box.h)
         if not rows:
             # The line finder sees nothing in some small, soft crops (a 17-px-high plate): the
             # detector's own box, which hugs the plate, then says where the row is.
-            rows = [band]
+            rows = [self._band(crop, det.box, box)]
         elif rows[0].w < SHORT_ROW * det.box.w:
             # Only a piece of the row was found (an emblem or a wide gap split it): the box's
             # middle band is read too, and the better read wins.
-            rows.insert(1, band)
+            rows.insert(1, self._band(crop, det.box, box))
         tallest = max(line.h for line in rows)
         for line in rows:
             rec = self.recognize_row(LineFinder.cut(crop, line))
@@ -438,6 +437,15 @@ class PlateReader:
             grammar_ok=fits,
             row_h=round(row_h, 1),
         )
+
+    def _band(self, crop: Image, plate: Box, at: Box) -> TextLine:
+        """The middle band of a detector box (`plate`) in a crop taken at `at`, along the plate's
+        tilt: where the line finder found no whole row. A plate seen from the side or from above
+        slants in the frame (its rows too; on a slanted plate the line finder more often finds
+        nothing), and a level band through its box cuts off the first or last character."""
+        x, y = plate.x - at.x, plate.y - at.y
+        angle = tilt(crop[y : y + plate.h, x : x + plate.w])
+        return self.lines.box_row(x, y, plate.w, plate.h, angle)
 
     def recognize_row(self, row: Image) -> Recognition:
         """plate_rec_tall reads a row at least `tall_row_px` high and its read stands when it is
