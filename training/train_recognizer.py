@@ -328,7 +328,8 @@ class RecNet:
 # --- data ------------------------------------------------------------------------------------
 
 
-def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: float = 0.0) -> np.ndarray:
+def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: float = 0.0,
+            italic: float = 0.0) -> np.ndarray:
     """Photometric and small geometric changes of a 48-high line image (BGR uint8).
 
     dim P: a share P of the lines is lit as a night plate lit by headlights only (a sixth to
@@ -339,6 +340,11 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
     stretch F: half the lines are squeezed or stretched sideways by up to 1 + F. A condensed
     state font or a plate seen at an angle gives fewer CTC steps per character than the plates
     of our folders, and too few steps is how a character gets dropped.
+
+    italic A: a third of the lines lean by up to A degrees either way. A plate seen from the
+    side slants in the frame while its characters stay upright; the reader levels the row by
+    rotating it (`LineFinder.cut`), and its characters then lean by the slant. With A = 0 the
+    random draws are those of earlier runs.
     """
     h, w = img.shape[:2]
     if stretch > 0 and rng.random() < 0.5:
@@ -363,6 +369,13 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
         dst = (dst - [w / 2, h / 2]) @ np.float32([[c, -s], [s, c]]).T + [w / 2, h / 2]
         m = cv2.getPerspectiveTransform(src, dst.astype(np.float32))
         img = cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if italic > 0 and rng.random() < 1 / 3:
+        t = math.tan(math.radians(rng.uniform(-italic, italic)))
+        pad = math.ceil(abs(t) * h / 2)
+        m = np.float32([[1, t, pad - t * h / 2], [0, 1, 0]])
+        img = cv2.warpAffine(img, m, (w + 2 * pad, h), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+        w = img.shape[1]
     if rng.random() < 0.3:  # lower resolution (distant plates)
         f = rng.uniform(0.3, 0.8)
         small = cv2.resize(img, (max(4, round(w * f)), max(4, round(h * f))), interpolation=cv2.INTER_AREA)
@@ -425,11 +438,13 @@ class Stream:
     """Endless batches: sources drawn by MIX, each batch from one width bucket."""
 
     def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
-                 seed: int, width_scale: float = 1.0, stretch: float = 0.0, dim: float = 0.0) -> None:
+                 seed: int, width_scale: float = 1.0, stretch: float = 0.0, dim: float = 0.0,
+                 italic: float = 0.0) -> None:
         self.rng = random.Random(seed)
         self.width_scale = width_scale
         self.stretch = stretch
         self.dim = dim
+        self.italic = italic
         self.batch = batch
         self.images, self.labels = images, labels
         by_source: dict[str, list[int]] = {}
@@ -446,7 +461,7 @@ class Stream:
         while True:
             src = self.rng.choices(self.sources, self.weights)[0]
             i = self.rng.choice(self.by_source[src])
-            img = augment(self.images[i], self.rng, self.stretch, self.dim)
+            img = augment(self.images[i], self.rng, self.stretch, self.dim, self.italic)
             b = bucket(target_width(img, self.width_scale), self.width_scale)
             queue = self.pending.setdefault(b, [])
             queue.append((img, self.labels[i], src))
@@ -522,6 +537,9 @@ def main() -> None:
                     help="squeeze or stretch half the lines sideways by up to 1+F (fonts and angles vary)")
     ap.add_argument("--dim", type=float, default=0.0, metavar="P",
                     help="light a share P of the lines as night plates (dim, noisy; see augment)")
+    ap.add_argument("--italic", type=float, default=0.0, metavar="A",
+                    help="lean a third of the lines by up to A degrees (plates seen from the side; "
+                         "see augment)")
     ap.add_argument("--drop-blocks", default="",
                     help="comma-separated residual Add nodes of the stock graph whose blocks are bypassed "
                          "(e.g. Add.74,Add.98,Add.122: every other block of the middle stage)")
@@ -628,7 +646,8 @@ def main() -> None:
     net.train()
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
-    stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale, args.stretch, args.dim)
+    stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale, args.stretch, args.dim,
+                    args.italic)
     neutral = {s for s in args.o_neutral.split(",") if s}
     unknown = neutral - set(sources)
     if unknown:
