@@ -341,6 +341,28 @@ def test_a_slanted_plate_is_read_along_its_tilt(
     assert along >= level + 2, (along, level)
 
 
+def test_a_small_frame_is_read_from_its_own_edges_not_the_grey_canvas(
+    reader: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plate crop smaller than the detector's input is detected on a grey canvas. Its rows are
+    read from the crop extended by its own edge pixels, as the recognizer's rows of crops were cut
+    in training: on the US crops, more plates read than from the grey, where a row's ends ran
+    into flat grey and the characters at the crop's edges were dropped or a frame edge read."""
+
+    def run() -> int:
+        right = 0
+        for row in _sample(data_dir / "us-crops", 1):
+            image, _ = read_image(data_dir / "us-crops" / row["file"])
+            reads = reader.read(image, "us").reads
+            right += bool(reads) and reads[0].text == row["plate"]
+        return right
+
+    own = run()
+    monkeypatch.setattr(reader_module, "CANVAS_READ_BORDER", cv2.BORDER_CONSTANT)
+    grey = run()
+    assert own >= grey + 3, (own, grey)
+
+
 def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(
     accurate: PlateReader, data_dir: Path
 ) -> None:

@@ -247,24 +247,28 @@ class PlateReader:
         first detector finds boxes on the canvas and none of them is a close-up's (`CLOSE_UP` of the
         frame's height), the frame is a scene and costs that one pass more; else the filling boxes
         are read, and the accurate detector's too where none reads well. Where the canvas gives no
-        confident read, the frame itself is read, with every look. Boxes in frame pixels."""
+        confident read, the frame itself is read, with every look. Boxes in frame pixels.
+
+        The detectors look at the grey canvas; the boxes are read from the frame extended by its
+        own edge pixels (`CANVAS_READ_BORDER`), not from the grey."""
         t0 = time.perf_counter()
         size = looks.size or self.cfg.detector_size
         h, w = image.shape[:2]
         px, py = (size - w) // 2, (round(CANVAS_ASPECT * size) - h) // 2
         canvas = _on_grey(image, px, py)
         found = self.detector.detect(canvas, looks.size)[: self.cfg.max_plates]
+        reading = _extended(image, px, py)
         reads: list[Read] = []
         filling: list[Detection] = []
         if not found or any(d.box.h >= CLOSE_UP * h for d in found):
             filling = [d for d in found if d.box.w >= FRAME_ROW[0] * w]
-            reads = self._read_all(canvas, filling, region)
+            reads = self._read_all(reading, filling, region)
             if not _confident(reads) and self.fallback is not None and looks.fallback:
                 # as in `_read_whole`, the accurate detector's reads stand (the first one's coarse
                 # boxes frame a plate that fills the frame loosely)
                 more = [d for d in self.fallback.detect(canvas, looks.size)[: self.cfg.max_plates]
                         if d.box.w >= FRAME_ROW[0] * w]
-                reads, filling = _over(more, self._read_all(canvas, more, region), reads, filling)
+                reads, filling = _over(more, self._read_all(reading, more, region), reads, filling)
         reads = [dataclasses.replace(r, box=_shifted(r.box, -px, -py, w, h)) for r in reads]
         detections = [Detection(_shifted(d.box, -px, -py, w, h), d.score) for d in filling]
         stages = {"canvas": (time.perf_counter() - t0) * 1000}
@@ -520,6 +524,22 @@ def _over(
 def _on_grey(image: Image, px: int, py: int) -> Image:
     """`image` with `px` grey columns at each side and `py` grey rows above and below."""
     return np.asarray(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT,
+                                         value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
+
+
+CANVAS_READ_BORDER = cv2.BORDER_REPLICATE
+"""How a small frame is extended past its edges for reading (`_on_canvas`). The recognizer's rows
+of plate crops were cut from the crops themselves in training, their ends past the crop's edge
+filled with its edge pixels (`LineFinder.cut`); read from the grey canvas, the same rows ended in
+flat grey, and the characters at the frame's edges were dropped, or a frame edge read as one.
+Left-out cut-outs of us and `us-ucsd` and us-crops read 4, 4 and 9 more plates this way
+(br-crops 2 fewer), BENCHMARKS.md."""
+
+
+def _extended(image: Image, px: int, py: int) -> Image:
+    """`image` extended by `px` columns at each side and `py` rows above and below, as
+    `CANVAS_READ_BORDER` says (grey where it is a constant border)."""
+    return np.asarray(cv2.copyMakeBorder(image, py, py, px, px, CANVAS_READ_BORDER,
                                          value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
 
 
