@@ -26,7 +26,9 @@ with Gaussian sensor noise (seeded by the file's name), the class of dim night p
 `--side-margin LO HI` sets the cut-outs' margins at each end (shares of the box's width; default
 0.04 0.20), the class of tight crops whose first or last character nears the frame's edge;
 `--shear DEG` shears each photo vertically by DEG degrees (its sign drawn by the file's name), the
-class of plates seen from the side, whose rows slant while their characters stay upright. The
+class of plates seen from the side, whose rows slant while their characters stay upright;
+`--darken` above 1 over-exposes (30 grey levels of flare added, clipped at 255: a sunlit or
+IR-flashed plate); `--jpeg Q` saves each view as JPEG at quality Q (a cheap camera's stream). The
 photos stay real: these change their light, size or framing, never their plates.
 
 `--second RUN --below T --combine mean|max|only` measures a second recognizer where the first is
@@ -55,6 +57,9 @@ DATA = ROOT.parent / "shared" / "data" / "plates"
 MODELS = ROOT / "models"
 REGION = {"us": "us", "us-crops": "us", "us-ucsd": "us", "eu": "eu", "br": "br", "br-crops": "br"}
 NEVER_TRAINED = {"us-ucsd"}
+OVER_FLARE = 30.0
+"""Grey levels added to an over-exposed probe's light (`--darken` above 1): flare lifts the dark
+characters too, as the sun or an IR flash does."""
 SIDE_MARGIN = (0.04, 0.20)
 """Cut-outs' margin at each end, drawn from this range of shares of the box's width."""
 
@@ -117,10 +122,11 @@ def plate_crops(image: np.ndarray, rows: list[dict[str, str]], name: str,
 
 
 def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: float,
-             shear: float = 0.0) -> np.ndarray:
-    """`view` at `gain` of its light with sensor noise of `noise` grey levels (seeded by `name`),
-    resized by `shrink`, sheared by `shear` degrees one way or the other (by `name`): the class
-    probes of the module's docstring."""
+             shear: float = 0.0, jpeg: int = 0) -> np.ndarray:
+    """`view` at `gain` of its light (above 1: 30 grey levels of flare added, clipped at 255) with
+    sensor noise of `noise` grey levels (seeded by `name`), resized by `shrink`, sheared by `shear`
+    degrees one way or the other (by `name`), saved as JPEG at quality `jpeg`: the class probes of
+    the module's docstring."""
     import zlib
 
     import cv2
@@ -135,7 +141,10 @@ def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: flo
     if gain != 1.0 or noise:
         rng = np.random.default_rng(zlib.crc32(name.encode()))
         lit = view.astype(np.float32) * gain + rng.normal(0, noise, view.shape).astype(np.float32)
-        view = np.clip(lit, 0, 255).astype(np.uint8)
+        view = np.clip(lit + (OVER_FLARE if gain > 1 else 0), 0, 255).astype(np.uint8)
+    if jpeg:
+        ok, data = cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, jpeg])
+        view = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else view
     return view
 
 
@@ -160,7 +169,9 @@ def main() -> int:
     ap.add_argument("--as-crops", action="store_true", help="photo sources: read each labelled plate cut out "
                     "of its photo (frame-filling), not the photo")
     ap.add_argument("--darken", type=float, default=1.0, metavar="GAIN",
-                    help="class probe: read at GAIN of the light")
+                    help="class probe: read at GAIN of the light (above 1: over-exposed, with flare)")
+    ap.add_argument("--jpeg", type=int, default=0, metavar="Q",
+                    help="class probe: read after saving as JPEG at quality Q")
     ap.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                     help="class probe: sensor noise, grey levels")
     ap.add_argument("--shrink", type=float, default=1.0, metavar="F", help="class probe: read resized by F")
@@ -173,12 +184,13 @@ def main() -> int:
                     help="--as-crops: margin at each end, a share of the box's width drawn from LO-HI")
     args = ap.parse_args()
     side = (args.side_margin[0], args.side_margin[1])
-    if not (0 < args.darken <= 1 and args.noise >= 0 and 0 < args.shrink <= 1 and 0 <= side[0] <= side[1]
-            and 0 <= args.shear <= 30):
-        ap.error("--darken and --shrink take (0, 1], --noise >= 0, --side-margin LO <= HI, both >= 0, "
-                 "--shear 0-30")
+    if not (0 < args.darken <= 3 and args.noise >= 0 and 0 < args.shrink <= 1 and 0 <= side[0] <= side[1]
+            and 0 <= args.shear <= 30 and 0 <= args.jpeg <= 100):
+        ap.error("--darken takes (0, 3], --shrink (0, 1], --noise >= 0, --side-margin LO <= HI, both >= 0, "
+                 "--shear 0-30, --jpeg 0-100")
     probe = "".join(f"@{k}{v:g}" for k, v, plain in (("darken", args.darken, 1.0), ("noise", args.noise, 0.0),
-                                                    ("shrink", args.shrink, 1.0), ("shear", args.shear, 0.0))
+                                                    ("shrink", args.shrink, 1.0), ("shear", args.shear, 0.0),
+                                                    ("jpeg", args.jpeg, 0))
                     if v != plain)
     second = None
     if args.second:
@@ -217,7 +229,7 @@ def main() -> int:
             else:
                 views = [(image, plates)]
             for view, wanted in views:
-                view = degraded(view, name, args.darken, args.noise, args.shrink, args.shear)
+                view = degraded(view, name, args.darken, args.noise, args.shrink, args.shear, args.jpeg)
                 t0 = time.perf_counter()
                 reads = reader.read(view, args.region or REGION[source]).reads
                 times.append((time.perf_counter() - t0) * 1000)
