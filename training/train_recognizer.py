@@ -329,7 +329,7 @@ class RecNet:
 
 
 def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: float = 0.0,
-            italic: float = 0.0) -> np.ndarray:
+            italic: float = 0.0, small_jpeg: float = 0.0) -> np.ndarray:
     """Photometric and small geometric changes of a 48-high line image (BGR uint8).
 
     dim P: a share P of the lines is lit as a night plate lit by headlights only (a sixth to
@@ -345,6 +345,11 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
     side slants in the frame while its characters stay upright; the reader levels the row by
     rotating it (`LineFinder.cut`), and its characters then lean by the slant. With A = 0 the
     random draws are those of earlier runs.
+
+    small_jpeg P: a share P of the lines made small (distant plates) is JPEG-compressed at that
+    small size (quality 15-60) before it is enlarged again. A camera compresses a frame at its
+    own resolution, so a small plate's characters are a block or two of 8 x 8 pixels; the JPEG
+    step further down, on the 48-high line, leaves blocks a sixth of the line's height.
     """
     h, w = img.shape[:2]
     if stretch > 0 and rng.random() < 0.5:
@@ -379,6 +384,10 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
     if rng.random() < 0.3:  # lower resolution (distant plates)
         f = rng.uniform(0.3, 0.8)
         small = cv2.resize(img, (max(4, round(w * f)), max(4, round(h * f))), interpolation=cv2.INTER_AREA)
+        if small_jpeg > 0 and rng.random() < small_jpeg:
+            ok, enc = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(15, 60)])
+            if ok:
+                small = cv2.imdecode(enc, cv2.IMREAD_COLOR)
         img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.25:
         k = rng.choice([3, 5])
@@ -439,12 +448,13 @@ class Stream:
 
     def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
                  seed: int, width_scale: float = 1.0, stretch: float = 0.0, dim: float = 0.0,
-                 italic: float = 0.0) -> None:
+                 italic: float = 0.0, small_jpeg: float = 0.0) -> None:
         self.rng = random.Random(seed)
         self.width_scale = width_scale
         self.stretch = stretch
         self.dim = dim
         self.italic = italic
+        self.small_jpeg = small_jpeg
         self.batch = batch
         self.images, self.labels = images, labels
         by_source: dict[str, list[int]] = {}
@@ -461,7 +471,7 @@ class Stream:
         while True:
             src = self.rng.choices(self.sources, self.weights)[0]
             i = self.rng.choice(self.by_source[src])
-            img = augment(self.images[i], self.rng, self.stretch, self.dim, self.italic)
+            img = augment(self.images[i], self.rng, self.stretch, self.dim, self.italic, self.small_jpeg)
             b = bucket(target_width(img, self.width_scale), self.width_scale)
             queue = self.pending.setdefault(b, [])
             queue.append((img, self.labels[i], src))
@@ -537,6 +547,8 @@ def main() -> None:
                     help="squeeze or stretch half the lines sideways by up to 1+F (fonts and angles vary)")
     ap.add_argument("--dim", type=float, default=0.0, metavar="P",
                     help="light a share P of the lines as night plates (dim, noisy; see augment)")
+    ap.add_argument("--small-jpeg", type=float, default=0.0, metavar="P",
+                    help="JPEG-compress a share P of the lines made small at that size (see augment)")
     ap.add_argument("--italic", type=float, default=0.0, metavar="A",
                     help="lean a third of the lines by up to A degrees (plates seen from the side; "
                          "see augment)")
@@ -647,7 +659,7 @@ def main() -> None:
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
     stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale, args.stretch, args.dim,
-                    args.italic)
+                    args.italic, args.small_jpeg)
     neutral = {s for s in args.o_neutral.split(",") if s}
     unknown = neutral - set(sources)
     if unknown:
