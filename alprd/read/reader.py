@@ -257,10 +257,10 @@ class PlateReader:
         px, py = (size - w) // 2, (round(CANVAS_ASPECT * size) - h) // 2
         canvas = _on_grey(image, px, py)
         found = self.detector.detect(canvas, looks.size)[: self.cfg.max_plates]
-        reading = _extended(image, px, py)
         reads: list[Read] = []
         filling: list[Detection] = []
         if not found or any(d.box.h >= CLOSE_UP * h for d in found):
+            reading = _on_grey(image, px, py, CANVAS_READ_BORDER)
             filling = [d for d in found if d.box.w >= FRAME_ROW[0] * w]
             reads = self._read_all(reading, filling, region)
             if not _confident(reads) and self.fallback is not None and looks.fallback:
@@ -521,9 +521,10 @@ def _over(
     )
 
 
-def _on_grey(image: Image, px: int, py: int) -> Image:
-    """`image` with `px` grey columns at each side and `py` grey rows above and below."""
-    return np.asarray(cv2.copyMakeBorder(image, py, py, px, px, cv2.BORDER_CONSTANT,
+def _on_grey(image: Image, px: int, py: int, border: int = cv2.BORDER_CONSTANT) -> Image:
+    """`image` with `px` grey columns at each side and `py` grey rows above and below; `border`
+    another OpenCV border kind fills them from the image's own edges instead."""
+    return np.asarray(cv2.copyMakeBorder(image, py, py, px, px, border,
                                          value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
 
 
@@ -534,13 +535,6 @@ filled with its edge pixels (`LineFinder.cut`); read from the grey canvas, the s
 flat grey, and the characters at the frame's edges were dropped, or a frame edge read as one.
 Left-out cut-outs of us and `us-ucsd` and us-crops read 4, 4 and 9 more plates this way
 (br-crops 2 fewer), BENCHMARKS.md."""
-
-
-def _extended(image: Image, px: int, py: int) -> Image:
-    """`image` extended by `px` columns at each side and `py` rows above and below, as
-    `CANVAS_READ_BORDER` says (grey where it is a constant border)."""
-    return np.asarray(cv2.copyMakeBorder(image, py, py, px, px, CANVAS_READ_BORDER,
-                                         value=(ZOOM_OUT_GREY,) * 3), dtype=np.uint8)
 
 
 def _shifted(box: Box, dx: int, dy: int, width: int, height: int) -> Box:
