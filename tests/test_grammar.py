@@ -121,3 +121,10 @@ def test_us_serial_formats_choose_among_the_recognizers_candidates() -> None:
     assert rank(slovak, "auto")[0].text == "LM298AI"
     assert rank(slovak, "us")[0].text == "LM298A1"
     assert rank([Candidate("GOLFING", 0.9), Candidate("G0LF1NG", 0.8)], "auto")[0].text == "GOLFING"
+
+
+def test_candidates_read_at_no_probability_rank_without_failing() -> None:
+    # an enlarged, blurred row once read every candidate at 0.0, and the prior divided by zero
+    for region in ("us", "auto", "eu", "br"):
+        chosen, _ = rank([Candidate("FANH453", 0.0), Candidate("ANH453", 0.0)], region)
+        assert chosen.confidence == 0.0

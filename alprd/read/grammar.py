@@ -90,6 +90,8 @@ def _posterior(issued: float, other: float) -> float:
     probability would rank the chosen read below a sticker or a sign read in the same frame,
     though the prior just made it the likelier of the two."""
     k = SERIAL_PRIOR * issued
+    if k + other <= 0:
+        return 0.0  # both read at no probability at all (a blank, enlarged row): no evidence
     return (issued + other) * k / (k + other)
 
 
