@@ -22,7 +22,8 @@ a seeded generator (4-20% of the box's width at each end, 15-60% of its height a
 
 Class probes: `--darken GAIN --noise SIGMA` reads each photo (or cut-out) at GAIN of its light
 with Gaussian sensor noise (seeded by the file's name), the class of dim night plates;
-`--shrink F` reads it resized by F (area interpolation), the class of small, distant plates;
+`--shrink F` reads it resized by F (area interpolation), the class of small, distant plates
+(above 1, cubic: the class of crops from a camera of higher resolution, or closer);
 `--side-margin LO HI` sets the cut-outs' margins at each end (shares of the box's width; default
 0.04 0.20), the class of tight crops whose first or last character nears the frame's edge;
 `--shear DEG` shears each photo vertically by DEG degrees (its sign drawn by the file's name), the
@@ -137,7 +138,8 @@ def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: flo
         m = np.float32([[1, 0, 0], [t, 1, -t * width / 2]])
         view = cv2.warpAffine(view, m, (width, view.shape[0]), borderMode=cv2.BORDER_REPLICATE)
     if shrink != 1.0:
-        view = cv2.resize(view, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+        view = cv2.resize(view, None, fx=shrink, fy=shrink,
+                          interpolation=cv2.INTER_AREA if shrink < 1 else cv2.INTER_CUBIC)
     if gain != 1.0 or noise:
         rng = np.random.default_rng(zlib.crc32(name.encode()))
         lit = view.astype(np.float32) * gain + rng.normal(0, noise, view.shape).astype(np.float32)
@@ -174,7 +176,7 @@ def main() -> int:
                     help="class probe: read after saving as JPEG at quality Q")
     ap.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                     help="class probe: sensor noise, grey levels")
-    ap.add_argument("--shrink", type=float, default=1.0, metavar="F", help="class probe: read resized by F")
+    ap.add_argument("--shrink", type=float, default=1.0, metavar="F", help="class probe: read resized by F (above 1: enlarged)")
     ap.add_argument("--shear", type=float, default=0.0, metavar="DEG",
                     help="class probe: read sheared vertically by DEG degrees, one way or the other")
     ap.add_argument("--region", choices=("us", "eu", "br", "auto"),
@@ -184,9 +186,9 @@ def main() -> int:
                     help="--as-crops: margin at each end, a share of the box's width drawn from LO-HI")
     args = ap.parse_args()
     side = (args.side_margin[0], args.side_margin[1])
-    if not (0 < args.darken <= 3 and args.noise >= 0 and 0 < args.shrink <= 1 and 0 <= side[0] <= side[1]
+    if not (0 < args.darken <= 3 and args.noise >= 0 and 0 < args.shrink <= 4 and 0 <= side[0] <= side[1]
             and 0 <= args.shear <= 30 and 0 <= args.jpeg <= 100):
-        ap.error("--darken takes (0, 3], --shrink (0, 1], --noise >= 0, --side-margin LO <= HI, both >= 0, "
+        ap.error("--darken takes (0, 3], --shrink (0, 4], --noise >= 0, --side-margin LO <= HI, both >= 0, "
                  "--shear 0-30, --jpeg 0-100")
     probe = "".join(f"@{k}{v:g}" for k, v, plain in (("darken", args.darken, 1.0), ("noise", args.noise, 0.0),
                                                     ("shrink", args.shrink, 1.0), ("shear", args.shear, 0.0),
