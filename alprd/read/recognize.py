@@ -96,7 +96,10 @@ class Recognizer:
         h, w = line.shape[:2]
         width = round(w * self.height / max(1, h) * self.width_scale)
         width = int(np.clip(width, self.min_width, self.max_width))
-        resized = cv2.resize(line, (width, self.height), interpolation=cv2.INTER_LINEAR)
+        # A row taller than the input is shrunk by area, as the training rows were
+        # (`prepare_rec_data.to_height`): sampled bilinearly, it would alias its strokes.
+        interp = cv2.INTER_AREA if h > self.height else cv2.INTER_LINEAR
+        resized = cv2.resize(line, (width, self.height), interpolation=interp)
         out = self.session.run(None, {self.input_name: normalise(resized, self.contract)})[0][0]
         folded: npt.NDArray[np.float32] = out @ self.fold
         return folded
