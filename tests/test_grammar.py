@@ -128,3 +128,21 @@ def test_candidates_read_at_no_probability_rank_without_failing() -> None:
     for region in ("us", "auto", "eu", "br"):
         chosen, _ = rank([Candidate("FANH453", 0.0), Candidate("ANH453", 0.0)], region)
         assert chosen.confidence == 0.0
+
+
+def test_an_o_or_an_i_in_a_serials_letter_place_needs_only_the_lower_bar() -> None:
+    from alprd.read.grammar import LOOKALIKE_RATIO, SERIAL_RATIO
+
+    # California's NLLLNNN read with a 0 in a letter's place: the O the recognizer offered, an
+    # eighth as probable, fits the state's serial
+    cands = [Candidate("3U0A792", 0.83), Candidate("3UOA792", 0.11), Candidate("3UDA792", 0.03)]
+    for region in ("us", "auto"):
+        assert rank(cands, region)[0].text == "3UOA792"
+    # a look-alike other than O/0 or I/1 still needs SERIAL_RATIO
+    other = [Candidate("3U8A792", 0.83), Candidate("3UBA792", 0.83 * SERIAL_RATIO * 0.9)]
+    assert rank(other, "us")[0].text == "3U8A792"
+    # ... and an O/0 one below the lower bar is far-fetched
+    far = [Candidate("3U0A792", 0.9), Candidate("3UOA792", 0.9 * LOOKALIKE_RATIO * 0.9)]
+    assert rank(far, "us")[0].text == "3U0A792"
+    # with no region set, a Slovak LLNNNLL read with a 1 in its last letter's place
+    assert rank([Candidate("LM298A1", 0.81), Candidate("LM298AI", 0.17)], "auto")[0].text == "LM298AI"

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from contract_support import add_tall_twin
 
+import alprd.read.grammar as grammar_module
 import alprd.read.reader as reader_module
 from alprd.config import PACKAGE_MODELS_DIR, PHOTO_READER, DetectorModel, ReaderConfig
 from alprd.read.grammar import SHORT_LEN, edit_distance
@@ -361,6 +362,28 @@ def test_a_small_frame_is_read_from_its_own_edges_not_the_grey_canvas(
     monkeypatch.setattr(reader_module, "CANVAS_READ_BORDER", cv2.BORDER_CONSTANT)
     grey = run()
     assert own >= grey + 3, (own, grey)
+
+
+def test_a_round_or_upright_glyph_in_a_formats_letter_place_reads_as_the_letter(
+    reader: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """O/0 and I/1, one glyph on many plates: the issued format decides at the lower bar
+    (`LOOKALIKE_RATIO`). The eu photos read as a user who sets no region, and `us-ucsd` (labelled
+    with the letters its plates carry; its figure only), read with the bar and with SERIAL_RATIO."""
+
+    def run() -> int:
+        right = 0
+        for folder, region in (("eu", "auto"), ("us-ucsd", "us")):
+            for row in _sample(data_dir / folder, 1):
+                image, _ = read_image(data_dir / folder / row["file"])
+                reads = reader.read(image, region).reads
+                right += bool(reads) and reads[0].text == row["plate"]
+        return right
+
+    lower = run()
+    monkeypatch.setattr(grammar_module, "LOOKALIKE_RATIO", grammar_module.SERIAL_RATIO)
+    serial = run()
+    assert lower >= serial + 2, (lower, serial)
 
 
 def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(

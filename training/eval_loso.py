@@ -176,7 +176,8 @@ def main() -> int:
                     help="class probe: read after saving as JPEG at quality Q")
     ap.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                     help="class probe: sensor noise, grey levels")
-    ap.add_argument("--shrink", type=float, default=1.0, metavar="F", help="class probe: read resized by F (above 1: enlarged)")
+    ap.add_argument("--shrink", type=float, default=1.0, metavar="F",
+                    help="class probe: read resized by F (above 1: enlarged)")
     ap.add_argument("--shear", type=float, default=0.0, metavar="DEG",
                     help="class probe: read sheared vertically by DEG degrees, one way or the other")
     ap.add_argument("--region", choices=("us", "eu", "br", "auto"),
