@@ -98,6 +98,15 @@ crops and cut-outs of small plates, which the detector, scaling the frame up to 
 see bigger and blurrier than any plate it learned from."""
 CANVAS_ASPECT = 0.75
 """The canvas's height as a share of its width: a camera frame's 4:3."""
+FIT_SHARE = 1 / (1 + 2 * ZOOM_OUT_PAD)
+"""A frame larger than `SMALL_FRAME`, where the first detector finds nothing or a close-up, is
+read shrunk to this share of the detector's input on the canvas first (`_fitted`): a crop from a
+sharper or closer camera (a zoomed pole camera, a 640-px crop) read as the crop folders' plates,
+half the input wide, the scale of the wider look too. Read at their own size, such crops went
+through every look of a scene, and a fragment or a sticker read on the way often won. Left-out
+pairs, photos and cut-outs enlarged two and three times: us-crops 333 -> 347 and 341 -> 350 of
+389, br-crops 1,039 -> 1,048 of 1,144 (x3), the rest and every source at its own size the same
+(BENCHMARKS.md)."""
 CLOSE_UP = FRAME_ROW[1]
 """A detector box at least this share of the frame's height is a close-up: the frame may be one
 plate, and the box a piece of it (a banner, a half row split at an emblem or a state graphic),
@@ -240,7 +249,7 @@ class PlateReader:
         h, w = image.shape[:2]
         return bool(w < SMALL_FRAME * size and h < SMALL_FRAME * CANVAS_ASPECT * size)
 
-    def _on_canvas(self, image: Image, region: str, looks: Looks) -> PhotoResult:
+    def _on_canvas(self, image: Image, region: str, looks: Looks, whole: bool = True) -> PhotoResult:
         """A small frame read at its own scale, centred on a grey canvas the detector's size. Only
         plates that fill at least half the frame's width are the canvas's to read: a plate that is
         a small part of a small photo is seen better enlarged, as every other frame is. So where the
@@ -250,7 +259,8 @@ class PlateReader:
         confident read, the frame itself is read, with every look. Boxes in frame pixels.
 
         The detectors look at the grey canvas; the boxes are read from the frame extended by its
-        own edge pixels (`CANVAS_READ_BORDER`), not from the grey."""
+        own edge pixels (`CANVAS_READ_BORDER`), not from the grey. `whole=False` (the `_fitted`
+        look) leaves reading the frame itself to the caller."""
         t0 = time.perf_counter()
         size = looks.size or self.cfg.detector_size
         h, w = image.shape[:2]
@@ -272,7 +282,7 @@ class PlateReader:
         reads = [dataclasses.replace(r, box=_shifted(r.box, -px, -py, w, h)) for r in reads]
         detections = [Detection(_shifted(d.box, -px, -py, w, h), d.score) for d in filling]
         stages = {"canvas": (time.perf_counter() - t0) * 1000}
-        if not _confident(reads):
+        if whole and not _confident(reads):
             frame = self._read_whole(image, region, looks, ranked=False)
             reads += [r for r in frame.reads if all(r.box.iou(o.box) < OVERLAP for o in reads)]
             detections += frame.detections
@@ -299,6 +309,10 @@ class PlateReader:
             fallback = fallback and len(new) == len(detections)
             detections = new
         detect_s = time.perf_counter() - t0
+        if (self.cfg.zoom_out and not known and looks.fallback and not self._small(image, looks)
+                and (not detections or any(d.box.h >= CLOSE_UP * image.shape[0] for d in detections))
+                and (fitted := self._fitted(image, region, looks)) is not None):
+            return fitted
         reads = self._read_all(image, detections, region)
         stages: dict[str, float] = {}
         if self.fallback is not None and fallback and _confident(reads) != 1:
@@ -350,6 +364,32 @@ class PlateReader:
             ms=ms,
             stage_ms={"detect": detect_s * 1000, "recognize": ms - detect_s * 1000, **stages},
         )
+
+    def _fitted(self, image: Image, region: str, looks: Looks) -> PhotoResult | None:
+        """A frame too large for the canvas (`SMALL_FRAME`), in which the first detector found
+        nothing or a close-up: shrunk to `FIT_SHARE` of the detector's input and read on the canvas
+        with the first detector alone, as a crop of ordinary size is. The reads where one is
+        confident, boxes in frame pixels; else None, and the frame is read at its own size."""
+        t0 = time.perf_counter()
+        size = looks.size or self.cfg.detector_size
+        h, w = image.shape[:2]
+        f = min(FIT_SHARE * size / w, FIT_SHARE * CANVAS_ASPECT * size / h)
+        if f >= 1:
+            return None
+        small = np.asarray(cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        fit = self._on_canvas(small, region, dataclasses.replace(looks, fallback=False), whole=False)
+        if not _confident(list(fit.reads)):
+            return None
+        sh, sw = small.shape[:2]
+
+        def up(b: Box) -> Box:
+            return Box(round(b.x * w / sw), round(b.y * h / sh), round(b.w * w / sw),
+                       round(b.h * h / sh)).clamp(w, h)
+
+        ms = (time.perf_counter() - t0) * 1000
+        return PhotoResult(tuple(dataclasses.replace(r, box=up(r.box)) for r in fit.reads),
+                           detections=tuple(Detection(up(d.box), d.score) for d in fit.detections),
+                           ms=ms, stage_ms={"fitted": ms})
 
     def _closer_size(self, looks: Looks) -> int:
         """The closer look's detector size for this frame; 0 when it would be no closer."""
