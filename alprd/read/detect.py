@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,19 @@ def _to_bgr(image: Image) -> Image:
     if image.shape[2] == 4:
         return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGRA2BGR), dtype=np.uint8)
     return image
+
+
+MAX_AUTO_THREADS = 4
+"""`reader.detector_threads: null` gives the detectors the CPUs this process may use, up to this
+many: a Pi 4 or 5 has four cores, and a 640-px detector run splits into too little work per
+thread for more to pay."""
+
+
+def default_detector_threads() -> int:
+    """The CPUs this process may run on (systemd's CPUAffinity= and cgroup cpusets shrink the set),
+    at most MAX_AUTO_THREADS."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_THREADS, cpus))

@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import logging
 import math
-import os
 import time
 
 import cv2
@@ -19,10 +18,10 @@ from ..config import ReaderConfig
 from ..errors import ImageError, ModelError
 from ..types import CONFIDENT, Box, Candidate, Detection, Image, Looks, PhotoResult, Read
 from . import grammar
-from .detect import PlateDetector
+from .detect import PlateDetector, default_detector_threads
 from .lines import LineFinder, TextLine, even_light, tilt
 from .onnx import load_contract
-from .recognize import Recognition, Recognizer
+from .recognize import Recognition, Recognizer, chars_for
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +467,7 @@ class PlateReader:
         if best is None:
             return None
         score, rec, choice, fits, row_h = best
-        chars = rec.chars if choice.text == rec.text else _chars_for(choice.text, rec)
+        chars = rec.chars if choice.text == rec.text else chars_for(choice.text, rec)
         shape = 1.0 if det.box.w >= MIN_PLATE_ASPECT * det.box.h else SQUARE_FACTOR
         return Read(
             text=choice.text,
@@ -499,22 +498,6 @@ class PlateReader:
             if rec.confidence >= TALL_SURE:
                 return rec
         return self.recognizer.recognize(row)
-
-
-MAX_AUTO_THREADS = 4
-"""`reader.detector_threads: null` gives the detectors the CPUs this process may use, up to this
-many: a Pi 4 or 5 has four cores, and a 640-px detector run splits into too little work per
-thread for more to pay."""
-
-
-def default_detector_threads() -> int:
-    """The CPUs this process may run on (systemd's CPUAffinity= and cgroup cpusets shrink the set),
-    at most MAX_AUTO_THREADS."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(MAX_AUTO_THREADS, cpus))
 
 
 def runs_into_side(line: TextLine, crop_width: int, row_margin: float) -> bool:
@@ -585,21 +568,3 @@ def _shifted(box: Box, dx: int, dy: int, width: int, height: int) -> Box:
 def _confident(reads: list[Read]) -> int:
     """How many reads are confident and fit the region's grammar."""
     return sum(r.confident for r in reads)
-
-
-def _chars_for(text: str, rec: Recognition) -> tuple[float, ...]:
-    """Per-character confidences for a candidate other than the top read.
-
-    Positions where the candidate agrees with the top read keep its confidence; a substituted
-    position gets the candidate's share, estimated from the ratio of the two string probabilities.
-    """
-    if len(text) != len(rec.text) or rec.confidence <= 0:
-        cand = next((c for c in rec.candidates if c.text == text), None)
-        p = cand.confidence if cand else 0.0
-        return tuple(round(p ** (1 / max(1, len(text))), 4) for _ in text)
-    cand_p = next((c.confidence for c in rec.candidates if c.text == text), 0.0)
-    diff = [i for i, (a, b) in enumerate(zip(text, rec.text, strict=True)) if a != b]
-    kept = np.prod([c for i, c in enumerate(rec.chars) if i not in diff]) if diff else 1.0
-    sub = (cand_p / kept) ** (1 / max(1, len(diff))) if kept > 0 else 0.0
-    return tuple(round(float(sub) if i in diff else c, 4) for i, c in enumerate(rec.chars))
-

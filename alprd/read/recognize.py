@@ -167,3 +167,20 @@ def _best_combinations(options: list[list[tuple[float, str]]], k: int) -> list[C
                     seen.add(nxt)
                     heapq.heappush(heap, (-score(nxt), nxt))
     return [Candidate(t, round(p, 4)) for t, p in out.items()]
+
+
+def chars_for(text: str, rec: Recognition) -> tuple[float, ...]:
+    """Per-character confidences for a candidate other than the top read.
+
+    Positions where the candidate agrees with the top read keep its confidence; a substituted
+    position gets the candidate's share, estimated from the ratio of the two string probabilities.
+    """
+    if len(text) != len(rec.text) or rec.confidence <= 0:
+        cand = next((c for c in rec.candidates if c.text == text), None)
+        p = cand.confidence if cand else 0.0
+        return tuple(round(p ** (1 / max(1, len(text))), 4) for _ in text)
+    cand_p = next((c.confidence for c in rec.candidates if c.text == text), 0.0)
+    diff = [i for i, (a, b) in enumerate(zip(text, rec.text, strict=True)) if a != b]
+    kept = np.prod([c for i, c in enumerate(rec.chars) if i not in diff]) if diff else 1.0
+    sub = (cand_p / kept) ** (1 / max(1, len(diff))) if kept > 0 else 0.0
+    return tuple(round(float(sub) if i in diff else c, 4) for i, c in enumerate(rec.chars))
