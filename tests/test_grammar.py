@@ -146,3 +146,14 @@ def test_an_o_or_an_i_in_a_serials_letter_place_needs_only_the_lower_bar() -> No
     assert rank(far, "us")[0].text == "3U0A792"
     # with no region set, a Slovak LLNNNLL read with a 1 in its last letter's place
     assert rank([Candidate("LM298A1", 0.81), Candidate("LM298AI", 0.17)], "auto")[0].text == "LM298AI"
+
+
+def test_two_stacked_rows_join_only_into_an_issued_format_neither_row_fits_alone() -> None:
+    from alprd.read.grammar import joins
+
+    assert joins("1A2", "3456", "eu")  # a Czech motorcycle plate, NLNNNNN
+    assert joins("ABC", "1D23", "br") and joins("ABC", "1D23", "auto")  # Mercosur, two rows
+    assert joins("7ABC", "123", "us")  # a California serial over two rows
+    assert not joins("7ABC123", "DMV", "us")  # the top row is a plate alone: it keeps its read
+    assert not joins("CALIF", "7ABC123", "auto")
+    assert not joins("SAO", "PAULO", "br") and not joins("GOLF", "ING", "us")  # no format

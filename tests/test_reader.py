@@ -389,6 +389,39 @@ def test_a_large_frame_filling_crop_is_read_shrunk_on_the_canvas(
     assert fitted >= own_size + 6, (fitted, own_size)
 
 
+def test_two_stacked_rows_of_one_plate_are_read_as_one_number(
+    reader: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A two-row plate (a motorcycle's, a square European or Brazilian one) prints one number over
+    two rows. Every second `us-ucsd` plate (its boxes hug the characters) cut out with its first
+    half of characters set over the rest, a quarter of a character's height apart, read with the
+    rows joined (`lines.stacked`, `grammar.joins`) and without (`STACK_HEIGHT` out of reach)."""
+    import alprd.read.lines as lines_module
+
+    folder = data_dir / "us-ucsd"
+
+    def run() -> int:
+        right = 0
+        for row in _sample(folder, 2):
+            image, _ = read_image(folder / row["file"])
+            x, y, w, h = (int(row[k]) for k in ("x", "y", "w", "h"))
+            split = round(w * ((len(row["plate"]) + 1) // 2) / len(row["plate"]))
+            first, rest = image[y : y + h, x : x + split], image[y : y + h, x + split : x + w]
+            width = max(first.shape[1], rest.shape[1])
+            parts = [cv2.copyMakeBorder(p, 0, round(0.25 * h) if i == 0 else 0, (width - p.shape[1]) // 2,
+                                        width - p.shape[1] - (width - p.shape[1]) // 2, cv2.BORDER_REPLICATE)
+                     for i, p in enumerate((first, rest))]
+            plate = cv2.copyMakeBorder(np.vstack(parts), h // 3, h // 3, w // 8, w // 8, cv2.BORDER_REPLICATE)
+            reads = reader.read(np.ascontiguousarray(plate), "us").reads
+            right += bool(reads) and reads[0].text == row["plate"]
+        return right
+
+    joined = run()
+    monkeypatch.setattr(lines_module, "STACK_HEIGHT", 2.0)
+    apart = run()
+    assert joined >= apart + 6, (joined, apart)
+
+
 def test_a_round_or_upright_glyph_in_a_formats_letter_place_reads_as_the_letter(
     reader: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

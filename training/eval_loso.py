@@ -61,6 +61,8 @@ NEVER_TRAINED = {"us-ucsd"}
 OVER_FLARE = 30.0
 """Grey levels added to an over-exposed probe's light (`--darken` above 1): flare lifts the dark
 characters too, as the sun or an IR flash does."""
+STACK_GAP = 0.25
+"""`--stack`: the rows of the stacked plate are this share of the character box's height apart."""
 SIDE_MARGIN = (0.04, 0.20)
 """Cut-outs' margin at each end, drawn from this range of shares of the box's width."""
 
@@ -103,10 +105,13 @@ def with_second(reader: Any, second: Any, below: float, combine: str) -> Any:
 
 
 def plate_crops(image: np.ndarray, rows: list[dict[str, str]], name: str,
-                side: tuple[float, float] = SIDE_MARGIN) -> list[tuple[np.ndarray, str]]:
-    """Each labelled plate of a photo cut out with seeded margins (see the module's docstring)."""
+                side: tuple[float, float] = SIDE_MARGIN, stack: bool = False) -> list[tuple[np.ndarray, str]]:
+    """Each labelled plate of a photo cut out with seeded margins (see the module's docstring);
+    `stack`: its first half of characters set over the rest (`--stack`)."""
     import random
     import zlib
+
+    import cv2
 
     rng = random.Random(zlib.crc32(name.encode()))
     h_img, w_img = image.shape[:2]
@@ -118,8 +123,30 @@ def plate_crops(image: np.ndarray, rows: list[dict[str, str]], name: str,
         x0, y0 = max(0, x - left), max(0, y - top)
         x1, y1 = min(w_img, x + w + right), min(h_img, y + h + bottom)
         if x1 - x0 >= 8 and y1 - y0 >= 4:
-            out.append((np.ascontiguousarray(image[y0:y1, x0:x1]), row["plate"]))
+            if stack:
+                # the character box's halves stacked, then the margins drawn above around the pair
+                split = round(w * ((len(row["plate"]) + 1) // 2) / len(row["plate"]))
+                pair = stacked_halves(image[y : y + h, x : x + split], image[y : y + h, x + split : x + w],
+                                      round(STACK_GAP * h))
+                cut = cv2.copyMakeBorder(pair, top, bottom, left, right, cv2.BORDER_REPLICATE)
+            else:
+                cut = image[y0:y1, x0:x1]
+            out.append((np.ascontiguousarray(cut), row["plate"]))
     return out
+
+
+def stacked_halves(first: np.ndarray, rest: np.ndarray, gap: int) -> np.ndarray:
+    """`first` set over `rest`, `gap` rows apart, the narrower centred and both extended by their own
+    edge pixels: a two-row plate made of a one-row plate's pixels."""
+    import cv2
+
+    width = max(first.shape[1], rest.shape[1])
+    rows = []
+    for i, part in enumerate((first, rest)):
+        extra = width - part.shape[1]
+        rows.append(cv2.copyMakeBorder(part, 0, gap if i == 0 else 0, extra // 2, extra - extra // 2,
+                                       cv2.BORDER_REPLICATE))
+    return np.vstack(rows)
 
 
 def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: float,
@@ -180,6 +207,9 @@ def main() -> int:
                     help="class probe: read resized by F (above 1: enlarged)")
     ap.add_argument("--shear", type=float, default=0.0, metavar="DEG",
                     help="class probe: read sheared vertically by DEG degrees, one way or the other")
+    ap.add_argument("--stack", action="store_true",
+                    help="--as-crops, us-ucsd: each cut-out's first half of characters set over the rest "
+                         "(two-row plates)")
     ap.add_argument("--region", choices=("us", "eu", "br", "auto"),
                     help="read every source with this region (auto: as a user who sets none); "
                          "default: each source's own")
@@ -191,6 +221,8 @@ def main() -> int:
             and 0 <= args.shear <= 30 and 0 <= args.jpeg <= 100):
         ap.error("--darken takes (0, 3], --shrink (0, 4], --noise >= 0, --side-margin LO <= HI, both >= 0, "
                  "--shear 0-30, --jpeg 0-100")
+    if args.stack and (not args.as_crops or any(not p.startswith("us-ucsd=") for p in args.pair)):
+        ap.error("--stack takes --as-crops and us-ucsd pairs alone: only its boxes hug the characters")
     probe = "".join(f"@{k}{v:g}" for k, v, plain in (("darken", args.darken, 1.0), ("noise", args.noise, 0.0),
                                                     ("shrink", args.shrink, 1.0), ("shear", args.shear, 0.0),
                                                     ("jpeg", args.jpeg, 0))
@@ -228,7 +260,8 @@ def main() -> int:
             image, _ = read_image(DATA / source / name)
             plates = {r["plate"] for r in labels[name]}
             if cut:
-                views = [(crop, {plate}) for crop, plate in plate_crops(image, labels[name], name, side)]
+                views = [(crop, {plate}) for crop, plate in plate_crops(image, labels[name], name, side,
+                                                                         args.stack)]
             else:
                 views = [(image, plates)]
             for view, wanted in views:
@@ -244,7 +277,8 @@ def main() -> int:
             if i % 100 == 0:
                 print(f"{source}: {i}/{len(names)} exact {exact / max(1, n):.3f}", file=sys.stderr)
         label = run_name + (f"+{args.second}<{args.below}:{args.combine}" if second else "")
-        margin = "" if side == SIDE_MARGIN or not cut else f"@side{side[0]:g}-{side[1]:g}"
+        margin = ("" if side == SIDE_MARGIN or not cut else f"@side{side[0]:g}-{side[1]:g}") + (
+            "@stacked" if args.stack else "")
         region = f"@region-{args.region}" if args.region else ""
         row = {"source": source + ("@crops" if cut else "") + margin + probe + region, "run": label, "n": n,
                "exact": round(exact / n, 4), "exact_ci95": [round(x, 4) for x in exact_interval(exact, n)],

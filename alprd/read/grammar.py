@@ -230,6 +230,19 @@ def _issued(text: str, region: str) -> bool:
     return region == "auto" and any(g.fits(text) for g in GRAMMARS.values() if g.closed)
 
 
+def joins(top: str, bottom: str, region: str) -> bool:
+    """Whether two stacked rows of one plate read as one plate number, top row first: joined they
+    fit an issued format of the region (a closed region's own, or for us and auto `_issued`) and
+    neither alone does. Two-row plates (motorcycles; square plates of cars in Europe and Brazil:
+    `1A2` over `3456`, `AB12` over `CDE`, `ABC` over `1D23`) print one number over two rows; a row
+    that is a plate number alone keeps its own read, and a state name or a slogan over a serial
+    joins into no format."""
+    grammar = GRAMMARS.get(region, GRAMMARS["auto"])
+    if grammar.closed:
+        return grammar.fits(top + bottom) and not grammar.fits(top) and not grammar.fits(bottom)
+    return _issued(top + bottom, region) and not _issued(top, region) and not _issued(bottom, region)
+
+
 def letter_o_amid_letters(text: str) -> str:
     """`text` with each 0 that stands between two letters written as the letter O.
 

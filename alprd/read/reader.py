@@ -19,7 +19,7 @@ from ..errors import ImageError, ModelError
 from ..types import CONFIDENT, Box, Candidate, Detection, Image, Looks, PhotoResult, Read
 from . import grammar
 from .detect import PlateDetector, default_detector_threads
-from .lines import LineFinder, TextLine, even_light, tilt
+from .lines import LineFinder, TextLine, even_light, stacked, tilt
 from .onnx import load_contract
 from .recognize import Recognition, Recognizer, chars_for
 
@@ -52,7 +52,8 @@ SQUARE_FACTOR = 0.5
 lower: the narrowest car plates (US, Japan: 2:1) seen 45 degrees off-axis are ~1.4:1, while
 badges, signs and stickers are often squarer (on the eu/br train halves and ro-detect training
 frames, 8 of 41 reads that were not plates and none of 509 plates). Motorcycle and two-row
-plates are square too: they rank lower, and are still reported."""
+plates are square too: they rank lower, and are still reported; where their two rows join into
+one issued number (`_two_rows`), the shape costs nothing."""
 
 TALL_SURE = 0.9
 """plate_rec_tall's read of a row stands from this confidence on; below it plate_rec reads the row
@@ -438,6 +439,7 @@ class PlateReader:
         crop = even_light(image[box.y : box.y + box.h, box.x : box.x + box.w])
         best: tuple[float, Recognition, Candidate, bool, float] | None = None
         rows = (self.lines.find(crop) if found is None else found)[:LINES_TRIED]
+        found_rows = list(rows)
         if rows and runs_into_side(rows[0], box.w, self.lines.row_margin):
             wide = det.box.pad(WIDE_PAD, CROP_PAD[1]).clamp(w, h)
             if wide.w > box.w:
@@ -452,11 +454,14 @@ class PlateReader:
             # middle band is read too, and the better read wins.
             rows.insert(1, self._band(crop, det.box, box))
         tallest = max(line.h for line in rows)
+        read_rows: list[tuple[TextLine, Recognition, Candidate]] = []
         for line in rows:
             rec = self.recognize_row(LineFinder.cut(crop, line))
             if len(rec.text) < MIN_CHARS:
                 continue
             choice, fits = grammar.rank(rec.candidates, region)
+            if line in found_rows:
+                read_rows.append((line, rec, choice))
             score = choice.confidence * (1.0 if fits else GRAMMAR_MISS_FACTOR) * grammar.likeness(choice.text)
             if line.h < SMALL_ROW * tallest:
                 score *= SMALL_ROW_FACTOR
@@ -469,6 +474,10 @@ class PlateReader:
         score, rec, choice, fits, row_h = best
         chars = rec.chars if choice.text == rec.text else chars_for(choice.text, rec)
         shape = 1.0 if det.box.w >= MIN_PLATE_ASPECT * det.box.h else SQUARE_FACTOR
+        if len(read_rows) == 2 and (two := _two_rows(read_rows, region)) is not None and two[0] > score:
+            # a two-row plate: square by nature, so its shape costs it nothing
+            (score, choice, chars, row_h), fits, shape = two, True, 1.0
+            rec = Recognition(choice.text, choice.confidence, chars, (choice,))
         return Read(
             text=choice.text,
             confidence=round(score * det.score * shape, 4),
@@ -506,6 +515,19 @@ def runs_into_side(line: TextLine, crop_width: int, row_margin: float) -> bool:
     half = abs((line.w - 2 * row_margin * line.h) / 2 * math.cos(math.radians(line.angle)))
     tolerance = EDGE_TOLERANCE * crop_width + 1
     return line.cx - half < tolerance or line.cx + half > crop_width - tolerance
+
+
+def _two_rows(rows: list[tuple[TextLine, Recognition, Candidate]], region: str
+              ) -> tuple[float, Candidate, tuple[float, ...], float] | None:
+    """Two found rows read as one two-row plate (`lines.stacked`, `grammar.joins`): score, the
+    joined read (its probability the product of the rows'), per-character confidences, row
+    height; None where they are not one."""
+    (top, top_rec, top_read), (bottom, bottom_rec, bottom_read) = sorted(rows, key=lambda r: r[0].cy)
+    if not stacked(top, bottom) or not grammar.joins(top_read.text, bottom_read.text, region):
+        return None
+    joined = Candidate(top_read.text + bottom_read.text, top_read.confidence * bottom_read.confidence)
+    chars = chars_for(top_read.text, top_rec) + chars_for(bottom_read.text, bottom_rec)
+    return joined.confidence * grammar.likeness(joined.text), joined, chars, max(top.h, bottom.h)
 
 
 def _whole_row(whole: Read | None, reads: list[Read]) -> list[Read]:
