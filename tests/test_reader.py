@@ -198,6 +198,9 @@ def test_a_row_cut_by_the_box_is_read_from_a_wider_crop(reader: PlateReader, dat
 def test_degenerate_images(reader: PlateReader) -> None:
     assert reader.read(np.zeros((1, 1, 3), np.uint8)).reads == ()
     assert reader.read(np.full((8, 3000, 3), 255, np.uint8)).reads == ()
+    for shape in ((500, 1, 3), (900, 2, 3), (2, 900, 3), (2000, 16, 3)):  # slivers, too large for the canvas
+        for region in ("us", "auto", "eu", "br"):
+            assert reader.read(np.zeros(shape, np.uint8), region).reads == ()
     huge = np.zeros((20000, 20000, 3), np.uint8)
     assert reader.read(huge).reads == ()
 

@@ -107,6 +107,8 @@ through every look of a scene, and a fragment or a sticker read on the way often
 pairs, photos and cut-outs enlarged two and three times: us-crops 333 -> 347 and 341 -> 350 of
 389, br-crops 1,039 -> 1,048 of 1,144 (x3), the rest and every source at its own size the same
 (BENCHMARKS.md)."""
+MIN_FIT_SIDE = 8
+"""Pixels a frame shrunk for `_fitted` must keep on each side (a 500 x 1 sliver shrinks to none)."""
 CLOSE_UP = FRAME_ROW[1]
 """A detector box at least this share of the frame's height is a close-up: the frame may be one
 plate, and the box a piece of it (a banner, a half row split at an emblem or a state graphic),
@@ -374,13 +376,13 @@ class PlateReader:
         size = looks.size or self.cfg.detector_size
         h, w = image.shape[:2]
         f = min(FIT_SHARE * size / w, FIT_SHARE * CANVAS_ASPECT * size / h)
-        if f >= 1:
-            return None
-        small = np.asarray(cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        sw, sh = round(w * f), round(h * f)
+        if f >= 1 or min(sw, sh) < MIN_FIT_SIDE:
+            return None  # already small, or a sliver no plate fits in
+        small = np.asarray(cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA), dtype=np.uint8)
         fit = self._on_canvas(small, region, dataclasses.replace(looks, fallback=False), whole=False)
         if not _confident(list(fit.reads)):
             return None
-        sh, sw = small.shape[:2]
 
         def up(b: Box) -> Box:
             return Box(round(b.x * w / sw), round(b.y * h / sh), round(b.w * w / sw),
