@@ -104,8 +104,8 @@ read shrunk to this share of the detector's input on the canvas first (`_fitted`
 sharper or closer camera (a zoomed pole camera, a 640-px crop) read as the crop folders' plates,
 half the input wide, the scale of the wider look too. Read at their own size, such crops went
 through every look of a scene, and a fragment or a sticker read on the way often won. Left-out
-pairs, photos and cut-outs enlarged two and three times: us-crops 333 -> 347 and 341 -> 350 of
-389, br-crops 1,039 -> 1,048 of 1,144 (x3), the rest and every source at its own size the same
+pairs, photos and cut-outs enlarged two and three times: us-crops 333 -> 346 and 341 -> 351 of
+389, br-crops 1,039 -> 1,049 of 1,144 (x3), the rest and every source at its own size the same
 (BENCHMARKS.md)."""
 MIN_FIT_SIDE = 8
 """Pixels a frame shrunk for `_fitted` must keep on each side (a 500 x 1 sliver shrinks to none)."""
@@ -314,7 +314,10 @@ class PlateReader:
         if (self.cfg.zoom_out and not known and looks.fallback and not self._small(image, looks)
                 and (not detections or any(d.box.h >= CLOSE_UP * image.shape[0] for d in detections))
                 and (fitted := self._fitted(image, region, looks)) is not None):
-            return fitted
+            # the first detector's pass counts as this frame's whole-frame detection (the pipeline
+            # tells a whole-frame read by its `detect` stage)
+            return dataclasses.replace(fitted, ms=(time.perf_counter() - t0) * 1000,
+                                       stage_ms={"detect": detect_s * 1000, **fitted.stage_ms})
         reads = self._read_all(image, detections, region)
         stages: dict[str, float] = {}
         if self.fallback is not None and fallback and _confident(reads) != 1:
