@@ -29,8 +29,11 @@ with Gaussian sensor noise (seeded by the file's name), the class of dim night p
 `--shear DEG` shears each photo vertically by DEG degrees (its sign drawn by the file's name), the
 class of plates seen from the side, whose rows slant while their characters stay upright;
 `--darken` above 1 over-exposes (30 grey levels of flare added, clipped at 255: a sunlit or
-IR-flashed plate); `--jpeg Q` saves each view as JPEG at quality Q (a cheap camera's stream). The
-photos stay real: these change their light, size or framing, never their plates.
+IR-flashed plate); `--jpeg Q` saves each view as JPEG at quality Q (a cheap camera's stream);
+`--stack` (with `--as-crops`, `us-ucsd` alone, whose boxes hug the characters) sets each cut-out's
+first half of characters over the rest, a quarter of their height apart: the class of two-row
+plates, which our folders lack. The photos stay real: these change their light, size, framing or
+layout, never their plates' characters.
 
 `--second RUN --below T --combine mean|max|only` measures a second recognizer where the first is
 unsure: rows the first reads below confidence T are read by RUN too, and its probabilities are
