@@ -21,7 +21,7 @@ import alprd.read.reader as reader_module
 from alprd.config import PACKAGE_MODELS_DIR, PHOTO_READER, DetectorModel, ReaderConfig
 from alprd.read.grammar import SHORT_LEN, edit_distance
 from alprd.read.imageio import read_image
-from alprd.read.lines import BOX_ROW_SHARES, LineFinder, TextLine, even_light
+from alprd.read.lines import BOX_ROW_SHARES, LineFinder, TextLine, even_light, runs_into_side
 from alprd.read.reader import (
     CROP_PAD,
     MIN_PLATE_ASPECT,
@@ -31,7 +31,6 @@ from alprd.read.reader import (
     TALL_SURE,
     PlateReader,
     _whole_row,
-    runs_into_side,
 )
 from alprd.types import CONFIDENT, Box, Detection, Looks
 
@@ -397,8 +396,9 @@ def test_two_stacked_rows_of_one_plate_are_read_as_one_number(
     """A two-row plate (a motorcycle's, a square European or Brazilian one) prints one number over
     two rows. Every second `us-ucsd` plate (its boxes hug the characters) cut out with its first
     half of characters set over the rest, a quarter of a character's height apart, read with the
-    rows joined (`lines.stacked`, `grammar.joins`) and without (`STACK_HEIGHT` out of reach)."""
-    import alprd.read.lines as lines_module
+    rows joined (`tworow.two_rows`; a square box's halves searched for a row each) and without
+    (`STACK_HEIGHT` out of reach). Shipped model: 15 against 0 (9 without the halves)."""
+    import alprd.read.tworow as tworow_module
 
     folder = data_dir / "us-ucsd"
 
@@ -419,9 +419,9 @@ def test_two_stacked_rows_of_one_plate_are_read_as_one_number(
         return right
 
     joined = run()
-    monkeypatch.setattr(lines_module, "STACK_HEIGHT", 2.0)
+    monkeypatch.setattr(tworow_module, "STACK_HEIGHT", 2.0)
     apart = run()
-    assert joined >= apart + 6, (joined, apart)
+    assert joined >= apart + 10, (joined, apart)
 
 
 def test_a_round_or_upright_glyph_in_a_formats_letter_place_reads_as_the_letter(

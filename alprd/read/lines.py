@@ -178,26 +178,6 @@ class LineFinder:
         return np.asarray(out, dtype=np.uint8)
 
 
-STACK_HEIGHT = 0.7
-"""Rows at least this share of each other's height, one right under the other and over each
-other's middle, are two rows of one plate (`stacked`): a two-row plate prints both in one
-size, while a state name or a slogan over a serial is smaller (the reader's `SMALL_ROW`)."""
-STACK_GAP = (0.5, 1.6)
-"""Bounds of the distance between stacked rows' centres, in the taller row's heights: rows that
-touch or overlap are one row split, rows further apart are a plate's serial and a caption."""
-STACK_ANGLE = 10.0
-"""Degrees the two rows' angles may differ: rows of one plate slant alike."""
-
-
-def stacked(top: TextLine, bottom: TextLine) -> bool:
-    """Whether `bottom` is the second row of a two-row plate whose first is `top`."""
-    tall = max(top.h, bottom.h)
-    return (min(top.h, bottom.h) >= STACK_HEIGHT * tall
-            and STACK_GAP[0] * tall <= bottom.cy - top.cy <= STACK_GAP[1] * tall
-            and abs(top.cx - bottom.cx) <= max(top.w, bottom.w) / 2
-            and abs(top.angle - bottom.angle) <= STACK_ANGLE)
-
-
 TILTS = tuple(float(a) for a in range(-20, 21))
 """Angles (degrees) `tilt` tries, a degree apart: a plate seen from the side, or from above and
 to the side (a pole camera's view of a car turning), slants by up to about 20 degrees."""
@@ -225,3 +205,15 @@ def tilt(crop: Image) -> float:
         if score > best:
             best, best_angle = score, angle
     return best_angle
+
+
+EDGE_TOLERANCE = 0.02
+"""A row ending within this share of the crop's width (plus a pixel) of its side touches it."""
+
+
+def runs_into_side(line: TextLine, crop_width: int, row_margin: float) -> bool:
+    """Whether the found row (without the margin the line finder adds at its ends) reaches the
+    left or right side of a crop `crop_width` pixels wide."""
+    half = abs((line.w - 2 * row_margin * line.h) / 2 * math.cos(math.radians(line.angle)))
+    tolerance = EDGE_TOLERANCE * crop_width + 1
+    return line.cx - half < tolerance or line.cx + half > crop_width - tolerance

@@ -19,9 +19,10 @@ from ..errors import ImageError, ModelError
 from ..types import CONFIDENT, Box, Candidate, Detection, Image, Looks, PhotoResult, Read
 from . import grammar
 from .detect import PlateDetector, default_detector_threads
-from .lines import LineFinder, TextLine, even_light, stacked, tilt
+from .lines import LineFinder, TextLine, even_light, runs_into_side, tilt
 from .onnx import load_contract
 from .recognize import Recognition, Recognizer, chars_for
+from .tworow import two_rows
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ lower: the narrowest car plates (US, Japan: 2:1) seen 45 degrees off-axis are ~1
 badges, signs and stickers are often squarer (on the eu/br train halves and ro-detect training
 frames, 8 of 41 reads that were not plates and none of 509 plates). Motorcycle and two-row
 plates are square too: they rank lower, and are still reported; where their two rows join into
-one issued number (`_two_rows`), the shape costs nothing."""
+one issued number (`tworow.two_rows`), the shape costs nothing."""
 
 TALL_SURE = 0.9
 """plate_rec_tall's read of a row stands from this confidence on; below it plate_rec reads the row
@@ -77,9 +78,6 @@ WIDE_PAD = 0.5
 """Width padding (each side) of the second crop taken when the best row runs into the first
 crop's side: the detector's box ended inside the plate (the fast detector's coarse map frames
 small plates short), and the row would be read without its first or last character."""
-EDGE_TOLERANCE = 0.02
-"""A row ending within this share of the crop's width (plus a pixel) of its side touches it."""
-
 ZOOM_OUT_PAD = 0.5
 """The wider look pads each side of the frame by this share of its width and height, so a plate
 that fills the frame (a tight crop, a zoomed pole camera) fills a quarter of the padded frame:
@@ -479,7 +477,10 @@ class PlateReader:
         score, rec, choice, fits, row_h = best
         chars = rec.chars if choice.text == rec.text else chars_for(choice.text, rec)
         shape = 1.0 if det.box.w >= MIN_PLATE_ASPECT * det.box.h else SQUARE_FACTOR
-        if len(read_rows) == 2 and (two := _two_rows(read_rows, region)) is not None and two[0] > score:
+        two = two_rows(read_rows, region) if len(read_rows) == 2 else None
+        if two is None and shape < 1.0:
+            two = self._halves(crop, det.box, box, region)
+        if two is not None and two[0] > score:
             # a two-row plate: square by nature, so its shape costs it nothing
             (score, choice, chars, row_h), fits, shape = two, True, 1.0
             rec = Recognition(choice.text, choice.confidence, chars, (choice,))
@@ -494,6 +495,23 @@ class PlateReader:
             grammar_ok=fits,
             row_h=round(row_h, 1),
         )
+
+    def _halves(self, crop: Image, plate: Box, at: Box, region: str
+                ) -> tuple[float, Candidate, tuple[float, ...], float] | None:
+        """A square box (`plate`, in a crop taken at `at`) read as a two-row plate whose rows the
+        line finder did not find apart: its upper and lower halves each searched for one row, as
+        each row alone looks like the one-row plates the line finder learned from (`tworow.two_rows`)."""
+        mid = plate.y - at.y + plate.h // 2
+        rows: list[tuple[TextLine, Recognition, Candidate]] = []
+        for y0, y1 in ((0, mid), (mid, crop.shape[0])):
+            found = self.lines.find(crop[y0:y1])[:1]
+            if not found:
+                return None
+            line = dataclasses.replace(found[0], cy=found[0].cy + y0)
+            rec = self.recognize_row(LineFinder.cut(crop, line))
+            choice, _ = grammar.rank(rec.candidates, region)
+            rows.append((line, rec, choice))
+        return two_rows(rows, region)
 
     def _band(self, crop: Image, plate: Box, at: Box) -> TextLine:
         """The middle band of a detector box (`plate`) in a crop taken at `at`, along the plate's
@@ -512,27 +530,6 @@ class PlateReader:
             if rec.confidence >= TALL_SURE:
                 return rec
         return self.recognizer.recognize(row)
-
-
-def runs_into_side(line: TextLine, crop_width: int, row_margin: float) -> bool:
-    """Whether the found row (without the margin the line finder adds at its ends) reaches the
-    left or right side of a crop `crop_width` pixels wide."""
-    half = abs((line.w - 2 * row_margin * line.h) / 2 * math.cos(math.radians(line.angle)))
-    tolerance = EDGE_TOLERANCE * crop_width + 1
-    return line.cx - half < tolerance or line.cx + half > crop_width - tolerance
-
-
-def _two_rows(rows: list[tuple[TextLine, Recognition, Candidate]], region: str
-              ) -> tuple[float, Candidate, tuple[float, ...], float] | None:
-    """Two found rows read as one two-row plate (`lines.stacked`, `grammar.joins`): score, the
-    joined read (its probability the product of the rows'), per-character confidences, row
-    height; None where they are not one."""
-    (top, top_rec, top_read), (bottom, bottom_rec, bottom_read) = sorted(rows, key=lambda r: r[0].cy)
-    if not stacked(top, bottom) or not grammar.joins(top_read.text, bottom_read.text, region):
-        return None
-    joined = Candidate(top_read.text + bottom_read.text, top_read.confidence * bottom_read.confidence)
-    chars = chars_for(top_read.text, top_rec) + chars_for(bottom_read.text, bottom_rec)
-    return joined.confidence * grammar.likeness(joined.text), joined, chars, max(top.h, bottom.h)
 
 
 def _whole_row(whole: Read | None, reads: list[Read]) -> list[Read]:
