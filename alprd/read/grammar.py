@@ -204,11 +204,7 @@ def vehicle_like(text: str, region: str = "auto", read_once: bool = False) -> bo
     marking or a sign that a later look found in one frame: MTTM700, L700G in the demo's street).
     A car in view is read in frame after frame; a photo is read once by nature, so `read_once` is
     for streams only."""
-    if region in ("us", "auto") and _serial(text):
-        return True
-    if any(g.fits(text) for g in GRAMMARS.values() if g.closed and region in (g.region, "auto")):
-        return True
-    return len(text) >= VEHICLE_MIN_CHARS and not read_once
+    return issued_in(text, region) or (len(text) >= VEHICLE_MIN_CHARS and not read_once)
 
 
 def _serial(text: str) -> bool:
@@ -230,6 +226,13 @@ def _issued(text: str, region: str) -> bool:
     return region == "auto" and any(g.fits(text) for g in GRAMMARS.values() if g.closed)
 
 
+def issued_in(text: str, region: str) -> bool:
+    """Whether `text` is in a format the region issues: a closed region's own formats, or for the
+    us and auto `_issued`."""
+    grammar = GRAMMARS.get(region)
+    return grammar.fits(text) if grammar is not None and grammar.closed else _issued(text, region)
+
+
 def joins(top: str, bottom: str, region: str) -> bool:
     """Whether two stacked rows of one plate read as one plate number, top row first: joined they
     fit an issued format of the region (a closed region's own, or for us and auto `_issued`) and
@@ -237,10 +240,7 @@ def joins(top: str, bottom: str, region: str) -> bool:
     `1A2` over `3456`, `AB12` over `CDE`, `ABC` over `1D23`) print one number over two rows; a row
     that is a plate number alone keeps its own read, and a state name or a slogan over a serial
     joins into no format."""
-    grammar = GRAMMARS.get(region, GRAMMARS["auto"])
-    if grammar.closed:
-        return grammar.fits(top + bottom) and not grammar.fits(top) and not grammar.fits(bottom)
-    return _issued(top + bottom, region) and not _issued(top, region) and not _issued(bottom, region)
+    return issued_in(top + bottom, region) and not issued_in(top, region) and not issued_in(bottom, region)
 
 
 def letter_o_amid_letters(text: str) -> str:
