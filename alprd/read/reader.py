@@ -442,12 +442,12 @@ class PlateReader:
         crop = even_light(image[box.y : box.y + box.h, box.x : box.x + box.w])
         best: tuple[float, Recognition, Candidate, bool, float] | None = None
         rows = (self.lines.find(crop) if found is None else found)[:LINES_TRIED]
-        found_rows = list(rows)
         if rows and runs_into_side(rows[0], box.w, self.lines.row_margin):
             wide = det.box.pad(WIDE_PAD, CROP_PAD[1]).clamp(w, h)
             if wide.w > box.w:
                 box, crop = wide, even_light(image[wide.y : wide.y + wide.h, wide.x : wide.x + wide.w])
                 rows = self.lines.find(crop)[:LINES_TRIED]
+        found_rows = list(rows)  # the line finder's, in the crop read; the bands come next
         if not rows:
             # The line finder sees nothing in some small, soft crops (a 17-px-high plate): the
             # detector's own box, which hugs the plate, then says where the row is.
