@@ -28,6 +28,8 @@ with Gaussian sensor noise (seeded by the file's name), the class of dim night p
 0.04 0.20), the class of tight crops whose first or last character nears the frame's edge;
 `--shear DEG` shears each photo vertically by DEG degrees (its sign drawn by the file's name), the
 class of plates seen from the side, whose rows slant while their characters stay upright;
+`--rotate DEG` turns it by DEG degrees (sign drawn likewise), the class of a camera's roll or a
+hand-held photo, whose characters turn with their rows;
 `--darken` above 1 over-exposes (30 grey levels of flare added, clipped at 255: a sunlit or
 IR-flashed plate); `--jpeg Q` saves each view as JPEG at quality Q (a cheap camera's stream);
 `--stack` (with `--as-crops`, `us-ucsd` alone, whose boxes hug the characters) sets each cut-out's
@@ -153,11 +155,11 @@ def stacked_halves(first: np.ndarray, rest: np.ndarray, gap: int) -> np.ndarray:
 
 
 def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: float,
-             shear: float = 0.0, jpeg: int = 0) -> np.ndarray:
+             shear: float = 0.0, jpeg: int = 0, rotate: float = 0.0) -> np.ndarray:
     """`view` at `gain` of its light (above 1: 30 grey levels of flare added, clipped at 255) with
     sensor noise of `noise` grey levels (seeded by `name`), resized by `shrink`, sheared by `shear`
-    degrees one way or the other (by `name`), saved as JPEG at quality `jpeg`: the class probes of
-    the module's docstring."""
+    degrees one way or the other (by `name`), turned by `rotate` degrees likewise, saved as JPEG at
+    quality `jpeg`: the class probes of the module's docstring."""
     import zlib
 
     import cv2
@@ -167,6 +169,11 @@ def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: flo
         width = view.shape[1]
         m = np.float32([[1, 0, 0], [t, 1, -t * width / 2]])
         view = cv2.warpAffine(view, m, (width, view.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    if rotate:
+        height, width = view.shape[:2]
+        turn = rotate if zlib.crc32(name.encode()) % 2 else -rotate
+        m = cv2.getRotationMatrix2D((width / 2, height / 2), turn, 1.0)
+        view = cv2.warpAffine(view, m, (width, height), borderMode=cv2.BORDER_REPLICATE)
     if shrink != 1.0:
         view = cv2.resize(view, None, fx=shrink, fy=shrink,
                           interpolation=cv2.INTER_AREA if shrink < 1 else cv2.INTER_CUBIC)
@@ -210,6 +217,8 @@ def main() -> int:
                     help="class probe: read resized by F (above 1: enlarged)")
     ap.add_argument("--shear", type=float, default=0.0, metavar="DEG",
                     help="class probe: read sheared vertically by DEG degrees, one way or the other")
+    ap.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
+                    help="class probe: read turned by DEG degrees, one way or the other")
     ap.add_argument("--stack", action="store_true",
                     help="--as-crops, us-ucsd: each cut-out's first half of characters set over the rest "
                          "(two-row plates)")
@@ -221,13 +230,14 @@ def main() -> int:
     args = ap.parse_args()
     side = (args.side_margin[0], args.side_margin[1])
     if not (0 < args.darken <= 3 and args.noise >= 0 and 0 < args.shrink <= 4 and 0 <= side[0] <= side[1]
-            and 0 <= args.shear <= 30 and 0 <= args.jpeg <= 100):
+            and 0 <= args.shear <= 30 and 0 <= args.rotate <= 30 and 0 <= args.jpeg <= 100):
         ap.error("--darken takes (0, 3], --shrink (0, 4], --noise >= 0, --side-margin LO <= HI, both >= 0, "
-                 "--shear 0-30, --jpeg 0-100")
+                 "--shear and --rotate 0-30, --jpeg 0-100")
     if args.stack and (not args.as_crops or any(not p.startswith("us-ucsd=") for p in args.pair)):
         ap.error("--stack takes --as-crops and us-ucsd pairs alone: only its boxes hug the characters")
     probe = "".join(f"@{k}{v:g}" for k, v, plain in (("darken", args.darken, 1.0), ("noise", args.noise, 0.0),
                                                     ("shrink", args.shrink, 1.0), ("shear", args.shear, 0.0),
+                                                    ("rotate", args.rotate, 0.0),
                                                     ("jpeg", args.jpeg, 0))
                     if v != plain)
     second = None
@@ -268,7 +278,8 @@ def main() -> int:
             else:
                 views = [(image, plates)]
             for view, wanted in views:
-                view = degraded(view, name, args.darken, args.noise, args.shrink, args.shear, args.jpeg)
+                view = degraded(view, name, args.darken, args.noise, args.shrink, args.shear, args.jpeg,
+                                args.rotate)
                 t0 = time.perf_counter()
                 reads = reader.read(view, args.region or REGION[source]).reads
                 times.append((time.perf_counter() - t0) * 1000)
