@@ -29,7 +29,8 @@ with Gaussian sensor noise (seeded by the file's name), the class of dim night p
 `--shear DEG` shears each photo vertically by DEG degrees (its sign drawn by the file's name), the
 class of plates seen from the side, whose rows slant while their characters stay upright;
 `--rotate DEG` turns it by DEG degrees (sign drawn likewise), the class of a camera's roll or a
-hand-held photo, whose characters turn with their rows;
+hand-held photo, whose characters turn with their rows; `--grey` takes its colour, the class of
+infrared and monochrome cameras (pole and patrol-car ALPR cameras often are);
 `--darken` above 1 over-exposes (30 grey levels of flare added, clipped at 255: a sunlit or
 IR-flashed plate); `--jpeg Q` saves each view as JPEG at quality Q (a cheap camera's stream);
 `--stack` (with `--as-crops`, `us-ucsd` alone, whose boxes hug the characters) sets each cut-out's
@@ -155,11 +156,11 @@ def stacked_halves(first: np.ndarray, rest: np.ndarray, gap: int) -> np.ndarray:
 
 
 def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: float,
-             shear: float = 0.0, jpeg: int = 0, rotate: float = 0.0) -> np.ndarray:
+             shear: float = 0.0, jpeg: int = 0, rotate: float = 0.0, grey: bool = False) -> np.ndarray:
     """`view` at `gain` of its light (above 1: 30 grey levels of flare added, clipped at 255) with
     sensor noise of `noise` grey levels (seeded by `name`), resized by `shrink`, sheared by `shear`
-    degrees one way or the other (by `name`), turned by `rotate` degrees likewise, saved as JPEG at
-    quality `jpeg`: the class probes of the module's docstring."""
+    degrees one way or the other (by `name`), turned by `rotate` degrees likewise, in grey
+    (`grey`), saved as JPEG at quality `jpeg`: the class probes of the module's docstring."""
     import zlib
 
     import cv2
@@ -181,6 +182,8 @@ def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: flo
         rng = np.random.default_rng(zlib.crc32(name.encode()))
         lit = view.astype(np.float32) * gain + rng.normal(0, noise, view.shape).astype(np.float32)
         view = np.clip(lit + (OVER_FLARE if gain > 1 else 0), 0, 255).astype(np.uint8)
+    if grey:
+        view = cv2.cvtColor(cv2.cvtColor(view, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     if jpeg:
         ok, data = cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, jpeg])
         view = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else view
@@ -219,6 +222,7 @@ def main() -> int:
                     help="class probe: read sheared vertically by DEG degrees, one way or the other")
     ap.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
                     help="class probe: read turned by DEG degrees, one way or the other")
+    ap.add_argument("--grey", action="store_true", help="class probe: read in grey (monochrome cameras)")
     ap.add_argument("--stack", action="store_true",
                     help="--as-crops, us-ucsd: each cut-out's first half of characters set over the rest "
                          "(two-row plates)")
@@ -239,7 +243,7 @@ def main() -> int:
                                                     ("shrink", args.shrink, 1.0), ("shear", args.shear, 0.0),
                                                     ("rotate", args.rotate, 0.0),
                                                     ("jpeg", args.jpeg, 0))
-                    if v != plain)
+                    if v != plain) + ("@grey" if args.grey else "")
     second = None
     if args.second:
         from alprd.read.recognize import Recognizer
@@ -279,7 +283,7 @@ def main() -> int:
                 views = [(image, plates)]
             for view, wanted in views:
                 view = degraded(view, name, args.darken, args.noise, args.shrink, args.shear, args.jpeg,
-                                args.rotate)
+                                args.rotate, args.grey)
                 t0 = time.perf_counter()
                 reads = reader.read(view, args.region or REGION[source]).reads
                 times.append((time.perf_counter() - t0) * 1000)

@@ -329,7 +329,7 @@ class RecNet:
 
 
 def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: float = 0.0,
-            italic: float = 0.0, small_jpeg: float = 0.0) -> np.ndarray:
+            italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1) -> np.ndarray:
     """Photometric and small geometric changes of a 48-high line image (BGR uint8).
 
     dim P: a share P of the lines is lit as a night plate lit by headlights only (a sixth to
@@ -350,6 +350,9 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
     small size (quality 15-60) before it is enlarged again. A camera compresses a frame at its
     own resolution, so a small plate's characters are a block or two of 8 x 8 pixels; the JPEG
     step further down, on the 48-high line, leaves blocks a sixth of the line's height.
+
+    grey P: a share P of the lines loses its colour (default 0.1, the draws of earlier runs):
+    infrared and monochrome cameras, common on poles and patrol cars, see every plate in grey.
     """
     h, w = img.shape[:2]
     if stretch > 0 and rng.random() < 0.5:
@@ -407,7 +410,7 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
         x = np.clip(x, 0, 255)
         if rng.random() < 0.3:
             x = 255 * (x / 255) ** rng.uniform(0.6, 1.6)
-    if rng.random() < 0.1:
+    if rng.random() < grey:
         x = np.repeat(x.mean(axis=2, keepdims=True), 3, axis=2)
     if not night and rng.random() < 0.3:
         x = x + np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 12), x.shape)
@@ -448,13 +451,14 @@ class Stream:
 
     def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
                  seed: int, width_scale: float = 1.0, stretch: float = 0.0, dim: float = 0.0,
-                 italic: float = 0.0, small_jpeg: float = 0.0) -> None:
+                 italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1) -> None:
         self.rng = random.Random(seed)
         self.width_scale = width_scale
         self.stretch = stretch
         self.dim = dim
         self.italic = italic
         self.small_jpeg = small_jpeg
+        self.grey = grey
         self.batch = batch
         self.images, self.labels = images, labels
         by_source: dict[str, list[int]] = {}
@@ -471,7 +475,8 @@ class Stream:
         while True:
             src = self.rng.choices(self.sources, self.weights)[0]
             i = self.rng.choice(self.by_source[src])
-            img = augment(self.images[i], self.rng, self.stretch, self.dim, self.italic, self.small_jpeg)
+            img = augment(self.images[i], self.rng, self.stretch, self.dim, self.italic, self.small_jpeg,
+                          self.grey)
             b = bucket(target_width(img, self.width_scale), self.width_scale)
             queue = self.pending.setdefault(b, [])
             queue.append((img, self.labels[i], src))
@@ -549,6 +554,8 @@ def main() -> None:
                     help="light a share P of the lines as night plates (dim, noisy; see augment)")
     ap.add_argument("--small-jpeg", type=float, default=0.0, metavar="P",
                     help="JPEG-compress a share P of the lines made small at that size (see augment)")
+    ap.add_argument("--grey", type=float, default=0.1, metavar="P",
+                    help="take the colour of a share P of the lines (infrared and monochrome cameras)")
     ap.add_argument("--italic", type=float, default=0.0, metavar="A",
                     help="lean a third of the lines by up to A degrees (plates seen from the side; "
                          "see augment)")
@@ -659,7 +666,7 @@ def main() -> None:
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
     stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale, args.stretch, args.dim,
-                    args.italic, args.small_jpeg)
+                    args.italic, args.small_jpeg, args.grey)
     neutral = {s for s in args.o_neutral.split(",") if s}
     unknown = neutral - set(sources)
     if unknown:
