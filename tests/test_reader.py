@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
@@ -428,14 +429,13 @@ def test_a_plate_seen_from_the_side_is_read_with_its_characters_upright(
     (their rows slant, their upright strokes stay upright: a level camera's view from the side),
     read with slanted rows sheared level (`SHEAR_FROM`) and rotated level (shipped model: 887
     against 872 of 961)."""
-    turn = [1.0]
-
-    def sideways(image: np.ndarray) -> np.ndarray:
-        turn[0] = -turn[0]
-        return _sheared(image, 15.0 * turn[0])
 
     def run() -> int:
-        turn[0] = 1.0
+        ways = itertools.cycle((-15.0, 15.0))
+
+        def sideways(image: np.ndarray) -> np.ndarray:
+            return _sheared(image, next(ways))
+
         return (_right(reader, data_dir / "us-crops", "us", sideways)
                 + _right(reader, data_dir / "br-crops", "br", sideways, step=2))
 

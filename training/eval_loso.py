@@ -165,15 +165,15 @@ def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: flo
 
     import cv2
 
+    way = 1.0 if zlib.crc32(name.encode()) % 2 else -1.0  # one way or the other, by the file's name
     if shear:
-        t = np.tan(np.radians(shear if zlib.crc32(name.encode()) % 2 else -shear))
+        t = np.tan(np.radians(way * shear))
         width = view.shape[1]
         m = np.float32([[1, 0, 0], [t, 1, -t * width / 2]])
         view = cv2.warpAffine(view, m, (width, view.shape[0]), borderMode=cv2.BORDER_REPLICATE)
     if rotate:
         height, width = view.shape[:2]
-        turn = rotate if zlib.crc32(name.encode()) % 2 else -rotate
-        m = cv2.getRotationMatrix2D((width / 2, height / 2), turn, 1.0)
+        m = cv2.getRotationMatrix2D((width / 2, height / 2), way * rotate, 1.0)
         view = cv2.warpAffine(view, m, (width, height), borderMode=cv2.BORDER_REPLICATE)
     if shrink != 1.0:
         view = cv2.resize(view, None, fx=shrink, fy=shrink,
