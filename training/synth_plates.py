@@ -441,6 +441,67 @@ def br_plate(rng: random.Random) -> tuple[Image.Image, str]:
     return img, plain(text)
 
 
+def halves(fmt: str) -> tuple[str, str]:
+    """A one-row format cut at the printed gap nearest its middle: the two rows of the same number
+    on a square plate (`NLN NNNN` -> `NLN` over `NNNN`, `LL-NNN-LL` -> `LL-NNN` over `LL`)."""
+    gaps = [i for i, c in enumerate(fmt) if c in " -:"]
+    if not gaps:
+        cut = (len(fmt) + 1) // 2
+        return fmt[:cut], fmt[cut:]
+    cut = min(gaps, key=lambda i: abs(i - len(fmt) / 2))
+    return fmt[:cut], fmt[cut + 1 :]
+
+
+def two_row_plate(rng: random.Random, kind: str) -> tuple[Image.Image, str]:
+    """A square plate printing one number over two rows of one size: the rear plates of many
+    European cars (`1A2` over `3456`, `AB12` over `CDE`), Brazilian motorcycles (`ABC` over `1D23`
+    under the BRASIL band, or `ABC` over `1234` under a city line) and US motorcycles (a state name
+    over the rows). Each row alone fits no national format; joined top first, they do."""
+    W = rng.randint(480, 560)
+    H = int(W * rng.uniform(0.7, 0.85))
+    img = background(W, H, rng, rgb(rng, 220, 255))
+    d = ImageDraw.Draw(img)
+    x0, top_y = 0.0, 0.0
+    color: tuple[int, int, int] = (15, 15, 15)
+    if kind == "eu":
+        _, formats = rng.choice(EU_FORMATS)
+        fmt = rng.choice(formats)
+        if rng.random() < 0.85:  # the blue band down the left edge, full height
+            band = int(W * rng.uniform(0.1, 0.13))
+            blue = (rng.randint(0, 40), rng.randint(40, 80), rng.randint(140, 200))
+            d.rectangle([0, 0, band, H], fill=blue)
+            x0 = float(band)
+    elif kind == "br":
+        mercosul = rng.random() < 0.6
+        fmt = "LLL NLNN" if mercosul else "LLL NNNN"
+        top_y = H * rng.uniform(0.16, 0.22)
+        if mercosul:
+            blue = (rng.randint(0, 40), rng.randint(50, 90), rng.randint(150, 210))
+            d.rectangle([0, 0, W, top_y], fill=blue)
+            draw_label(img, "BRASIL", W / 2, top_y / 2, W * 0.4, top_y * 0.7, (255, 255, 255), rng)
+        else:
+            draw_label(img, rng.choice(BR_CITIES), W / 2, top_y / 2, W * 0.8, top_y * 0.6, (20, 20, 20), rng)
+    else:
+        fmt = rng.choice([f for f in US_FORMATS if " " in f or "-" in f])
+        top_y = H * rng.uniform(0.14, 0.2)
+        color = ink(rng)
+        draw_label(img, rng.choice(US_STATES), W / 2, top_y / 2, W * 0.8, top_y * 0.6, color, rng)
+    first, second = (fill(part, rng) for part in halves(fmt))
+    d.rectangle([2, 2, W - 3, H - 3], outline=(20, 20, 20), width=rng.randint(2, 6))
+    ch = (H - top_y) * rng.uniform(0.3, 0.36)
+    lead = (H - top_y - 2 * ch) * rng.uniform(0.25, 0.4)
+    y = top_y + (H - top_y - 2 * ch - lead) / 2
+    mx = (W - x0) * rng.uniform(0.06, 0.12)
+    fp = rng.choice(fonts(PLATE_FONTS))
+    emboss = rng.random() < 0.3
+    for row in (first, second):
+        draw_row(img, row, (x0 + mx, y, W - x0 - 2 * mx, ch), color, fp, rng, emboss)
+        y += ch + lead
+    if rng.random() < 0.4:
+        bolts(img, W, H, rng)
+    return img, plain(first + second)
+
+
 # --- the camera ------------------------------------------------------------------------------
 
 
@@ -554,10 +615,15 @@ def camera(crop: np.ndarray, plate_px: float, rng: random.Random) -> np.ndarray:
 SHARES = {"us": 0.5, "eu": 0.3, "br": 0.2}
 
 
-def render(rng: random.Random, kind: str | None = None, stacked: float = STACKED) -> Sample:
-    """`stacked`: the share of US plates drawn with stacked letters (`STACKED`)."""
+def render(rng: random.Random, kind: str | None = None, stacked: float = STACKED,
+           two_row: float = 0.0) -> Sample:
+    """`stacked`: the share of US plates drawn with stacked letters (`STACKED`); `two_row`: the
+    share of plates printed over two rows (`two_row_plate`), no draw at 0."""
     kind = kind or rng.choices(list(SHARES), list(SHARES.values()))[0]
-    pil, label = us_plate(rng, stacked) if kind == "us" else {"eu": eu_plate, "br": br_plate}[kind](rng)
+    if two_row > 0 and rng.random() < two_row:
+        pil, label = two_row_plate(rng, kind)
+    else:
+        pil, label = us_plate(rng, stacked) if kind == "us" else {"eu": eu_plate, "br": br_plate}[kind](rng)
     plate = cv2.cvtColor(np.asarray(pil), cv2.COLOR_RGB2BGR)
     if rng.random() < (0.3 if kind == "us" else 0.1):
         plate = holder(plate, rng)
@@ -578,12 +644,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--show", type=int, default=24, help="samples on the contact sheet")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--two-row", type=float, default=0.0, metavar="SHARE",
+                    help="share of plates printed over two rows")
     ap.add_argument("--out", type=Path, required=True, help="PNG contact sheet to write")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     tiles = []
     for _ in range(args.show):
-        s = render(rng)
+        s = render(rng, two_row=args.two_row)
         tile = cv2.resize(s.image, (320, 120), interpolation=cv2.INTER_LINEAR)
         cv2.putText(tile, s.label, (4, 114), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
         tiles.append(tile)
