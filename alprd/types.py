@@ -117,6 +117,8 @@ class Read:
     row_h: float = 0.0
     """Height in image pixels of the character row `text` was read from: how large its
     characters are, against other text in the frame."""
+    rows: int = 1
+    """Text rows `text` was read from: 2 for a two-row plate's rows joined (`read.tworow`)."""
 
     @property
     def confident(self) -> bool:

@@ -148,12 +148,38 @@ def test_an_o_or_an_i_in_a_serials_letter_place_needs_only_the_lower_bar() -> No
     assert rank([Candidate("LM298A1", 0.81), Candidate("LM298AI", 0.17)], "auto")[0].text == "LM298AI"
 
 
-def test_two_stacked_rows_join_only_into_an_issued_format_neither_row_fits_alone() -> None:
+def test_two_stacked_rows_join_only_into_an_issued_format_not_both_rows_fit_alone() -> None:
     from alprd.read.grammar import joins
 
     assert joins("1A2", "3456", "eu")  # a Czech motorcycle plate, NLNNNNN
     assert joins("ABC", "1D23", "br") and joins("ABC", "1D23", "auto")  # Mercosur, two rows
     assert joins("7ABC", "123", "us")  # a California serial over two rows
-    assert not joins("7ABC123", "DMV", "us")  # the top row is a plate alone: it keeps its read
+    # one row fits a shorter format alone: a British square plate's first row is German-like
+    # (LLNN), an Illinois serial's second row a US all-digit series
+    assert joins("AB12", "CDE", "eu") and joins("AB", "12345", "us")
+    assert not joins("7ABC123", "DMV", "us")  # the top row is a plate alone, the join no format
     assert not joins("CALIF", "7ABC123", "auto")
     assert not joins("SAO", "PAULO", "br") and not joins("GOLF", "ING", "us")  # no format
+
+
+def test_two_rows_join_the_most_probable_pair_of_their_reads_that_is_a_number() -> None:
+    """A row of a two-row plate is too short for its look-alikes to be told apart alone: the
+    format of the joined number chooses among each row's reads, never beyond them."""
+    from alprd.read.lines import TextLine
+    from alprd.read.recognize import Recognition
+    from alprd.read.tworow import two_rows
+
+    def row(cy: float, *reads: tuple[str, float]) -> tuple[TextLine, Recognition, Candidate]:
+        cands = tuple(Candidate(t, p) for t, p in reads)
+        chars = tuple(0.9 for _ in cands[0].text)
+        rec = Recognition(cands[0].text, cands[0].confidence, chars, cands)
+        return TextLine(60, cy, 90, 30, 0.0, 0.9), rec, cands[0]
+
+    top, bottom = row(20, ("0ET", 0.6), ("OET", 0.3), ("QET", 0.05)), row(55, ("7316", 0.9), ("7S16", 0.05))
+    joined = two_rows([bottom, top], "br")
+    assert joined is not None and joined[1].text == "OET7316"
+    assert joined[1].confidence == pytest.approx(0.3 * 0.9)
+    # no pair of reads joins into a Brazilian number: no two-row read
+    assert two_rows([row(20, ("0E", 0.6)), bottom], "br") is None
+    # rows apart like a serial and a caption are not one plate, whatever they read
+    assert two_rows([row(20, ("OET", 0.9)), row(110, ("7316", 0.9))], "br") is None

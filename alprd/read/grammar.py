@@ -235,12 +235,14 @@ def issued_in(text: str, region: str) -> bool:
 
 def joins(top: str, bottom: str, region: str) -> bool:
     """Whether two stacked rows of one plate read as one plate number, top row first: joined they
-    fit an issued format of the region (a closed region's own, or for us and auto `_issued`) and
-    neither alone does. Two-row plates (motorcycles; square plates of cars in Europe and Brazil:
-    `1A2` over `3456`, `AB12` over `CDE`, `ABC` over `1D23`) print one number over two rows; a row
-    that is a plate number alone keeps its own read, and a state name or a slogan over a serial
-    joins into no format."""
-    return issued_in(top + bottom, region) and not issued_in(top, region) and not issued_in(bottom, region)
+    fit an issued format of the region (a closed region's own, or for us and auto `_issued`), and
+    not each alone. Two-row plates (motorcycles; square plates of cars in Europe and Brazil:
+    `1A2` over `3456`, `AB12` over `CDE`, `ABC` over `1D23`) print one number over two rows, and
+    one of their rows may fit a shorter format by itself (`AB12` a German one, `12345` a US
+    all-digit series): the rows' geometry (`tworow.stacked`) and the score against the best row
+    alone decide those. Two rows that are each a number are two plates, and a state name or a
+    slogan over a serial joins into no format."""
+    return issued_in(top + bottom, region) and not (issued_in(top, region) and issued_in(bottom, region))
 
 
 def letter_o_amid_letters(text: str) -> str:

@@ -284,7 +284,7 @@ class PlateReader:
         stages = {"canvas": (time.perf_counter() - t0) * 1000}
         if whole and not _confident(reads):
             frame = self._read_whole(image, region, looks, ranked=False)
-            reads += [r for r in frame.reads if all(r.box.iou(o.box) < OVERLAP for o in reads)]
+            reads = _later_look(reads, list(frame.reads))
             detections += frame.detections
             stages.update(frame.stage_ms)
         reads = [r for r in _on_plates(reads) if r.confidence >= self.cfg.min_confidence]
@@ -350,7 +350,7 @@ class PlateReader:
             t = time.perf_counter()
             wider = self._zoomed_out(image, region, detections)
             detections += [Detection(r.box, r.detection_score) for r in wider]
-            reads += wider
+            reads = _later_look(reads, wider)
             if not _confident(reads) and (whole := as_plate()) is not None:
                 detections.append(Detection(whole.box, whole.detection_score))
                 reads.append(whole)
@@ -403,18 +403,21 @@ class PlateReader:
     def _zoomed_out(self, image: Image, region: str, seen: list[Detection]) -> list[Read]:
         """Reads of the frame seen from further away: padded with grey on every side, detected
         again by the accurate detector, boxes mapped back into the frame. Plates that fill the
-        frame are found only this way; plates already found are not read twice."""
+        frame are found only this way; plates already found (`seen`) are not read twice, unless
+        read here as a two-row plate confidently (`_later_look` then weighs it against the first
+        look's read)."""
         h, w = image.shape[:2]
         px, py = round(w * ZOOM_OUT_PAD), round(h * ZOOM_OUT_PAD)
         padded = _on_grey(image, px, py)
         reads = []
         for det in self.retry.detect(padded)[: self.cfg.max_plates]:
-            read = self.read_plate(padded, det, region)
-            if read is None:
+            plate = self.read_plate(padded, det, region)
+            if plate is None:
                 continue
-            box = _shifted(read.box, -px, -py, w, h)
-            if box.area and all(box.iou(d.box) < OVERLAP for d in seen):
-                reads.append(dataclasses.replace(read, box=box))
+            box = _shifted(plate.box, -px, -py, w, h)
+            new = all(box.iou(d.box) < OVERLAP for d in seen) or (plate.rows == 2 and plate.confident)
+            if box.area and new:
+                reads.append(dataclasses.replace(plate, box=box))
         return reads
 
     def _frame_as_plate(self, image: Image, region: str) -> Read | None:
@@ -480,9 +483,11 @@ class PlateReader:
         two = two_rows(read_rows, region) if len(read_rows) == 2 else None
         if two is None and shape < 1.0:
             two = self._halves(crop, det.box, box, region)
-        if two is not None and two[0] > score:
-            # a two-row plate: square by nature, so its shape costs it nothing
-            (score, choice, chars, row_h), fits, shape = two, True, 1.0
+        rows_read = 1
+        if two is not None and two[0] > score * shape:
+            # a two-row plate: square by nature, so its shape costs it nothing (and its rows read
+            # alone, as they compete with it, pay it)
+            (score, choice, chars, row_h), fits, shape, rows_read = two, True, 1.0, 2
             rec = Recognition(choice.text, choice.confidence, chars, (choice,))
         return Read(
             text=choice.text,
@@ -494,6 +499,7 @@ class PlateReader:
             region=region,
             grammar_ok=fits,
             row_h=round(row_h, 1),
+            rows=rows_read,
         )
 
     def _halves(self, crop: Image, plate: Box, at: Box, region: str
@@ -545,6 +551,24 @@ def _whole_row(whole: Read | None, reads: list[Read]) -> list[Read]:
     kept = [r for r in reads if r not in parts]
     whole = dataclasses.replace(whole, confidence=best.confidence, detection_score=best.detection_score)
     return [whole, *kept]
+
+
+def _later_look(reads: list[Read], later: list[Read]) -> list[Read]:
+    """`reads` with a later look's reads (taken because none of `reads` is confident) added where
+    no earlier read is (`OVERLAP`). Where one is, the first look's read stands, unless the later
+    read is a two-row plate read whole and confidently and no earlier read there is confident:
+    the first look found one of its rows alone, or read across both (the rows of a two-row plate
+    are short, and one row may fit a short format by itself). Any other later read of the same
+    place stays out: the later looks (the frame padded, the frame read as a plate) read a plate
+    the first looks boxed no better (one-row crops read an extra character from the frame)."""
+    out = list(reads)
+    for r in later:
+        over = [o for o in out if r.box.iou(o.box) >= OVERLAP]
+        if not over:
+            out.append(r)
+        elif r.rows == 2 and r.confident and not any(o.confident for o in over):
+            out = [o for o in out if o not in over] + [r]
+    return out
 
 
 def _on_plates(reads: list[Read]) -> list[Read]:

@@ -30,14 +30,25 @@ def stacked(top: TextLine, bottom: TextLine) -> bool:
             and abs(top.angle - bottom.angle) <= STACK_ANGLE)
 
 
+PAIR_READS = 4
+"""Each row's most probable reads tried in pairs for the join: a row of a two-row plate is too
+short for its look-alikes to be told apart alone (`0ET` over `7316` is `OET7316`), while the
+joined number's format tells them (the grammar chooses among the recognizer's reads)."""
+
+
 def two_rows(rows: list[tuple[TextLine, Recognition, Candidate]], region: str
              ) -> tuple[float, Candidate, tuple[float, ...], float] | None:
     """Two rows of a box read as one two-row plate (`stacked`, `grammar.joins`): score, the
-    joined read (its probability the product of the rows'), per-character confidences, row
-    height; None where they are not one."""
-    (top, top_rec, top_read), (bottom, bottom_rec, bottom_read) = sorted(rows, key=lambda r: r[0].cy)
-    if not stacked(top, bottom) or not grammar.joins(top_read.text, bottom_read.text, region):
+    joined read (its probability the product of the rows'; the most probable pair of the rows'
+    reads that joins), per-character confidences, row height; None where they are not one."""
+    (top, top_rec, _), (bottom, bottom_rec, _) = sorted(rows, key=lambda r: r[0].cy)
+    if not stacked(top, bottom):
         return None
-    joined = Candidate(top_read.text + bottom_read.text, top_read.confidence * bottom_read.confidence)
-    chars = chars_for(top_read.text, top_rec) + chars_for(bottom_read.text, bottom_rec)
+    pairs = [(a.confidence * b.confidence, a, b) for a in top_rec.candidates[:PAIR_READS]
+             for b in bottom_rec.candidates[:PAIR_READS] if grammar.joins(a.text, b.text, region)]
+    if not pairs:
+        return None
+    p, a, b = max(pairs, key=lambda t: t[0])
+    joined = Candidate(a.text + b.text, p)
+    chars = chars_for(a.text, top_rec) + chars_for(b.text, bottom_rec)
     return joined.confidence * grammar.likeness(joined.text), joined, chars, max(top.h, bottom.h)
