@@ -33,6 +33,7 @@ from alprd.read.lines import (
     runs_into_side,
 )
 from alprd.read.lines import _sheared as sheared_cut
+from alprd.read.merge import later_look, whole_row
 from alprd.read.reader import (
     CROP_PAD,
     MIN_PLATE_ASPECT,
@@ -41,9 +42,7 @@ from alprd.read.reader import (
     SQUARE_FACTOR,
     TALL_SURE,
     PlateReader,
-    _whole_row,
 )
-from alprd.read.reader import _later_look as later_look
 from alprd.types import CONFIDENT, Box, Candidate, Detection, Looks, Read
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -476,7 +475,7 @@ def test_two_stacked_rows_of_one_plate_are_read_as_one_number(
     rows joined (`tworow.two_rows`; a square box's halves searched for a row each) and without
     (`STACK_HEIGHT` out of reach). Shipped model: 28 against 0 (15 before a later look's
     confident read of the whole plate replaced the first look's poor read of one row,
-    `reader._later_look`, and the rows' reads were paired for the join)."""
+    `merge.later_look`, and the rows' reads were paired for the join)."""
     import alprd.read.tworow as tworow_module
 
     folder = data_dir / "us-ucsd"
@@ -657,7 +656,7 @@ def test_a_fragment_of_a_close_up_gives_way_to_the_whole_row(reader: PlateReader
             if part is None or part.text == row["plate"] or part.text not in row["plate"]:
                 continue
             fragments += 1
-            whole = _whole_row(reader._frame_as_plate(image, region), [part])
+            whole = whole_row(reader._frame_as_plate(image, region), [part])
             recovered += whole[0].text == row["plate"] and whole[0].confidence == part.confidence
     assert fragments >= 8, fragments
     assert recovered >= 0.6 * fragments, (recovered, fragments)

@@ -20,6 +20,7 @@ from ..types import CONFIDENT, Box, Candidate, Detection, Image, Looks, PhotoRes
 from . import grammar
 from .detect import PlateDetector, default_detector_threads
 from .lines import LineFinder, TextLine, even_light, runs_into_side, tilt
+from .merge import OVERLAP, later_look, over, whole_row
 from .onnx import load_contract
 from .recognize import Recognition, Recognizer, chars_for
 from .tworow import two_rows
@@ -61,9 +62,6 @@ TALL_SURE = 0.9
 again. On the train halves of the photo folders (both detectors' boxes), 19 of 145 tall rows read
 differently by the two models (large US rows: `A5C399` for ASC7399, `5VCF2037` for 5VCF203); from
 0.9 on, 121 rows keep the faster read and one of them differs (a sign)."""
-
-OVERLAP = 0.3
-"""Boxes of two passes that overlap this much (IoU) are the same plate."""
 
 NEAR_PAD = (1.0, 1.5)
 """The near look's window: the plate box a pass expects, padded by this share of its width and
@@ -278,13 +276,13 @@ class PlateReader:
                 # boxes frame a plate that fills the frame loosely)
                 more = [d for d in self.fallback.detect(canvas, looks.size)[: self.cfg.max_plates]
                         if d.box.w >= FRAME_ROW[0] * w]
-                reads, filling = _over(more, self._read_all(reading, more, region), reads, filling)
+                reads, filling = over(more, self._read_all(reading, more, region), reads, filling)
         reads = [dataclasses.replace(r, box=_shifted(r.box, -px, -py, w, h)) for r in reads]
         detections = [Detection(_shifted(d.box, -px, -py, w, h), d.score) for d in filling]
         stages = {"canvas": (time.perf_counter() - t0) * 1000}
         if whole and not _confident(reads):
             frame = self._read_whole(image, region, looks, ranked=False)
-            reads = _later_look(reads, list(frame.reads))
+            reads = later_look(reads, list(frame.reads))
             detections += frame.detections
             stages.update(frame.stage_ms)
         reads = [r for r in _on_plates(reads) if r.confidence >= self.cfg.min_confidence]
@@ -327,7 +325,7 @@ class PlateReader:
             more = [d for d in self.fallback.detect(image, size)[: self.cfg.max_plates]
                     if all(d.box.iou(k.box) < OVERLAP for k in known or ())]
             detect_s += time.perf_counter() - t
-            reads, detections = _over(more, self._read_all(image, more, region), reads, detections)
+            reads, detections = over(more, self._read_all(image, more, region), reads, detections)
             stages["fallback"] = (time.perf_counter() - t) * 1000
         closer = self._closer_size(looks) if looks.closer else 0
         if closer and not _confident(reads):
@@ -344,13 +342,13 @@ class PlateReader:
         as_plate = functools.cache(lambda: self._frame_as_plate(image, region))
         if zoom_out and any(r.box.h >= CLOSE_UP * image.shape[0] for r in reads):
             t = time.perf_counter()
-            reads = _whole_row(as_plate(), reads)
+            reads = whole_row(as_plate(), reads)
             stages["whole"] = (time.perf_counter() - t) * 1000
         if zoom_out and not _confident(reads):
             t = time.perf_counter()
             wider = self._zoomed_out(image, region, detections)
             detections += [Detection(r.box, r.detection_score) for r in wider]
-            reads = _later_look(reads, wider)
+            reads = later_look(reads, wider)
             if not _confident(reads) and (whole := as_plate()) is not None:
                 detections.append(Detection(whole.box, whole.detection_score))
                 reads.append(whole)
@@ -404,7 +402,7 @@ class PlateReader:
         """Reads of the frame seen from further away: padded with grey on every side, detected
         again by the accurate detector, boxes mapped back into the frame. Plates that fill the
         frame are found only this way; plates already found (`seen`) are not read twice, unless
-        read here as a two-row plate confidently (`_later_look` then weighs it against the first
+        read here as a two-row plate confidently (`merge.later_look` then weighs it against the first
         look's read)."""
         h, w = image.shape[:2]
         px, py = round(w * ZOOM_OUT_PAD), round(h * ZOOM_OUT_PAD)
@@ -538,39 +536,6 @@ class PlateReader:
         return self.recognizer.recognize(row)
 
 
-def _whole_row(whole: Read | None, reads: list[Read]) -> list[Read]:
-    """In a close-up, the frame read as one plate (`_frame_as_plate`) replaces the reads whose text
-    it contains and is shorter than: the same row, seen whole. Its confidence is the best such
-    read's."""
-    if whole is None or not whole.grammar_ok:
-        return reads
-    parts = [r for r in reads if r.text in whole.text and len(r.text) < len(whole.text)]
-    if not parts:
-        return reads
-    best = max(parts, key=lambda r: r.confidence)
-    kept = [r for r in reads if r not in parts]
-    whole = dataclasses.replace(whole, confidence=best.confidence, detection_score=best.detection_score)
-    return [whole, *kept]
-
-
-def _later_look(reads: list[Read], later: list[Read]) -> list[Read]:
-    """`reads` with a later look's reads (taken because none of `reads` is confident) added where
-    no earlier read is (`OVERLAP`). Where one is, the first look's read stands, unless the later
-    read is a two-row plate read whole and confidently and no earlier read there is confident:
-    the first look found one of its rows alone, or read across both (the rows of a two-row plate
-    are short, and one row may fit a short format by itself). Any other later read of the same
-    place stays out: the later looks (the frame padded, the frame read as a plate) read a plate
-    the first looks boxed no better (one-row crops read an extra character from the frame)."""
-    out = list(reads)
-    for r in later:
-        over = [o for o in out if r.box.iou(o.box) >= OVERLAP]
-        if not over:
-            out.append(r)
-        elif r.rows == 2 and r.confident and not any(o.confident for o in over):
-            out = [o for o in out if o not in over] + [r]
-    return out
-
-
 def _on_plates(reads: list[Read]) -> list[Read]:
     """`reads` with those that are text on another read's plate (`ON_PLATE`) ranked lower."""
     return [
@@ -579,17 +544,6 @@ def _on_plates(reads: list[Read]) -> list[Read]:
         else r
         for r in reads
     ]
-
-
-def _over(
-    better: list[Detection], better_reads: list[Read], reads: list[Read], detections: list[Detection]
-) -> tuple[list[Read], list[Detection]]:
-    """The accurate detector's detections and reads laid over the first one's: they stand, and the
-    first one's stay only where the accurate one found nothing."""
-    return (
-        better_reads + [r for r in reads if all(r.box.iou(d.box) < OVERLAP for d in better)],
-        better + [d for d in detections if all(d.box.iou(o.box) < OVERLAP for o in better)],
-    )
 
 
 def _on_grey(image: Image, px: int, py: int, border: int = cv2.BORDER_CONSTANT) -> Image:
