@@ -48,9 +48,9 @@ def later_look(reads: list[Read], later: list[Read]) -> list[Read]:
     the first looks boxed no better (one-row crops read an extra character from the frame)."""
     out = list(reads)
     for r in later:
-        over = [o for o in out if r.box.iou(o.box) >= OVERLAP]
-        if not over:
+        there = [o for o in out if r.box.iou(o.box) >= OVERLAP]
+        if not there:
             out.append(r)
-        elif r.rows == 2 and r.confident and not any(o.confident for o in over):
-            out = [o for o in out if o not in over] + [r]
+        elif r.rows == 2 and r.confident and not any(o.confident for o in there):
+            out = [o for o in out if o not in there] + [r]
     return out

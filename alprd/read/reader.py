@@ -402,8 +402,8 @@ class PlateReader:
         """Reads of the frame seen from further away: padded with grey on every side, detected
         again by the accurate detector, boxes mapped back into the frame. Plates that fill the
         frame are found only this way; plates already found (`seen`) are not read twice, unless
-        read here as a two-row plate confidently (`merge.later_look` then weighs it against the first
-        look's read)."""
+        read here confidently as a two-row plate (`merge.later_look` then weighs it against the
+        first look's read)."""
         h, w = image.shape[:2]
         px, py = round(w * ZOOM_OUT_PAD), round(h * ZOOM_OUT_PAD)
         padded = _on_grey(image, px, py)
