@@ -1,0 +1,49 @@
+"""Plate shape by source: width over height of the box of each plate the photo reader reads right.
+
+Whether a plate's shape could tell a reader with no region set (`--region auto`) which region's
+formats to prefer: US plates are 2:1, Brazilian 3.1:1, European 4.7:1, but perspective, the
+detectors' margins and how a folder was cropped move the boxes. Prints percentiles per source.
+
+Usage: .venv/bin/python bench/box_aspects.py [--data ../shared/data/plates] [SOURCE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from alprd.cli.reader import load_labels
+from alprd.config import PHOTO_READER, ReaderConfig
+from alprd.read.imageio import read_image
+from alprd.read.reader import PlateReader
+
+REGION = {"us": "us", "us-crops": "us", "us-ucsd": "us", "eu": "eu", "br": "br", "br-crops": "br"}
+PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/plates")
+    ap.add_argument("sources", nargs="*", metavar="SOURCE", help=f"any of {', '.join(REGION)} (default: all)")
+    args = ap.parse_args()
+    if unknown := set(args.sources) - set(REGION):
+        ap.error(f"unknown source(s): {', '.join(sorted(unknown))}")
+    reader = PlateReader(ReaderConfig(**{**PHOTO_READER, "tall_row_px": 0}))
+    print("source: n plates read right; box width / height at percentiles " + " ".join(map(str, PERCENTILES)))
+    for source in args.sources or list(REGION):
+        labels = load_labels(args.data / source)
+        aspects = []
+        for name, rows in sorted(labels.items()):
+            image, _ = read_image(args.data / source / name)
+            reads = reader.read(image, REGION[source]).reads
+            if reads and reads[0].text in {r["plate"] for r in rows}:
+                aspects.append(reads[0].box.w / reads[0].box.h)
+        cuts = np.percentile(np.array(aspects), PERCENTILES) if aspects else []
+        print(f"{source}: n {len(aspects)}; " + " ".join(f"{c:.2f}" for c in cuts), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
