@@ -10,6 +10,7 @@ Usage: .venv/bin/python bench/box_aspects.py [--data ../shared/data/plates] [SOU
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,10 @@ from alprd.config import PHOTO_READER, ReaderConfig
 from alprd.read.imageio import read_image
 from alprd.read.reader import PlateReader
 
-REGION = {"us": "us", "us-crops": "us", "us-ucsd": "us", "eu": "eu", "br": "br", "br-crops": "br"}
+# each source's region, as the left-out measurement reads it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from eval_loso import REGION
+
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
 
