@@ -148,6 +148,19 @@ def test_an_o_or_an_i_in_a_serials_letter_place_needs_only_the_lower_bar() -> No
     assert rank([Candidate("LM298A1", 0.81), Candidate("LM298AI", 0.17)], "auto")[0].text == "LM298AI"
 
 
+def test_a_closed_regions_candidate_chosen_over_a_read_in_no_format_ranks_with_the_prior() -> None:
+    from alprd.read.grammar import SERIAL_PRIOR
+
+    # the recognizer split one glyph between two look-alikes; the format says which. The choice ranks,
+    # against a sign or a dealer frame read in the same photo, with the two readings' probability
+    # shared by the prior, not with the look-alike's own share of it
+    for region, best, issued in (("eu", "AB123C0", "AB123CO"), ("br", "A8C1234", "ABC1234")):
+        choice, fits = rank([Candidate(best, 0.85), Candidate(issued, 0.14)], region)
+        k = SERIAL_PRIOR * 0.14
+        assert choice.text == issued and fits
+        assert choice.confidence == pytest.approx(0.99 * k / (k + 0.85)) and choice.confidence > 0.5
+
+
 def test_two_stacked_rows_join_only_into_an_issued_format_not_both_rows_fit_alone() -> None:
     from alprd.read.grammar import joins
 

@@ -1,14 +1,14 @@
 """Region plate grammars: they rank the recognizer's own candidates and never invent a read.
 
-A read that already fits one of the region's formats is kept as it is (OpenALPR's California
-pattern once turned a correct `1291164` into `1Z91164`). Only when the best read fits no format
-of a region with a closed list of national formats (br, eu) may a lower-ranked candidate that
-fits replace it, or, when none fits, the candidate that reads a 0 between two letters as the
-letter O. The US list is open (vanity plates: any 2-8 letters and digits); there a candidate in
-one of the states' serial formats replaces a best read in none, when it is nearly as probable
-(`US_SERIAL`, `SERIAL_RATIO`) or differs from it only by O for 0 or I for 1 (`LOOKALIKE_RATIO`).
-With no region set (auto, the default), a candidate in any issued format, a US state's serial or
-a closed region's national format, does the same."""
+A read that already fits one of the region's formats is kept as it is (OpenALPR's California pattern
+once turned a correct `1291164` into `1Z91164`). Only when the best read fits no format of a region
+with a closed list of national formats (br, eu) may a lower-ranked candidate that fits replace it
+(ranked then as the prior makes it, `_posterior`), or, when none fits, the candidate that reads a 0
+between two letters as the letter O. The US list is open (vanity plates: any 2-8 letters and
+digits); there a candidate in one of the states' serial formats replaces a best read in none, when
+it is nearly as probable (`US_SERIAL`, `SERIAL_RATIO`) or differs from it only by O for 0 or I for 1
+(`LOOKALIKE_RATIO`). With no region set (auto, the default), a candidate in any issued format, a US
+state's serial or a closed region's national format, does the same."""
 
 from __future__ import annotations
 
@@ -97,7 +97,10 @@ def _posterior(issued: float, other: float) -> float:
     """The probability of a candidate in an issued format chosen over a more probable read in
     none: the two readings' probability together, shared between them by SERIAL_PRIOR. Its own
     probability would rank the chosen read below a sticker or a sign read in the same frame,
-    though the prior just made it the likelier of the two."""
+    though the prior just made it the likelier of the two (a plate whose O the recognizer split
+    with 0 would lose to a dealer frame's lettering read whole).
+    The closed regions use the same prior: their list of formats is the law, but personalised
+    plates in them exist."""
     k = SERIAL_PRIOR * issued
     if k + other <= 0:
         return 0.0  # both read at no probability at all (a blank, enlarged row): no evidence
@@ -180,7 +183,7 @@ def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]
     if grammar.closed:
         for cand in candidates[1:]:
             if grammar.fits(cand.text) and cand.confidence >= MIN_ALTERNATIVE_RATIO * best.confidence:
-                return cand, True
+                return Candidate(cand.text, _posterior(cand.confidence, best.confidence)), True
         # No probability floor here: the decoder offers an O only where it saw one at 2% or more,
         # and a 0 between letters is, by the labels below, nearly never right. The read keeps the
         # best read's confidence: the glyphs are the same, only the prior differs.
