@@ -2,7 +2,8 @@
 
 Whether a plate's shape could tell a reader with no region set (`--region auto`) which region's
 formats to prefer: US plates are 2:1, Brazilian 3.1:1, European 4.7:1, but perspective, the
-detectors' margins and how a folder was cropped move the boxes. Prints percentiles per source.
+detectors' margins and how a folder was cropped move the boxes. Prints percentiles per source,
+and how many boxes are long enough for `grammar.LONG_ASPECT` to rank them as eu or br plates.
 
 Usage: .venv/bin/python bench/box_aspects.py [--data ../shared/data/plates] [SOURCE ...]
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from alprd.cli.reader import load_labels
 from alprd.config import PHOTO_READER, ReaderConfig
+from alprd.read.grammar import LONG_ASPECT
 from alprd.read.imageio import read_image
 from alprd.read.reader import PlateReader
 
@@ -45,7 +47,9 @@ def main() -> int:
             if reads and reads[0].text in {r["plate"] for r in rows}:
                 aspects.append(reads[0].box.w / reads[0].box.h)
         cuts = np.percentile(np.array(aspects), PERCENTILES) if aspects else []
-        print(f"{source}: n {len(aspects)}; " + " ".join(f"{c:.2f}" for c in cuts), flush=True)
+        long = sum(a >= LONG_ASPECT for a in aspects)
+        print(f"{source}: n {len(aspects)}; " + " ".join(f"{c:.2f}" for c in cuts)
+              + f"; {long} at {LONG_ASPECT}:1 or longer", flush=True)
     return 0
 
 

@@ -161,6 +161,31 @@ def test_a_closed_regions_candidate_chosen_over_a_read_in_no_format_ranks_with_t
         assert choice.confidence == pytest.approx(0.99 * k / (k + 0.85)) and choice.confidence > 0.5
 
 
+def test_a_long_plate_read_with_no_region_set_is_ranked_by_the_closed_regions_formats() -> None:
+    from alprd.read.grammar import LONG_ASPECT, by_shape, rank_shaped
+
+    # US plates are 2:1, European ones 4.7:1: only a box with no region set changes grammar
+    assert by_shape("auto", 4.7) == "long" and by_shape("auto", LONG_ASPECT) == "long"
+    assert by_shape("auto", 2.0) == "auto" and by_shape("auto", 2.9) == "auto"
+    assert by_shape("us", 4.7) == "us" and by_shape("eu", 2.0) == "eu"
+    # a read in no format gives way to a candidate in a European one at the closed regions' bar,
+    # where a US-shaped plate (vanity plates in any shape) keeps it
+    cands = [Candidate("AB123CDE", 0.8), Candidate("AB123CD", 0.08)]
+    assert rank(cands, "long")[0].text == "AB123CD" and rank(cands, "long")[1]
+    assert rank(cands, "auto")[0].text == "AB123CDE"
+    # a 0 between letters of a plate in no format reads as O on a long plate only
+    vanity = [Candidate("KM0BRAK", 0.9), Candidate("KMOBRAK", 0.03)]
+    assert rank(vanity, "long")[0].text == "KMOBRAK" and rank(vanity, "auto")[0].text == "KM0BRAK"
+    # a Brazilian Mercosur plate (3.1:1, boxed long) keeps its letter among the digits
+    mercosur = [Candidate("ABC1D23", 0.8), Candidate("ABC1023", 0.3)]
+    assert rank(mercosur, "long")[0].text == "ABC1D23"
+    # against other rows and detections, a long plate's read fits as auto judges every read: a
+    # vanity plate in no national format is not ranked down for its shape
+    assert rank_shaped([Candidate("GWAGEN", 0.9)], "auto", 4.7) == (Candidate("GWAGEN", 0.9), True)
+    assert rank_shaped(cands, "auto", 4.7) == rank(cands, "long")
+    assert rank_shaped(cands, "auto", 2.0)[0].text == "AB123CDE"
+
+
 def test_two_stacked_rows_join_only_into_an_issued_format_not_both_rows_fit_alone() -> None:
     from alprd.read.grammar import joins
 

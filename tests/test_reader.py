@@ -518,6 +518,22 @@ def test_a_round_or_upright_glyph_in_a_formats_letter_place_reads_as_the_letter(
     assert lower >= serial + 2, (lower, serial)
 
 
+def test_a_long_plate_read_with_no_region_set_is_ranked_as_a_closed_regions_plate(
+    reader: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """European plates (4.7:1) read as a user who sets no region: their long boxes rank the
+    candidates by the closed regions' formats (`grammar.by_shape`), as `--region eu` does; US
+    plates (2:1) are never boxed that long, and `us-ucsd` reads the same either way."""
+
+    def run() -> tuple[int, int]:
+        return _right(reader, data_dir / "eu", "auto"), _right(reader, data_dir / "us-ucsd", "auto")
+
+    long_eu, long_ucsd = run()
+    monkeypatch.setattr(grammar_module, "LONG_ASPECT", float("inf"))
+    square_eu, square_ucsd = run()
+    assert long_eu >= square_eu + 1 and long_ucsd == square_ucsd, (long_eu, square_eu, long_ucsd, square_ucsd)
+
+
 def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(
     accurate: PlateReader, data_dir: Path
 ) -> None:

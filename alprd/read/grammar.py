@@ -8,7 +8,9 @@ between two letters as the letter O. The US list is open (vanity plates: any 2-8
 digits); there a candidate in one of the states' serial formats replaces a best read in none, when
 it is nearly as probable (`US_SERIAL`, `SERIAL_RATIO`) or differs from it only by O for 0 or I for 1
 (`LOOKALIKE_RATIO`). With no region set (auto, the default), a candidate in any issued format, a US
-state's serial or a closed region's national format, does the same."""
+state's serial or a closed region's national format, does the same, and a plate boxed long (European
+and Brazilian plates are 3-5 times as wide as high, US ones twice) is ranked as a closed region's
+(`by_shape`)."""
 
 from __future__ import annotations
 
@@ -115,6 +117,26 @@ GRAMMARS: dict[str, Grammar] = {
 GRAMMARS["auto"] = Grammar(
     "auto", GRAMMARS["us"].patterns, closed=False
 )
+GRAMMARS["long"] = Grammar(
+    "long", GRAMMARS["eu"].patterns + GRAMMARS["br"].patterns, closed=True
+)
+"""A plate boxed long with no region set (`by_shape`): the closed regions' formats, together."""
+
+LONG_ASPECT = 3.2
+"""With no region set, a plate whose box is at least this many times as wide as high is ranked as
+a plate of a closed region (eu or br: `GRAMMARS["long"]`), not as a US plate. US plates are 2:1
+(12 x 6 in), Brazilian ones 3.1:1 and European ones 4.7:1 (520 x 110 mm). The photo reader's boxes
+of the plates it reads right (`bench/box_aspects.py`) are this long for none of the us and
+`us-ucsd` plates, 3 of the 371 us-crops (the whole frame boxed, read the same either way) and 101
+of the 107 eu plates; the US sources' 99th percentiles are 2.6-2.8. A camera looking down makes a
+plate longer only by its foreshortening (1.15 times at 30 degrees)."""
+
+
+def by_shape(region: str, aspect: float) -> str:
+    """The grammar a plate boxed `aspect` (width over height) is ranked by: its region, or with no
+    region set, the closed regions' formats for a long plate (`LONG_ASPECT`), where a read that
+    fits none of them gives way to a candidate that fits, as in those regions."""
+    return "long" if region == "auto" and aspect >= LONG_ASPECT else region
 
 NO_DIGIT_FACTOR = 0.5
 """Nearly every plate carries a digit (one of the 330 labelled photos' plates in the US and BR
@@ -191,6 +213,15 @@ def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]
         if lettered != best.text and any(cand.text == lettered for cand in candidates[1:]):
             return Candidate(lettered, best.confidence), False
     return best, False
+
+
+def rank_shaped(candidates: Sequence[Candidate], region: str, aspect: float) -> tuple[Candidate, bool]:
+    """`rank` for a row of a plate boxed `aspect` (width over height), by `by_shape`'s grammar.
+    Whether the choice fits stays the region's own grammar's word: the row competes with other
+    rows and detections, and each of them is judged by one grammar."""
+    shaped = by_shape(region, aspect)
+    choice, fits = rank(candidates, shaped)
+    return choice, fits if shaped == region else GRAMMARS[region].fits(choice.text)
 
 
 VEHICLE_MIN_CHARS = 4

@@ -458,12 +458,13 @@ class PlateReader:
             # middle band is read too, and the better read wins.
             rows.insert(1, self._band(crop, det.box, box))
         tallest = max(line.h for line in rows)
+        aspect = det.box.w / max(1, det.box.h)
         read_rows: list[tuple[TextLine, Recognition, Candidate]] = []
         for line in rows:
             rec = self.recognize_row(LineFinder.cut(crop, line))
             if len(rec.text) < MIN_CHARS:
                 continue
-            choice, fits = grammar.rank(rec.candidates, region)
+            choice, fits = grammar.rank_shaped(rec.candidates, region, aspect)
             if line in found_rows:
                 read_rows.append((line, rec, choice))
             score = choice.confidence * (1.0 if fits else GRAMMAR_MISS_FACTOR) * grammar.likeness(choice.text)
