@@ -523,7 +523,7 @@ def test_a_long_plate_read_with_no_region_set_is_ranked_as_a_closed_regions_plat
 ) -> None:
     """European plates (4.7:1) read as a user who sets no region: their long boxes rank the
     candidates by the closed regions' formats (`grammar.by_shape`), as `--region eu` does; US
-    plates (2:1) are never boxed that long, and `us-ucsd` reads the same either way."""
+    plates (2:1) are rarely boxed that long, and `us-ucsd` reads the same either way."""
 
     def run() -> tuple[int, int]:
         return _right(reader, data_dir / "eu", "auto"), _right(reader, data_dir / "us-ucsd", "auto")
