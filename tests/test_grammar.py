@@ -186,6 +186,16 @@ def test_a_long_plate_read_with_no_region_set_is_ranked_by_the_closed_regions_fo
     assert rank_shaped(cands, "auto", 2.0)[0].text == "AB123CDE"
 
 
+def test_a_long_plates_read_counts_as_read_in_a_format_only_in_an_issued_one_with_no_region_set() -> None:
+    from alprd.read.grammar import in_shape
+
+    assert not in_shape("GWAGEN", "auto", 4.7)  # a vanity plate, or a misread: look again
+    assert in_shape("BA302ZZ", "auto", 4.7) and in_shape("ABC1D23", "auto", 3.3)  # SK, Mercosur
+    assert in_shape("8951283", "auto", 3.4)  # a US all-digit serial boxed by its characters
+    assert in_shape("GWAGEN", "auto", 2.0)  # a US-shaped box: vanity plates are the us's own
+    assert in_shape("GWAGEN", "eu", 4.7) and in_shape("GWAGEN", "us", 4.7)  # a set region judges
+
+
 def test_two_stacked_rows_join_only_into_an_issued_format_not_both_rows_fit_alone() -> None:
     from alprd.read.grammar import joins
 

@@ -43,7 +43,7 @@ from alprd.read.reader import (
     TALL_SURE,
     PlateReader,
 )
-from alprd.types import CONFIDENT, Box, Candidate, Detection, Looks, Read
+from alprd.types import CONFIDENT, Box, Candidate, Detection, Looks, PhotoResult, Read
 
 ROOT = Path(__file__).resolve().parent.parent
 ALONE = {"detector_model": "plate_det", "fallback_model": None, "retry_size": None}
@@ -532,6 +532,40 @@ def test_a_long_plate_read_with_no_region_set_is_ranked_as_a_closed_regions_plat
     monkeypatch.setattr(grammar_module, "LONG_ASPECT", float("inf"))
     square_eu, square_ucsd = run()
     assert long_eu >= square_eu + 1 and long_ucsd == square_ucsd, (long_eu, square_eu, long_ucsd, square_ucsd)
+
+
+def test_a_long_plate_read_in_no_issued_format_with_no_region_set_is_looked_at_again(
+    reader: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """European plates read as a user who sets no region: a long box's read in no issued format
+    (`grammar.in_shape`: a vanity plate, or a misread with a bolt or a look-alike) is not read well,
+    so the accurate detector looks again, as `--region eu` has it; the read keeps its rank (the
+    eu folder's personalised plates are still reported first, as confident as before)."""
+    folder = data_dir / "eu"
+
+    def run() -> tuple[list[PhotoResult], list[str]]:
+        rows = _sample(folder, 1)
+        results = [reader.read(read_image(folder / r["file"])[0], "auto") for r in rows]
+        return results, [r["plate"] for r in rows]
+
+    def long_unissued(result: PhotoResult) -> bool:
+        top = result.reads[0]
+        long = top.box.w >= grammar_module.LONG_ASPECT * top.box.h
+        return long and not grammar_module.issued_in(top.text, "auto")
+
+    shaped, plates = run()
+    monkeypatch.setattr(grammar_module, "in_shape", lambda text, region, aspect: True)
+    plain, _ = run()
+    # personalised plates the folder reads right and well at the first look
+    vanity = [i for i, r in enumerate(plain)
+              if r.reads and long_unissued(r) and r.reads[0].text == plates[i] and r.reads[0].confident]
+    assert vanity
+    for i in vanity:
+        assert not shaped[i].reads[0].grammar_ok and "fallback" in shaped[i].stage_ms
+        assert shaped[i].reads[0].text == plates[i] and shaped[i].reads[0].confidence >= CONFIDENT
+    right = [sum(bool(r.reads) and r.reads[0].text == p for r, p in zip(res, plates, strict=True))
+             for res in (shaped, plain)]
+    assert right[0] >= right[1], right
 
 
 def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(

@@ -224,6 +224,17 @@ def rank_shaped(candidates: Sequence[Candidate], region: str, aspect: float) -> 
     return choice, fits if shaped == region else GRAMMARS[region].fits(choice.text)
 
 
+def in_shape(text: str, region: str, aspect: float) -> bool:
+    """Whether a read of a plate boxed `aspect` counts as read in a format (`Read.grammar_ok`), so
+    that the reader looks no further: with no region set, a long plate's read only in an issued
+    format (`_issued`), as `--region eu` counts only its own formats; every other read as its
+    region's grammar judges it (`rank_shaped`). A long read in none is a European plate misread
+    (a bolt or the band read as a character, a look-alike) more often than a vanity plate: the
+    accurate detector's look is then taken, as in the closed regions. Its rank stays: a vanity
+    plate still outranks a badge or a sign."""
+    return by_shape(region, aspect) == region or _issued(text, region)
+
+
 VEHICLE_MIN_CHARS = 4
 """A pass shorter than this that fits no plate format is not counted as a vehicle (issue 21)."""
 

@@ -496,7 +496,7 @@ class PlateReader:
             box=det.box,
             detection_score=det.score,
             region=region,
-            grammar_ok=fits,
+            grammar_ok=fits and (rows_read == 2 or grammar.in_shape(choice.text, region, aspect)),
             row_h=round(row_h, 1),
             rows=rows_read,
         )
