@@ -329,7 +329,8 @@ class RecNet:
 
 
 def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: float = 0.0,
-            italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1) -> np.ndarray:
+            italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1,
+            low_res: float = 0.3) -> np.ndarray:
     """Photometric and small geometric changes of a 48-high line image (BGR uint8).
 
     dim P: a share P of the lines is lit as a night plate lit by headlights only (a sixth to
@@ -353,6 +354,10 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
 
     grey P: a share P of the lines loses its colour (default 0.1, the draws of earlier runs):
     infrared and monochrome cameras, common on poles and patrol cars, see every plate in grey.
+
+    low_res F: the smallest scale (of the 48-high line) a line made small is drawn from (default
+    0.3, the draws of earlier runs, rows of 14 px and up). The smallest plates the reader meets,
+    46 px wide in a 640 x 480 frame, carry characters about 10 px high: 0.2 of the line.
     """
     h, w = img.shape[:2]
     if stretch > 0 and rng.random() < 0.5:
@@ -385,7 +390,7 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
                              borderMode=cv2.BORDER_REPLICATE)
         w = img.shape[1]
     if rng.random() < 0.3:  # lower resolution (distant plates)
-        f = rng.uniform(0.3, 0.8)
+        f = rng.uniform(low_res, 0.8)
         small = cv2.resize(img, (max(4, round(w * f)), max(4, round(h * f))), interpolation=cv2.INTER_AREA)
         if small_jpeg > 0 and rng.random() < small_jpeg:
             ok, enc = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, rng.randint(15, 60)])
@@ -451,7 +456,7 @@ class Stream:
 
     def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
                  seed: int, width_scale: float = 1.0, stretch: float = 0.0, dim: float = 0.0,
-                 italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1) -> None:
+                 italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1, low_res: float = 0.3) -> None:
         self.rng = random.Random(seed)
         self.width_scale = width_scale
         self.stretch = stretch
@@ -459,6 +464,7 @@ class Stream:
         self.italic = italic
         self.small_jpeg = small_jpeg
         self.grey = grey
+        self.low_res = low_res
         self.batch = batch
         self.images, self.labels = images, labels
         by_source: dict[str, list[int]] = {}
@@ -476,7 +482,7 @@ class Stream:
             src = self.rng.choices(self.sources, self.weights)[0]
             i = self.rng.choice(self.by_source[src])
             img = augment(self.images[i], self.rng, self.stretch, self.dim, self.italic, self.small_jpeg,
-                          self.grey)
+                          self.grey, self.low_res)
             b = bucket(target_width(img, self.width_scale), self.width_scale)
             queue = self.pending.setdefault(b, [])
             queue.append((img, self.labels[i], src))
@@ -556,6 +562,8 @@ def main() -> None:
                     help="JPEG-compress a share P of the lines made small at that size (see augment)")
     ap.add_argument("--grey", type=float, default=0.1, metavar="P",
                     help="take the colour of a share P of the lines (infrared and monochrome cameras)")
+    ap.add_argument("--low-res", type=float, default=0.3, metavar="F",
+                    help="smallest scale a line made small is drawn from (0.3: earlier runs; see augment)")
     ap.add_argument("--italic", type=float, default=0.0, metavar="A",
                     help="lean a third of the lines by up to A degrees (plates seen from the side; "
                          "see augment)")
@@ -592,6 +600,8 @@ def main() -> None:
         return
     if not args.run or not args.data:
         ap.error("--run and --data are required to train")
+    if not 0.05 <= args.low_res <= 0.8:
+        ap.error("--low-res takes 0.05-0.8 (a scale of the 48-high line)")
 
     import torch
     import torch.nn.functional as F
@@ -666,7 +676,7 @@ def main() -> None:
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
     stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale, args.stretch, args.dim,
-                    args.italic, args.small_jpeg, args.grey)
+                    args.italic, args.small_jpeg, args.grey, args.low_res)
     neutral = {s for s in args.o_neutral.split(",") if s}
     unknown = neutral - set(sources)
     if unknown:
