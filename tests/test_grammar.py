@@ -162,12 +162,17 @@ def test_a_closed_regions_candidate_chosen_over_a_read_in_no_format_ranks_with_t
 
 
 def test_a_long_plate_read_with_no_region_set_is_ranked_by_the_closed_regions_formats() -> None:
-    from alprd.read.grammar import LONG_ASPECT, by_shape, rank_shaped
+    from alprd.read.grammar import LONG_ASPECT, LONG_ROW, by_shape, rank_shaped
 
     # US plates are 2:1, European ones 4.7:1: only a box with no region set changes grammar
     assert by_shape("auto", 4.7) == "long" and by_shape("auto", LONG_ASPECT) == "long"
     assert by_shape("auto", 2.0) == "auto" and by_shape("auto", 2.9) == "auto"
     assert by_shape("us", 4.7) == "us" and by_shape("eu", 2.0) == "eu"
+    # a box that says nothing of the plate (a tight crop's frame): its character row's shape does
+    assert by_shape("auto", 2.5, LONG_ROW) == "long" and by_shape("auto", 2.5, 3.5) == "auto"
+    assert by_shape("us", 2.5, 5.3) == "us"
+    long_row = rank_shaped([Candidate("AB123CDE", 0.8), Candidate("AB123CD", 0.08)], "auto", 2.5, 5.3)
+    assert long_row[0].text == "AB123CD"
     # a read in no format gives way to a candidate in a European one at the closed regions' bar,
     # where a US-shaped plate (vanity plates in any shape) keeps it
     cands = [Candidate("AB123CDE", 0.8), Candidate("AB123CD", 0.08)]
@@ -194,6 +199,7 @@ def test_a_long_plates_read_counts_as_read_in_a_format_only_in_an_issued_one_wit
     assert in_shape("8951283", "auto", 3.4)  # a US all-digit serial boxed by its characters
     assert in_shape("GWAGEN", "auto", 2.0)  # a US-shaped box: vanity plates are the us's own
     assert in_shape("GWAGEN", "eu", 4.7) and in_shape("GWAGEN", "us", 4.7)  # a set region judges
+    assert not in_shape("GWAGEN", "auto", 2.5, 5.3)  # a long row in a box that says nothing
 
 
 def test_two_stacked_rows_join_only_into_an_issued_format_not_both_rows_fit_alone() -> None:

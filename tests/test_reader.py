@@ -522,7 +522,8 @@ def test_a_long_plate_read_with_no_region_set_is_ranked_as_a_closed_regions_plat
     reader: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """European plates (4.7:1) read as a user who sets no region: their long boxes rank the
-    candidates by the closed regions' formats (`grammar.by_shape`), as `--region eu` does; US
+    candidates by the closed regions' formats (`grammar.by_shape`; the box, or the character row
+    where the box says nothing), as `--region eu` does; US
     plates (2:1) are rarely boxed that long, and `us-ucsd` reads the same either way."""
 
     def run() -> tuple[int, int]:
@@ -530,6 +531,7 @@ def test_a_long_plate_read_with_no_region_set_is_ranked_as_a_closed_regions_plat
 
     long_eu, long_ucsd = run()
     monkeypatch.setattr(grammar_module, "LONG_ASPECT", float("inf"))
+    monkeypatch.setattr(grammar_module, "LONG_ROW", float("inf"))
     square_eu, square_ucsd = run()
     assert long_eu >= square_eu + 1 and long_ucsd == square_ucsd, (long_eu, square_eu, long_ucsd, square_ucsd)
 
@@ -554,7 +556,7 @@ def test_a_long_plate_read_in_no_issued_format_with_no_region_set_is_looked_at_a
         return long and not grammar_module.issued_in(top.text, "auto")
 
     shaped, plates = run()
-    monkeypatch.setattr(grammar_module, "in_shape", lambda text, region, aspect: True)
+    monkeypatch.setattr(grammar_module, "in_shape", lambda *_: True)
     plain, _ = run()
     # personalised plates the folder reads right and well at the first look
     vanity = [i for i, r in enumerate(plain)
@@ -566,6 +568,33 @@ def test_a_long_plate_read_in_no_issued_format_with_no_region_set_is_looked_at_a
     right = [sum(bool(r.reads) and r.reads[0].text == p for r, p in zip(res, plates, strict=True))
              for res in (shaped, plain)]
     assert right[0] >= right[1], right
+
+
+def test_a_tight_crop_of_a_long_plate_is_ranked_by_its_row_with_no_region_set(
+    reader: PlateReader, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A European plate cropped tight at its ends (a pole camera's crop): read whole, its box is
+    the frame's, margins above and below included, and says little of the plate's shape; its
+    character row (`grammar.LONG_ROW`) still tells a 4.7:1 plate from a 2:1 one. Every eu plate
+    cut out so (1% of its width at each end, 15-60% of its height above and below), read as a user
+    who sets no region, with the row's shape and without; the us plates so cut read the same."""
+    margins = (0.15, 0.35, 0.6)
+
+    def run(folder: Path) -> int:
+        right = 0
+        for i, row in enumerate(_sample(folder, 1)):
+            image, _ = read_image(folder / row["file"])
+            x, y, w, h = (int(row[k]) for k in ("x", "y", "w", "h"))
+            mx, my = round(0.01 * w), round(margins[i % 3] * h)
+            cut = np.ascontiguousarray(image[max(0, y - my) : y + h + my, max(0, x - mx) : x + w + mx])
+            reads = reader.read(cut, "auto").reads
+            right += bool(reads) and reads[0].text == row["plate"]
+        return right
+
+    by_row = run(data_dir / "eu"), run(data_dir / "us")
+    monkeypatch.setattr(grammar_module, "LONG_ROW", float("inf"))
+    by_box = run(data_dir / "eu"), run(data_dir / "us")
+    assert by_row[0] >= by_box[0] + 1 and by_row[1] == by_box[1], (by_row, by_box)
 
 
 def test_a_piece_of_the_row_does_not_win_over_the_whole_plate(

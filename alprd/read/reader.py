@@ -441,7 +441,7 @@ class PlateReader:
         if box.w < 4 or box.h < 4:
             return None
         crop = even_light(image[box.y : box.y + box.h, box.x : box.x + box.w])
-        best: tuple[float, Recognition, Candidate, bool, float] | None = None
+        best: tuple[float, Recognition, Candidate, bool, float, float] | None = None
         rows = (self.lines.find(crop) if found is None else found)[:LINES_TRIED]
         if rows and runs_into_side(rows[0], box.w, self.lines.row_margin):
             wide = det.box.pad(WIDE_PAD, CROP_PAD[1]).clamp(w, h)
@@ -461,22 +461,24 @@ class PlateReader:
         aspect = det.box.w / max(1, det.box.h)
         read_rows: list[tuple[TextLine, Recognition, Candidate]] = []
         for line in rows:
-            rec = self.recognize_row(LineFinder.cut(crop, line))
+            cut = LineFinder.cut(crop, line)
+            rec = self.recognize_row(cut)
             if len(rec.text) < MIN_CHARS:
                 continue
-            choice, fits = grammar.rank_shaped(rec.candidates, region, aspect)
+            row_aspect = cut.shape[1] / max(1, cut.shape[0])
+            choice, fits = grammar.rank_shaped(rec.candidates, region, aspect, row_aspect)
             if line in found_rows:
                 read_rows.append((line, rec, choice))
             score = choice.confidence * (1.0 if fits else GRAMMAR_MISS_FACTOR) * grammar.likeness(choice.text)
             if line.h < SMALL_ROW * tallest:
                 score *= SMALL_ROW_FACTOR
             if best is None or score > best[0]:
-                best = (score, rec, choice, fits, line.h)
+                best = (score, rec, choice, fits, line.h, row_aspect)
             if fits and score >= CONFIDENT:
                 break  # the most plate-like row reads well: the next row is a state name or slogan
         if best is None:
             return None
-        score, rec, choice, fits, row_h = best
+        score, rec, choice, fits, row_h, row_aspect = best
         chars = rec.chars if choice.text == rec.text else chars_for(choice.text, rec)
         shape = 1.0 if det.box.w >= MIN_PLATE_ASPECT * det.box.h else SQUARE_FACTOR
         two = two_rows(read_rows, region) if len(read_rows) == 2 else None
@@ -496,7 +498,7 @@ class PlateReader:
             box=det.box,
             detection_score=det.score,
             region=region,
-            grammar_ok=fits and (rows_read == 2 or grammar.in_shape(choice.text, region, aspect)),
+            grammar_ok=fits and (rows_read == 2 or grammar.in_shape(choice.text, region, aspect, row_aspect)),
             row_h=round(row_h, 1),
             rows=rows_read,
         )
