@@ -9,8 +9,9 @@ digits); there a candidate in one of the states' serial formats replaces a best 
 it is nearly as probable (`US_SERIAL`, `SERIAL_RATIO`) or differs from it only by O for 0 or I for 1
 (`LOOKALIKE_RATIO`). With no region set (auto, the default), a candidate in any issued format, a US
 state's serial or a closed region's national format, does the same, and a plate boxed long (European
-and Brazilian plates are 3-5 times as wide as high, US ones twice) is ranked as a closed region's
-(`by_shape`)."""
+and Brazilian plates are 3-5 times as wide as high, US ones twice), or read from a long row, is
+ranked as a closed region's (`by_shape`); its read in none of their formats or the US serials does
+not count as read well (`in_shape`)."""
 
 from __future__ import annotations
 
@@ -133,12 +134,13 @@ plate longer only by its foreshortening (1.15 times at 30 degrees)."""
 
 
 LONG_ROW = 4.6
-"""Or whose character row, as cut for the recognizer, is at least this many times as wide as high:
-where the box says nothing of the plate's shape (a tight crop read whole, its box the frame's with
-the margins above and below). The rows of the plates the reader reads right (`bench/box_aspects.py`)
-are this long for 87 of the 107 eu plates and 75 of the 113 br plates, and for 4 of the 567 plates
-of the us, `us-ucsd` and us-crops (their 99th percentile is 4.4; a US serial is 2.75 in high and
-10 in long, a European one 79 mm and about 440 mm)."""
+"""With no region set, a plate read from a character row (as cut for the recognizer) at least this
+many times as wide as high is ranked as a long plate too: where the box says nothing of the plate's
+shape (a tight crop read whole, its box the frame's with the margins above and below). The rows of
+the plates the reader reads right (`bench/box_aspects.py`) are this long for 87 of the 107 eu
+plates and 75 of the 113 br plates, and for 4 of the 567 plates of the us, `us-ucsd` and us-crops
+(their 99th percentile is 4.4; a US serial is 2.75 in high and 10 in long, a European one 79 mm
+and about 440 mm)."""
 
 
 def by_shape(region: str, aspect: float, row: float = 0.0) -> str:
@@ -147,6 +149,7 @@ def by_shape(region: str, aspect: float, row: float = 0.0) -> str:
     long plate (`LONG_ASPECT`, `LONG_ROW`), where a read that fits none of them gives way to a
     candidate that fits, as in those regions."""
     return "long" if region == "auto" and (aspect >= LONG_ASPECT or row >= LONG_ROW) else region
+
 
 NO_DIGIT_FACTOR = 0.5
 """Nearly every plate carries a digit (one of the 330 labelled photos' plates in the US and BR
