@@ -456,7 +456,8 @@ class Stream:
 
     def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
                  seed: int, width_scale: float = 1.0, stretch: float = 0.0, dim: float = 0.0,
-                 italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1, low_res: float = 0.3) -> None:
+                 italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1,
+                 low_res: float = 0.3) -> None:
         self.rng = random.Random(seed)
         self.width_scale = width_scale
         self.stretch = stretch
