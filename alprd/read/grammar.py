@@ -230,7 +230,8 @@ def rank(candidates: Sequence[Candidate], region: str) -> tuple[Candidate, bool]
 
 def rank_shaped(candidates: Sequence[Candidate], region: str, aspect: float, row: float = 0.0
                 ) -> tuple[Candidate, bool]:
-    """`rank` for a row of a plate boxed `aspect` (width over height), by `by_shape`'s grammar.
+    """`rank` for a row `row` times as wide as high, of a plate boxed `aspect` (width over height),
+    by `by_shape`'s grammar.
     Whether the choice fits stays the region's own grammar's word: the row competes with other
     rows and detections, and each of them is judged by one grammar."""
     shaped = by_shape(region, aspect, row)
@@ -239,13 +240,13 @@ def rank_shaped(candidates: Sequence[Candidate], region: str, aspect: float, row
 
 
 def in_shape(text: str, region: str, aspect: float, row: float = 0.0) -> bool:
-    """Whether a read of a plate boxed `aspect` counts as read in a format (`Read.grammar_ok`), so
-    that the reader looks no further: with no region set, a long plate's read only in an issued
-    format (`_issued`), as `--region eu` counts only its own formats; every other read as its
-    region's grammar judges it (`rank_shaped`). A long read in none is a European plate misread
-    (a bolt or the band read as a character, a look-alike) more often than a vanity plate: the
-    accurate detector's look is then taken, as in the closed regions. Its rank stays: a vanity
-    plate still outranks a badge or a sign."""
+    """Whether a read of a plate boxed `aspect`, from a row `row` times as wide as high, counts as
+    read in a format (`Read.grammar_ok`), so that the reader looks no further: with no region set,
+    a long plate's read only in an issued format (`_issued`), as `--region eu` counts only its own
+    formats; every other read as its region's grammar judges it (`rank_shaped`). A long read in
+    none is a European plate misread (a bolt or the band read as a character, a look-alike) more
+    often than a vanity plate: the accurate detector's look is then taken, as in the closed
+    regions. Its rank stays: a vanity plate still outranks a badge or a sign."""
     return by_shape(region, aspect, row) == region or _issued(text, region)
 
 
