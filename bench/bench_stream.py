@@ -115,7 +115,9 @@ def commit() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=int, default=12)
-    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="reader.threads: onnxruntime threads of the line finder and the recognizer (the "
+                         "detectors': --reader detector_threads=N, by default the CPUs, at most 4)")
     ap.add_argument("--reader", action="append", default=[], metavar="KEY=YAML",
                     help="override a reader config key, e.g. --reader detector_size=960")
     ap.add_argument("--tracking", action="append", default=[], metavar="KEY=YAML",

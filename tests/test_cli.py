@@ -53,3 +53,21 @@ def test_a_reader_option_out_of_range_is_one_line_exit_2(command: str, tmp_path:
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert lines == [f"alprd {command}: --detector-size 500: input should be a multiple of 32"], lines
+
+
+def test_threads_sets_every_models_threads_the_detectors_included(tmp_path: Path) -> None:
+    """`--threads 1` is one onnxruntime thread for each model: the issue's speed figures are of
+    one thread, and the detectors, by default given every core, would otherwise take two or more."""
+    from alprd.cli.reader import reader_config
+    from alprd.read.reader import PlateReader
+
+    parser = build_parser()
+    default = reader_config(parser.parse_args(["bench", str(tmp_path)]))
+    assert (default.threads, default.detector_threads) == (1, None)  # reader.threads' and the CPUs
+    cfg = reader_config(parser.parse_args(["bench", str(tmp_path), "--threads", "1"]))
+    assert (cfg.threads, cfg.detector_threads) == (1, 1)
+    reader = PlateReader(cfg)
+    assert reader.fallback is not None
+    sessions = [reader.detector._session, reader.fallback._session, reader.lines.session,
+                reader.recognizer.session]
+    assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1, 1, 1, 1]

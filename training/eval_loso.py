@@ -261,7 +261,10 @@ def main() -> int:
             ap.error(f"--pair {pair}: {run_name} trained on {source} (its contract's left_out)")
         with tempfile.TemporaryDirectory() as tmp:
             models = models_with(run, Path(tmp))
-            cfg = ReaderConfig(**{**PHOTO_READER, "tall_row_px": 0, "models_dir": models})
+            # one onnxruntime thread for every model, as `alprd bench --threads 1` reads: the
+            # medians of the figures compare with the issue's
+            cfg = ReaderConfig(**{**PHOTO_READER, "tall_row_px": 0, "models_dir": models,
+                                  "detector_threads": 1})
             reader = PlateReader(cfg)
         if second is not None:
             reader.recognize_row = with_second(reader, second, args.below, args.combine)  # type: ignore[method-assign]

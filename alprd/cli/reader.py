@@ -52,7 +52,10 @@ def add_reader_args(p: argparse.ArgumentParser) -> None:
     scripts that read photos, so that they read as `alprd bench` does)."""
     p.add_argument("--region", choices=["us", "eu", "br", "auto"], default="auto",
                    help="plate grammar used to rank candidates (default: auto)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (default: 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="onnxruntime threads of every model, the plate detectors' included (default: 1 "
+                        "for the line finder and the recognizer, the CPUs available, at most 4, for "
+                        "the detectors: reader.threads and reader.detector_threads)")
     p.add_argument("--detector", choices=DETECTOR_MODELS, default=PHOTO_READER["detector_model"],
                    help="first plate detector (default: %(default)s; see models/README.md)")
     p.add_argument("--fallback", choices=(*DETECTOR_MODELS, "none"), default=PHOTO_READER["fallback_model"],
@@ -75,26 +78,31 @@ def add_reader_args(p: argparse.ArgumentParser) -> None:
 def reader_config(args: argparse.Namespace) -> ReaderConfig:
     """The ReaderConfig that `add_reader_args`' options describe."""
     kwargs: dict[str, Any] = {
-        "region": args.region, "threads": args.threads, "detector_size": args.detector_size,
+        "region": args.region, "detector_size": args.detector_size,
         "retry_size": args.retry_size or None, "detector_model": args.detector,
         "fallback_model": None if args.fallback == "none" else args.fallback,
         "tall_row_px": args.tall_row_px, "zoom_out": args.zoom_out,
     }
     if args.models_dir is not None:
         kwargs["models_dir"] = args.models_dir
+    if args.threads is not None:
+        # a count of threads says how many each model may use: "one thread" is one for the
+        # detectors too, which by default take every core
+        kwargs["threads"] = kwargs["detector_threads"] = args.threads
     try:
         return ReaderConfig(**kwargs)
     except ValidationError as e:
         # in the options' own words: one line, not pydantic's multi-line report with a URL
-        raise ValueError("; ".join(
+        raise ValueError("; ".join(dict.fromkeys(  # --threads sets two keys: said once
             f"{_option(err['loc'])} {err['input']!r}: {err['msg'][:1].lower()}{err['msg'][1:]}"
             for err in e.errors()
-        )) from None
+        ))) from None
 
 
 def _option(loc: tuple[int | str, ...]) -> str:
     field = str(loc[0]) if loc else ""
-    return {"detector_model": "--detector", "fallback_model": "--fallback"}.get(
+    return {"detector_model": "--detector", "fallback_model": "--fallback",
+            "detector_threads": "--threads"}.get(
         field, "--" + field.replace("_", "-"))
 
 
