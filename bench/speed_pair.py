@@ -31,8 +31,11 @@ def worktree(rev: str) -> Iterator[Path]:
     """A detached checkout of `rev`, removed on exit."""
     with tempfile.TemporaryDirectory(prefix="alprd-speed-") as tmp:
         path = Path(tmp) / "base"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(path), rev],
-                       check=True)
+        added = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(path), rev],
+                               capture_output=True, text=True, check=False)
+        if added.returncode != 0:
+            print(f"speed_pair: cannot check out {rev!r}: {added.stderr.strip()}", file=sys.stderr)
+            raise SystemExit(2)
         try:
             yield path
         finally:
