@@ -455,8 +455,12 @@ class PlateReader:
             rows = [self._band(crop, det.box, box)]
         elif rows[0].w < SHORT_ROW * det.box.w:
             # Only a piece of the row was found (an emblem or a wide gap split it): the box's
-            # middle band is read too, and the better read wins.
-            rows.insert(1, self._band(crop, det.box, box))
+            # middle band is read too, and the better read wins. A piece small beside the tallest
+            # row scores SMALL_ROW_FACTOR of its read at most, which no more than ties CONFIDENT:
+            # the band is read first then, and where it reads well the piece cannot win.
+            band = self._band(crop, det.box, box)
+            small = rows[0].h < SMALL_ROW * max(band.h, *(line.h for line in rows))
+            rows.insert(0 if small else 1, band)
         tallest = max(line.h for line in rows)
         aspect = det.box.w / max(1, det.box.h)
         read_rows: list[tuple[TextLine, Recognition, Candidate]] = []
