@@ -31,7 +31,10 @@ class of plates seen from the side, whose rows slant while their characters stay
 `--rotate DEG` turns it by DEG degrees (sign drawn likewise), the class of a camera's roll or a
 hand-held photo, whose characters turn with their rows; `--grey` takes its colour, the class of
 infrared and monochrome cameras (pole and patrol-car ALPR cameras often are);
-`--darken` above 1 over-exposes (30 grey levels of flare added, clipped at 255: a sunlit or
+`--blur F` smears each view sideways by F of its plate's width (a horizontal line kernel that
+long, at the photo's own scale: the label box's width for photo sources, the crop's for the crop
+folders), the class of a moving car or a moving patrol car under a slow shutter; `--darken`
+above 1 over-exposes (30 grey levels of flare added, clipped at 255: a sunlit or
 IR-flashed plate); `--jpeg Q` saves each view as JPEG at quality Q (a cheap camera's stream);
 `--stack` (with `--as-crops`, `us-ucsd` alone, whose boxes hug the characters) sets each cut-out's
 first half of characters over the rest, a quarter of their height apart: the class of two-row
@@ -156,16 +159,21 @@ def stacked_halves(first: np.ndarray, rest: np.ndarray, gap: int) -> np.ndarray:
 
 
 def degraded(view: np.ndarray, name: str, gain: float, noise: float, shrink: float,
-             shear: float = 0.0, jpeg: int = 0, rotate: float = 0.0, grey: bool = False) -> np.ndarray:
-    """`view` at `gain` of its light (above 1: 30 grey levels of flare added, clipped at 255) with
-    sensor noise of `noise` grey levels (seeded by `name`), resized by `shrink`, sheared by `shear`
-    degrees one way or the other (by `name`), turned by `rotate` degrees likewise, in grey
-    (`grey`), saved as JPEG at quality `jpeg`: the class probes of the module's docstring."""
+             shear: float = 0.0, jpeg: int = 0, rotate: float = 0.0, grey: bool = False,
+             blur: int = 0) -> np.ndarray:
+    """`view` smeared sideways over `blur` pixels, at `gain` of its light (above 1: 30 grey levels
+    of flare added, clipped at 255) with sensor noise of `noise` grey levels (seeded by `name`),
+    resized by `shrink`, sheared by `shear` degrees one way or the other (by `name`), turned by
+    `rotate` degrees likewise, in grey (`grey`), saved as JPEG at quality `jpeg`: the class probes
+    of the module's docstring."""
     import zlib
 
     import cv2
 
     way = 1.0 if zlib.crc32(name.encode()) % 2 else -1.0  # one way or the other, by the file's name
+    if blur > 1:
+        # first, at the camera's own scale: the shutter smears what the lens sees
+        view = cv2.blur(view, (blur, 1), borderType=cv2.BORDER_REPLICATE)
     if shear:
         t = np.tan(np.radians(way * shear))
         width = view.shape[1]
@@ -222,6 +230,8 @@ def main() -> int:
                     help="class probe: read sheared vertically by DEG degrees, one way or the other")
     ap.add_argument("--rotate", type=float, default=0.0, metavar="DEG",
                     help="class probe: read turned by DEG degrees, one way or the other")
+    ap.add_argument("--blur", type=float, default=0.0, metavar="F",
+                    help="class probe: smear sideways by F of the plate's width (motion blur)")
     ap.add_argument("--grey", action="store_true", help="class probe: read in grey (monochrome cameras)")
     ap.add_argument("--stack", action="store_true",
                     help="--as-crops, us-ucsd: each cut-out's first half of characters set over the rest "
@@ -234,14 +244,15 @@ def main() -> int:
     args = ap.parse_args()
     side = (args.side_margin[0], args.side_margin[1])
     if not (0 < args.darken <= 3 and args.noise >= 0 and 0 < args.shrink <= 4 and 0 <= side[0] <= side[1]
-            and 0 <= args.shear <= 30 and 0 <= args.rotate <= 30 and 0 <= args.jpeg <= 100):
+            and 0 <= args.shear <= 30 and 0 <= args.rotate <= 30 and 0 <= args.jpeg <= 100
+            and 0 <= args.blur <= 1):
         ap.error("--darken takes (0, 3], --shrink (0, 4], --noise >= 0, --side-margin LO <= HI, both >= 0, "
-                 "--shear and --rotate 0-30, --jpeg 0-100")
+                 "--shear and --rotate 0-30, --jpeg 0-100, --blur 0-1")
     if args.stack and (not args.as_crops or any(not p.startswith("us-ucsd=") for p in args.pair)):
         ap.error("--stack takes --as-crops and us-ucsd pairs alone: only its boxes hug the characters")
     probe = "".join(f"@{k}{v:g}" for k, v, plain in (("darken", args.darken, 1.0), ("noise", args.noise, 0.0),
                                                     ("shrink", args.shrink, 1.0), ("shear", args.shear, 0.0),
-                                                    ("rotate", args.rotate, 0.0),
+                                                    ("rotate", args.rotate, 0.0), ("blur", args.blur, 0.0),
                                                     ("jpeg", args.jpeg, 0))
                     if v != plain) + ("@grey" if args.grey else "")
     second = None
@@ -284,9 +295,11 @@ def main() -> int:
                                                                          args.stack)]
             else:
                 views = [(image, plates)]
+            # the plate's width at the photo's scale, for --blur: the label box's, or the crop's
+            plate_w = int(float(labels[name][0]["w"])) if "w" in labels[name][0] else image.shape[1]
             for view, wanted in views:
                 view = degraded(view, name, args.darken, args.noise, args.shrink, args.shear, args.jpeg,
-                                args.rotate, args.grey)
+                                args.rotate, args.grey, round(args.blur * plate_w))
                 t0 = time.perf_counter()
                 reads = reader.read(view, args.region or REGION[source]).reads
                 times.append((time.perf_counter() - t0) * 1000)
