@@ -330,7 +330,7 @@ class RecNet:
 
 def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: float = 0.0,
             italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1,
-            low_res: float = 0.3) -> np.ndarray:
+            low_res: float = 0.3, smear: float = 0.0) -> np.ndarray:
     """Photometric and small geometric changes of a 48-high line image (BGR uint8).
 
     dim P: a share P of the lines is lit as a night plate lit by headlights only (a sixth to
@@ -358,6 +358,12 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
     low_res F: the smallest scale (of the 48-high line) a line made small is drawn from (default
     0.3, the draws of earlier runs, rows of 14 px and up). The smallest plates the reader meets,
     46 px wide in a 640 x 480 frame, carry characters about 10 px high: 0.2 of the line.
+
+    smear F: a quarter of the lines is smeared sideways over 2 px up to F of its width, before
+    it is made small or compressed, as a camera smears a car crossing the view under a slow
+    shutter and then compresses the frame. The blur below smears by 3-7 px in one line of 13;
+    the reader loses half its plates smeared by 6% of the plate's width (BENCHMARKS.md, "Class
+    probes"). With F = 0 the random draws are those of earlier runs.
     """
     h, w = img.shape[:2]
     if stretch > 0 and rng.random() < 0.5:
@@ -389,6 +395,9 @@ def augment(img: np.ndarray, rng: random.Random, stretch: float = 0.0, dim: floa
         img = cv2.warpAffine(img, m, (w + 2 * pad, h), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE)
         w = img.shape[1]
+    if smear > 0 and rng.random() < 0.25:
+        k = rng.randint(2, max(2, round(smear * w)))
+        img = cv2.blur(img, (k, 1), borderType=cv2.BORDER_REPLICATE)
     if rng.random() < 0.3:  # lower resolution (distant plates)
         f = rng.uniform(low_res, 0.8)
         small = cv2.resize(img, (max(4, round(w * f)), max(4, round(h * f))), interpolation=cv2.INTER_AREA)
@@ -457,7 +466,7 @@ class Stream:
     def __init__(self, images: list[np.ndarray], labels: list[str], sources: list[str], batch: int,
                  seed: int, width_scale: float = 1.0, stretch: float = 0.0, dim: float = 0.0,
                  italic: float = 0.0, small_jpeg: float = 0.0, grey: float = 0.1,
-                 low_res: float = 0.3) -> None:
+                 low_res: float = 0.3, smear: float = 0.0) -> None:
         self.rng = random.Random(seed)
         self.width_scale = width_scale
         self.stretch = stretch
@@ -466,6 +475,7 @@ class Stream:
         self.small_jpeg = small_jpeg
         self.grey = grey
         self.low_res = low_res
+        self.smear = smear
         self.batch = batch
         self.images, self.labels = images, labels
         by_source: dict[str, list[int]] = {}
@@ -483,7 +493,7 @@ class Stream:
             src = self.rng.choices(self.sources, self.weights)[0]
             i = self.rng.choice(self.by_source[src])
             img = augment(self.images[i], self.rng, self.stretch, self.dim, self.italic, self.small_jpeg,
-                          self.grey, self.low_res)
+                          self.grey, self.low_res, self.smear)
             b = bucket(target_width(img, self.width_scale), self.width_scale)
             queue = self.pending.setdefault(b, [])
             queue.append((img, self.labels[i], src))
@@ -568,6 +578,9 @@ def main() -> None:
     ap.add_argument("--italic", type=float, default=0.0, metavar="A",
                     help="lean a third of the lines by up to A degrees (plates seen from the side; "
                          "see augment)")
+    ap.add_argument("--smear", type=float, default=0.0, metavar="F",
+                    help="smear a quarter of the lines sideways by up to F of their width (moving cars; "
+                         "see augment)")
     ap.add_argument("--drop-blocks", default="",
                     help="comma-separated residual Add nodes of the stock graph whose blocks are bypassed "
                          "(e.g. Add.74,Add.98,Add.122: every other block of the middle stage)")
@@ -601,6 +614,8 @@ def main() -> None:
         return
     if not args.run or not args.data:
         ap.error("--run and --data are required to train")
+    if not 0 <= args.smear <= 0.2:
+        ap.error("--smear takes 0-0.2 (a share of the line's width)")
     if not 0.05 <= args.low_res <= 0.8:
         ap.error("--low-res takes 0.05-0.8 (a scale of the 48-high line)")
 
@@ -677,7 +692,7 @@ def main() -> None:
     t0 = time.monotonic()
     run_loss, run_ok, run_n, run_steps = 0.0, 0, 0, 0
     stream = Stream(images, labels, sources, args.batch, args.seed, args.width_scale, args.stretch, args.dim,
-                    args.italic, args.small_jpeg, args.grey, args.low_res)
+                    args.italic, args.small_jpeg, args.grey, args.low_res, args.smear)
     neutral = {s for s in args.o_neutral.split(",") if s}
     unknown = neutral - set(sources)
     if unknown:
